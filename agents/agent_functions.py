@@ -1,0 +1,70 @@
+"""Demo agent functions that show the engine off. `seed_demo` creates an agent for each.
+
+Input keys are optional; the defaults make a good demonstration.
+"""
+
+import time
+
+from .functions import agent_function
+from .kinds.base import CancelledError, InvalidInputError, PermanentError, RetryableError
+
+
+def _number(input, key, default, *, minimum=0.0, maximum=3600.0):  # noqa: A002
+    if input is None:
+        return default
+    if not isinstance(input, dict):
+        raise InvalidInputError("The input must be a JSON object, for example {\"seconds\": 5}.")
+    value = input.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"“{key}” must be a number, not {value!r}.")
+    if not minimum <= value <= maximum:
+        raise InvalidInputError(f"“{key}” must be between {minimum:g} and {maximum:g}.")
+    return value
+
+
+@agent_function("demo.echo", description="Returns its input unchanged.")
+def echo(ctx, input):  # noqa: A002
+    ctx.log("info", "Echoing the input back.")
+    return input
+
+
+@agent_function(
+    "demo.flaky",
+    description="Fails with a temporary error on the first attempts, then succeeds.",
+)
+def flaky(ctx, input):  # noqa: A002
+    fail_times = int(_number(input, "fail_times", 2, maximum=100))
+    if ctx.attempt <= fail_times:
+        ctx.log("warning", f"Simulating a temporary outage (attempt {ctx.attempt}).")
+        raise RetryableError(
+            f"The demo service is temporarily unavailable (simulated failure {ctx.attempt} "
+            f"of {fail_times})."
+        )
+    ctx.log("info", f"Succeeded on attempt {ctx.attempt}.")
+    return {"succeeded_on_attempt": ctx.attempt}
+
+
+@agent_function(
+    "demo.slow",
+    description="Works for a while in steps, reporting progress; stops when cancelled.",
+)
+def slow(ctx, input):  # noqa: A002
+    seconds = _number(input, "seconds", 10)
+    steps = int(_number(input, "steps", 10, minimum=1, maximum=1000))
+    # "cooperative": false ignores cancellation, to show the forced stop.
+    cooperative = not (isinstance(input, dict) and input.get("cooperative") is False)
+    for step in range(1, steps + 1):
+        if cooperative and ctx.is_cancelled():
+            raise CancelledError()
+        time.sleep(seconds / steps)
+        ctx.progress(step * 100 / steps, f"Step {step} of {steps}")
+        ctx.log("info", f"Finished step {step} of {steps}.", step=step)
+    return {"steps": steps, "seconds": seconds}
+
+
+@agent_function("demo.broken", description="Always fails with a permanent error.")
+def broken(ctx, input):  # noqa: A002
+    ctx.log("info", "Looking up the demo record.")
+    raise PermanentError(
+        "The demo record does not exist (this agent always fails, to show a permanent error)."
+    )

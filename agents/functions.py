@@ -1,0 +1,63 @@
+"""The registry of Python callables that ``function`` agents run.
+
+Any installed app can plug in its own agents: put an ``agent_functions.py`` next to its
+``models.py`` and decorate callables there::
+
+    from agents.functions import agent_function
+
+    @agent_function("billing.sync_invoices", description="Pull new invoices from the ledger.")
+    def sync_invoices(ctx, input):
+        ctx.progress(10, "Fetching")
+        ...
+        return {"synced": 12}
+
+The callable receives the run context (``ctx.log``, ``ctx.progress``, ``ctx.secrets``,
+``ctx.attempt``, ``ctx.deadline``, ``ctx.is_cancelled``) and the execution's input, and returns a
+JSON-safe result. It raises ``agents.kinds.base.RetryableError`` for a temporary problem and
+``PermanentError`` for one that retrying will not fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.module_loading import autodiscover_modules
+
+
+@dataclass(frozen=True)
+class AgentFunction:
+    name: str
+    func: Callable[..., Any]
+    description: str
+
+
+_registry: dict[str, AgentFunction] = {}
+
+
+def agent_function(name: str, *, description: str = "") -> Callable:
+    """Register ``func`` under ``name`` (dotted, e.g. ``"demo.echo"``)."""
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        existing = _registry.get(name)
+        if existing is not None and existing.func.__qualname__ != func.__qualname__:
+            raise ValueError(f"An agent function named {name!r} is already registered.")
+        doc = description or (func.__doc__ or "").strip().splitlines()[0:1]
+        text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        _registry[name] = AgentFunction(name=name, func=func, description=text)
+        return func
+
+    return register
+
+
+def get_function(name: str) -> AgentFunction | None:
+    return _registry.get(name)
+
+
+def all_functions() -> list[AgentFunction]:
+    return sorted(_registry.values(), key=lambda f: f.name)
+
+
+def autodiscover() -> None:
+    autodiscover_modules("agent_functions")

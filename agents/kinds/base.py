@@ -1,0 +1,141 @@
+"""What every kind of agent shares: the run protocol, the run context and the errors.
+
+A kind is a module in this package that defines a :class:`Kind` subclass instance with
+
+* ``name`` (stored on the agent), ``label`` and ``description`` for people;
+* ``config_form``: a Django form that is the kind's config schema. The pages render it, the
+  services validate with it, and ``cleaned_data`` (JSON-safe) is what gets stored;
+* ``run(ctx, input)``: does the work and returns a JSON-safe result.
+
+``run`` signals failure by raising one of the errors below. Anything else it raises is
+classified by ``executions.errors.classify`` (connection problems and timeouts are temporary,
+the rest is an internal error that is not retried).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from django import forms
+
+
+class AgentError(Exception):
+    """The agent failed."""
+
+    #: One of executions.errors.Category; decides the title and what the user is told.
+    category: ClassVar[str] = "internal"
+    #: Whether trying again later may help (the agent's policy decides if it actually does).
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, *, category: str | None = None,
+                 retry_after: float | None = None):
+        self.message = message or (self.__doc__ or "").strip().splitlines()[0]
+        if category is not None:
+            self.category = category
+        #: Seconds the other side asked us to wait (e.g. a Retry-After header).
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class RetryableError(AgentError):
+    """A temporary problem: trying again later may work."""
+
+    category = "upstream_error"
+    retryable = True
+
+
+class PermanentError(AgentError):
+    """A problem that trying again will not fix."""
+
+    category = "internal"
+    retryable = False
+
+
+class NetworkError(RetryableError):
+    """The agent could not reach the service it calls."""
+
+    category = "network"
+
+
+class RateLimitedError(RetryableError):
+    """The service the agent calls asked it to slow down."""
+
+    category = "rate_limited"
+
+
+class AgentTimeoutError(RetryableError):
+    """The call took longer than allowed."""
+
+    category = "timeout"
+
+
+class AuthError(PermanentError):
+    """The service the agent calls refused its credentials."""
+
+    category = "auth"
+
+
+class InvalidInputError(PermanentError):
+    """The input does not fit what the agent expects."""
+
+    category = "invalid_input"
+
+
+class ConfigurationError(PermanentError):
+    """The agent's configuration does not work."""
+
+    category = "configuration"
+
+
+class CancelledError(AgentError):
+    """The execution was cancelled."""
+
+    category = "cancelled"
+
+
+class RunContext(Protocol):
+    """What a running agent can see and do. Implemented by ``executions.runner``."""
+
+    execution_id: str  # the public UUID, for logs and outbound idempotency keys
+    attempt: int  # 1 for the first attempt
+    max_attempts: int
+    deadline: datetime  # when the soft time limit strikes
+    config: Mapping[str, Any]  # the agent's validated config
+    secrets: Mapping[str, str]  # the agent's secrets (masked repr)
+
+    def log(self, level: str, message: str, **data: Any) -> None: ...
+
+    def progress(self, percent: int, message: str = "") -> None: ...
+
+    def is_cancelled(self) -> bool: ...
+
+
+class ConfigInvalid(Exception):
+    """An agent's config does not fit its kind's schema; ``errors`` maps field to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+
+
+class Kind:
+    name: ClassVar[str]
+    label: ClassVar[str]
+    description: ClassVar[str]
+    config_form: ClassVar[type[forms.Form]]
+
+    def clean_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Validate ``config`` with the kind's form; return what to store or raise ConfigInvalid."""
+        form = self.config_form(data=dict(config or {}))
+        if not form.is_valid():
+            raise ConfigInvalid({field: list(msgs) for field, msgs in form.errors.items()})
+        return form.cleaned_data
+
+    def summary(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(label, value) pairs that describe a config to a person. Secrets never appear."""
+        return [(str(key), str(value)) for key, value in config.items()]
+
+    def run(self, ctx: RunContext, input: Any) -> Any:  # noqa: A002
+        raise NotImplementedError

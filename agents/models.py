@@ -1,0 +1,123 @@
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from executions.retry import DEFAULT_RETRY_ON, RetryPolicy
+
+from .secrets import EncryptedSecretsField
+
+name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+    "Use letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit.",
+)
+
+
+# Defaults are callables so the settings in force when a row is created apply.
+def default_max_retries():
+    return settings.CONVEYOR_DEFAULT_MAX_RETRIES
+
+
+def default_retry_backoff():
+    return settings.CONVEYOR_DEFAULT_RETRY_BACKOFF
+
+
+def default_retry_backoff_max():
+    return settings.CONVEYOR_DEFAULT_RETRY_BACKOFF_MAX
+
+
+def default_retry_jitter():
+    return settings.CONVEYOR_DEFAULT_RETRY_JITTER
+
+
+def default_timeout():
+    return settings.CONVEYOR_DEFAULT_TIMEOUT
+
+
+def default_queue():
+    return settings.CONVEYOR_EXECUTIONS_QUEUE
+
+
+def default_retry_on():
+    return list(DEFAULT_RETRY_ON)
+
+
+class Agent(models.Model):
+    """A named, owned, configured unit of automated work. Each run is an Execution."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agents"
+    )
+    name = models.CharField(max_length=100, validators=[name_validator])
+    description = models.TextField(blank=True)
+    kind = models.CharField(max_length=20)
+    config = models.JSONField(default=dict, blank=True)
+    # Write-only: never rendered, logged, put in a Celery message or returned by an API.
+    secrets = EncryptedSecretsField(blank=True, default="")
+    is_paused = models.BooleanField(
+        default=False, help_text="A paused agent accepts no new runs until it is resumed."
+    )
+
+    # Retry policy (see executions.retry.RetryPolicy) and limits.
+    max_retries = models.PositiveSmallIntegerField(
+        default=default_max_retries,
+        validators=[MaxValueValidator(100)],
+        help_text="How many times a failed attempt is tried again (0: never).",
+    )
+    retry_backoff = models.PositiveIntegerField(
+        default=default_retry_backoff,
+        help_text="Seconds before the first retry; each later retry waits twice as long.",
+    )
+    retry_backoff_max = models.PositiveIntegerField(
+        default=default_retry_backoff_max, help_text="The longest wait between attempts, seconds."
+    )
+    retry_jitter = models.BooleanField(
+        default=default_retry_jitter,
+        help_text="Pick each wait at random up to the computed one, so retries do not stampede.",
+    )
+    retry_on = models.JSONField(
+        default=default_retry_on,
+        blank=True,
+        help_text="Error categories that are retried (temporary ones by default).",
+    )
+    timeout = models.PositiveIntegerField(
+        default=default_timeout,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds one attempt may run before it is stopped as timed out.",
+    )
+    queue = models.CharField(max_length=100, default=default_queue)
+    priority = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MaxValueValidator(9)],
+        help_text="0 to 9; higher runs first when the queue is busy.",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="agent_name_unique_per_owner"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            backoff=self.retry_backoff,
+            backoff_max=self.retry_backoff_max,
+            jitter=self.retry_jitter,
+            retry_on=frozenset(self.retry_on or ()),
+        )
+
+    @property
+    def kind_impl(self):
+        from .kinds import get_kind
+
+        return get_kind(self.kind)

@@ -1,0 +1,235 @@
+"""Conveyor settings, read from the environment.
+
+Every key is listed in ``.env.example``. Bad values stop the process at start-up with
+``ImproperlyConfigured`` naming the variable (see ``config/env.py``).
+"""
+
+import base64
+import hashlib
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Runtime files of the zero-setup default: the SQLite database and the embedded Redis socket.
+VAR_DIR = Path(env_str("CONVEYOR_VAR_DIR") or BASE_DIR / "var")
+
+DEBUG = env_bool("DEBUG", False)
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it in the environment (or set DEBUG=true for local "
+            "development, which uses a fixed, insecure development key)."
+        )
+    SECRET_KEY = "conveyor-insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "django_celery_beat",
+    "agents",
+    "executions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+# Postgres in production and CI (DATABASE_URL); SQLite in WAL mode as the zero-setup default.
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "conveyor.sqlite3",
+            "OPTIONS": {
+                # Web, worker and beat write at once: WAL plus IMMEDIATE transactions and a
+                # busy timeout avoid "database is locked".
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not memory, so that the test suite's worker process shares it.
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # httpx logs every request line at INFO; the http kind keeps its own record.
+        "httpx": {"level": "WARNING"},
+    },
+}
+
+# --- Redis and Celery ---------------------------------------------------------------------
+# REDIS_URL: redis://host:port/db, rediss://..., or unix:///path/to/socket. Without it, the
+# embedded Redis server that `make run` starts on a unix socket in var/.
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
+REDIS_URL = env_str("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://", "redis+socket://")):
+    raise ImproperlyConfigured(
+        f"REDIS_URL must start with redis://, rediss:// or unix://, not {REDIS_URL!r}."
+    )
+
+
+def _broker_url(redis_url: str) -> str:
+    # kombu spells a unix socket redis+socket://; redis-py spells it unix://.
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+# Conveyor's own knobs (CONVEYOR_*). Defaults for new agents:
+CONVEYOR_DEFAULT_MAX_RETRIES = env_int("CONVEYOR_DEFAULT_MAX_RETRIES", 3, minimum=0)
+CONVEYOR_DEFAULT_RETRY_BACKOFF = env_int("CONVEYOR_DEFAULT_RETRY_BACKOFF", 5, minimum=0)
+CONVEYOR_DEFAULT_RETRY_BACKOFF_MAX = env_int("CONVEYOR_DEFAULT_RETRY_BACKOFF_MAX", 600, minimum=0)
+CONVEYOR_DEFAULT_RETRY_JITTER = env_bool("CONVEYOR_DEFAULT_RETRY_JITTER", True)
+CONVEYOR_DEFAULT_TIMEOUT = env_int("CONVEYOR_DEFAULT_TIMEOUT", 300, minimum=1)
+# Limits an agent may not exceed; they size the broker's visibility timeout below.
+CONVEYOR_MAX_TIMEOUT = env_int("CONVEYOR_MAX_TIMEOUT", 3600, minimum=1)
+CONVEYOR_MAX_BACKOFF = env_int("CONVEYOR_MAX_BACKOFF", 3600, minimum=0)
+CONVEYOR_MAX_RETRIES = env_int("CONVEYOR_MAX_RETRIES", 20, minimum=0)
+# Seconds between the soft time limit (the agent's timeout) and the hard kill.
+CONVEYOR_TIME_LIMIT_GRACE = env_int("CONVEYOR_TIME_LIMIT_GRACE", 10, minimum=1)
+# Seconds a running execution gets to stop by itself after a cancel before it is terminated.
+CONVEYOR_CANCEL_GRACE = env_int("CONVEYOR_CANCEL_GRACE", 5, minimum=0)
+# Throttles for the writes a running agent causes.
+CONVEYOR_PROGRESS_INTERVAL = env_float("CONVEYOR_PROGRESS_INTERVAL", 0.5, minimum=0)
+CONVEYOR_LOG_FLUSH_INTERVAL = env_float("CONVEYOR_LOG_FLUSH_INTERVAL", 1.0, minimum=0)
+CONVEYOR_CANCEL_CHECK_INTERVAL = env_float("CONVEYOR_CANCEL_CHECK_INTERVAL", 0.5, minimum=0)
+CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
+CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance")
+# Outbound HTTP: hosts (as written in the URL) or networks (CIDR, matched against the resolved
+# address) that the SSRF guard lets through although they are private or loopback.
+CONVEYOR_OUTBOUND_ALLOW = env_list("CONVEYOR_OUTBOUND_ALLOW", [])
+CONVEYOR_HTTP_MAX_RESPONSE_BYTES = env_int("CONVEYOR_HTTP_MAX_RESPONSE_BYTES", 1_048_576, minimum=1)
+CONVEYOR_HTTP_RESULT_BODY_CHARS = env_int("CONVEYOR_HTTP_RESULT_BODY_CHARS", 4096, minimum=0)
+CONVEYOR_HTTP_MAX_REDIRECTS = env_int("CONVEYOR_HTTP_MAX_REDIRECTS", 5, minimum=0)
+# Password of the demo user created by `seed_demo` (random and printed when unset).
+CONVEYOR_DEMO_PASSWORD = env_str("CONVEYOR_DEMO_PASSWORD")
+
+
+def _secret_keys() -> list[str]:
+    keys = env_list("CONVEYOR_SECRET_KEYS")
+    if not keys:
+        if not DEBUG and env_str("SECRET_KEY"):
+            raise ImproperlyConfigured(
+                "CONVEYOR_SECRET_KEYS is not set. It lists the Fernet keys that encrypt agent "
+                "secrets, newest first; make one with `python manage.py generate_secret_key`."
+            )
+        # Development only: a key derived from the (development) SECRET_KEY.
+        digest = hashlib.sha256(("conveyor-secrets:" + SECRET_KEY).encode()).digest()
+        keys = [base64.urlsafe_b64encode(digest).decode()]
+    return keys
+
+
+# Fernet keys for agent secrets, newest first: the first encrypts, all decrypt.
+CONVEYOR_SECRET_KEYS = _secret_keys()
+
+# The broker redelivers a message not acknowledged within the visibility timeout, including a
+# retry waiting out its countdown. It must outlast the longest backoff plus the longest run.
+CONVEYOR_VISIBILITY_TIMEOUT = env_int(
+    "CONVEYOR_VISIBILITY_TIMEOUT",
+    CONVEYOR_MAX_BACKOFF + CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE + 600,
+)
+if CONVEYOR_VISIBILITY_TIMEOUT <= CONVEYOR_MAX_BACKOFF + CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE:
+    raise ImproperlyConfigured(
+        "CONVEYOR_VISIBILITY_TIMEOUT must be longer than CONVEYOR_MAX_BACKOFF + "
+        "CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE, or a waiting retry is redelivered."
+    )
+
+CELERY_BROKER_URL = _broker_url(REDIS_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CONVEYOR_VISIBILITY_TIMEOUT}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = CONVEYOR_MAINTENANCE_QUEUE
+CELERY_TASK_ROUTES = {"executions.tasks.run_execution": {"queue": CONVEYOR_EXECUTIONS_QUEUE}}
+CELERY_TASK_TIME_LIMIT = 600
+CELERY_TASK_SOFT_TIME_LIMIT = 540
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_ENABLE_UTC = True
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CONVEYOR_TASK_EVENTS", True)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fixup closes the database connection around every task unless this is set,
+# so each execution would pay a new Postgres connection. Read by celery.fixups.django.
+CELERY_DB_REUSE_MAX = env_int("CONVEYOR_DB_REUSE_MAX", 1000, minimum=0)

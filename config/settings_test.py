@@ -1,0 +1,27 @@
+"""Settings for the test suite: the real stack, with fixed keys and fast throttles.
+
+The worker process the suite starts uses this module too, so both sides agree.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "conveyor-test-secret-key")
+os.environ.setdefault("CONVEYOR_SECRET_KEYS", "Mdtqm0vYqS6M4Q0b9KCyN9vjYvqmIrLGxIXj0cr3fE8=")
+
+from .settings import *  # noqa: E402, F403
+from .settings import VAR_DIR, env_str  # noqa: E402
+
+# Without REDIS_URL the suite starts its own embedded Redis on this socket (tests/conftest.py),
+# apart from the one `make run` may be using.
+TEST_REDIS_SOCKET = VAR_DIR / "test-redis.sock"
+if not env_str("REDIS_URL"):
+    REDIS_URL = f"unix://{TEST_REDIS_SOCKET}"
+    CELERY_BROKER_URL = f"redis+socket://{TEST_REDIS_SOCKET}"
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CONVEYOR_PROGRESS_INTERVAL = 0.2
+CONVEYOR_LOG_FLUSH_INTERVAL = 0.2
+CONVEYOR_CANCEL_CHECK_INTERVAL = 0.1
+CONVEYOR_CANCEL_GRACE = 2
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_SEND_SENT_EVENT = False

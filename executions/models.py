@@ -1,0 +1,221 @@
+"""Executions: one row per run of an agent, the source of truth for its state.
+
+State machine (every change goes through ``executions.services.transition``, a compare-and-set
+UPDATE on the current status and attempt, plus an ExecutionEvent row in the same transaction)::
+
+    (created) ──> queued ──> running ──> succeeded
+                    │          │  ├───> failed        (permanent error, or no attempt left)
+                    │          │  └───> retrying ──> running ...   (waits out the backoff)
+                    │          │           │
+                    └──────────┴───────────┴──> cancelled
+
+``succeeded``, ``failed`` and ``cancelled`` are terminal: nothing moves a terminal execution
+again. ``failed`` is the dead-letter set. A manual retry creates a new execution with
+``retry_of`` set; it never changes the original.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .errors import Category
+
+
+class Execution(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        RETRYING = "retrying", "Retrying"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Manual"
+        API = "api", "API"
+        WEBHOOK = "webhook", "Webhook"
+        SCHEDULE = "schedule", "Schedule"
+        RETRY = "retry", "Retry"
+        FLOW = "flow", "Flow"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    ALLOWED_TRANSITIONS = {
+        Status.QUEUED: {Status.RUNNING, Status.CANCELLED},
+        Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.RETRYING, Status.CANCELLED},
+        Status.RETRYING: {Status.RUNNING, Status.CANCELLED},
+        Status.SUCCEEDED: set(),
+        Status.FAILED: set(),
+        Status.CANCELLED: set(),
+    }
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="executions")
+    # Denormalised from agent.owner so per-user lists need no join.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="executions"
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    input = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    # The current (or last) attempt's number: 0 until the first attempt starts.
+    attempt = models.PositiveSmallIntegerField(default=0)
+    # Snapshot of the agent's policy when the execution was created.
+    max_attempts = models.PositiveSmallIntegerField(default=1)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error_category = models.CharField(max_length=20, choices=Category.choices, blank=True)
+    error_title = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    # Exception type and traceback: staff only.
+    error_detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.DurationField(null=True, blank=True)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retried_as"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    step_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    # A delayed run: not handed to a worker before this time.
+    not_before = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    notified = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # "My executions" (newest first, keyset on created_at, id).
+            models.Index(fields=["owner", "-created_at", "-id"], name="execution_owner_recent"),
+            # The agent page's recent runs and per-agent stats.
+            models.Index(fields=["agent", "-created_at", "-id"], name="execution_agent_recent"),
+            # Dispatcher, reaper and dashboards look only at active executions.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=["queued", "running", "retrying"]),
+                name="execution_active",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="execution_idempotency_key_unique_per_agent",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.agent_id}:{self.uuid}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        return self.status in (self.Status.FAILED, self.Status.CANCELLED)
+
+    @property
+    def status_label(self) -> str:
+        """What a person reads: "Retrying (2/3)", "Failed after 3 attempts"."""
+        if self.status == self.Status.RETRYING:
+            return f"Retrying ({self.attempt + 1}/{self.max_attempts})"
+        if self.status == self.Status.RUNNING and self.attempt > 1:
+            return f"Running (attempt {self.attempt}/{self.max_attempts})"
+        if self.status == self.Status.FAILED and self.attempt > 1:
+            return f"Failed after {self.attempt} attempts"
+        return self.get_status_display()
+
+
+class ExecutionEvent(models.Model):
+    """One row per status change: the audit trail and the execution's timeline."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10, choices=Execution.Status.choices)
+    at = models.DateTimeField()
+    attempt = models.PositiveSmallIntegerField(default=0)
+    reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.from_status or 'new'} -> {self.to_status}"
+
+
+class ExecutionAttempt(models.Model):
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        LOST = "lost", "Worker lost"
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Blank while the attempt runs.
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
+    error_category = models.CharField(max_length=20, choices=Category.choices, blank=True)
+    error_message = models.TextField(blank=True)
+    # The wait before the next attempt, when this one was followed by a retry.
+    retry_delay = models.FloatField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "number"], name="execution_attempt_number_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"attempt {self.number}"
+
+    @property
+    def duration(self):
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class ExecutionLog(models.Model):
+    class Level(models.TextChoices):
+        DEBUG = "debug", "Debug"
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="logs")
+    attempt = models.PositiveSmallIntegerField(default=0)
+    at = models.DateTimeField()
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"[{self.level}] {self.message[:60]}"

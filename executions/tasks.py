@@ -1,0 +1,48 @@
+"""Celery tasks. Thin: they take ids, call the runner or a service, and own the retry policy."""
+
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
+from django.db import InterfaceError, OperationalError
+
+from . import runner, services
+
+
+class RunExecutionTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # Celery calls this in the worker's main process when it killed an attempt at its hard
+        # time limit (the agent ignored the soft one); the attempt is finished from there.
+        if isinstance(exc, TimeLimitExceeded) and args:
+            runner.handle_hard_time_limit(execution_id=args[0])
+
+
+@shared_task(bind=True, base=RunExecutionTask, name="executions.run_execution",
+             ignore_result=True)
+def run_execution(self, execution_id: int) -> None:
+    """Run the next attempt of execution ``execution_id``.
+
+    ``self.request.retries`` is the number of attempts made before this message was sent; the
+    runner claims the execution only if the row agrees, so duplicate and stale messages do
+    nothing. A failed attempt that the agent's policy retries comes back as
+    ``self.retry(countdown=..., max_retries=...)``: Celery re-publishes the same task id with
+    the same time limits and the retry count plus one.
+    """
+    decision = runner.run_attempt(
+        execution_id=execution_id,
+        expected_attempt=self.request.retries,
+        worker=self.request.hostname or "",
+    )
+    if decision.retry_in is not None:
+        raise self.retry(countdown=decision.retry_in, max_retries=decision.max_retries)
+
+
+@shared_task(
+    name="executions.enforce_cancel",
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def enforce_cancel(execution_id: int, attempt: int) -> bool:
+    """Terminate a cancelled execution's attempt that did not stop by itself in time."""
+    return services.execution_enforce_cancel(execution_id=execution_id, attempt=attempt)
