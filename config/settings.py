@@ -74,29 +74,24 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------------------
-# Postgres in production and CI (DATABASE_URL); SQLite in WAL mode as the zero-setup default.
-DATABASE_URL = env_str("DATABASE_URL")
-if DATABASE_URL:
-    try:
-        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "conveyor.sqlite3",
-            "OPTIONS": {
-                # Web, worker and beat write at once: WAL plus IMMEDIATE transactions and a
-                # busy timeout avoid "database is locked".
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-            # A file, not memory, so that the test suite's worker process shares it.
-            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
-        }
+# Postgres in production and CI (DATABASE_URL=postgres://...); SQLite in WAL mode in var/ as
+# the zero-setup default.
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'conveyor.sqlite3'}"
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # Web, worker and beat write at once: WAL plus IMMEDIATE transactions and a busy
+        # timeout avoid "database is locked".
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # A file, not memory, so that the test suite's worker process can share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
