@@ -1,0 +1,340 @@
+"""``manage.py run_agent``: start a run of an agent from the command line and, with ``--wait``,
+watch it to the end.
+
+Watching is a client polling the execution's row (the engine itself never polls): the status,
+each attempt as it ends, the logs as they are written, then the result or the friendly error.
+On a terminal the status is a live progress line; otherwise (piped, in tests) status changes
+are printed line by line.
+
+Exit status: 0 when the run succeeded (or was only started, without ``--wait``); 1 when it
+failed or was cancelled, or the command was used wrongly; 3 when ``--timeout`` ran out first;
+130 after Ctrl-C. Neither of the last two cancels the run: it goes on in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from agents.models import Agent
+from executions.errors import CATEGORIES
+from executions.humanize import seconds_in_words
+from executions.models import Execution, ExecutionAttempt, ExecutionLog
+from executions.services import ExecutionRefused, execution_create
+
+POLL_INTERVAL = 0.2  # seconds between two looks at the row while waiting
+QUEUED_HINT_AFTER = 10  # seconds queued before suggesting that no worker may be running
+EXIT_WAIT_TIMEOUT = 3
+EXIT_INTERRUPTED = 130  # the shell's convention for "stopped by Ctrl-C"
+AGENTS_LISTED = 30
+
+
+def find_agent(reference: str) -> Agent:
+    """The agent named ``<owner>/<agent name>`` or with the UUID ``reference``."""
+    try:
+        agent_uuid = uuid.UUID(reference)
+    except ValueError:
+        agent_uuid = None
+    if agent_uuid is not None:
+        agent = Agent.objects.select_related("owner").filter(uuid=agent_uuid).first()
+        if agent is None:
+            raise CommandError(f"No agent has the UUID {agent_uuid}.")
+        return agent
+
+    owner_name, slash, name = reference.partition("/")
+    if not (slash and owner_name and name):
+        raise CommandError(
+            f"Name the agent as <owner>/<agent name> (for example demo/flaky) or by its UUID, "
+            f"not “{reference}”."
+        )
+    User = get_user_model()
+    owner = User._default_manager.filter(**{User.USERNAME_FIELD: owner_name}).first()
+    if owner is None:
+        raise CommandError(f"There is no user named “{owner_name}”.")
+    agent = Agent.objects.select_related("owner").filter(owner=owner, name=name).first()
+    if agent is None:
+        names = list(Agent.objects.filter(owner=owner).values_list("name", flat=True))
+        if not names:
+            raise CommandError(f"{owner_name} has no agent named “{name}”; they have no agents.")
+        more = len(names) - AGENTS_LISTED
+        listed = ", ".join(names[:AGENTS_LISTED]) + (f" and {more} more" if more > 0 else "")
+        raise CommandError(f"{owner_name} has no agent named “{name}”. Their agents: {listed}.")
+    return agent
+
+
+def parse_input(text: str | None):
+    """The JSON given with --input; no --input means a null input."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"--input is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+        if "\n" not in text and len(text) <= 200:
+            message += f"\n  {text}\n  {' ' * exc.pos}^"
+        message += (
+            "\nQuote the whole value for the shell, for example --input '{\"fail_times\": 1}'."
+        )
+        raise CommandError(message) from None
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not “{text}”")
+    return value
+
+
+def duration_in_words(delta: timedelta | None) -> str:
+    if delta is None:
+        return "?"
+    seconds = delta.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return seconds_in_words(seconds)
+
+
+def seconds_text(seconds: float) -> str:
+    """0.5 -> "0.5 s", 2.0 -> "2 s", 90 -> "1 min 30 s"."""
+    return f"{seconds:.3g} s" if seconds < 60 else seconds_in_words(seconds)
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a run of an agent, named <owner>/<agent name> or by its UUID. With --wait, watch "
+        "it to the end: exit status 0 when it succeeded, 1 when it failed or was cancelled, 3 "
+        "when --timeout ran out (the run goes on)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("agent", help="<owner>/<agent name> (e.g. demo/flaky) or agent UUID")
+        parser.add_argument(
+            "--input",
+            metavar="JSON",
+            default=None,
+            help="The run's input as JSON, e.g. '{\"fail_times\": 1}' (default: null).",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="Watch the run (status, attempts, logs) until it ends; print its result.",
+        )
+        parser.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            type=positive_seconds,
+            default=600.0,
+            help="With --wait: stop waiting after this long (default 600). The run goes on.",
+        )
+
+    def handle(self, *args, **options):
+        agent = find_agent(options["agent"])
+        payload = parse_input(options["input"])
+        try:
+            execution = execution_create(
+                agent=agent, trigger=Execution.Trigger.MANUAL, input=payload
+            )
+        except ExecutionRefused as exc:
+            raise CommandError(exc.message) from None
+        ref = f"{agent.owner.get_username()}/{agent.name}"
+        if not options["wait"]:
+            self.stdout.write(f"Execution {execution.uuid} of {ref}: {execution.status_label}.")
+            return
+        if options["verbosity"] >= 1:
+            self.stdout.write(
+                f"Execution {execution.uuid} of {ref} started. Waiting for it to finish "
+                "(Ctrl-C stops waiting; the run goes on)."
+            )
+        Watch(self, execution, timeout=options["timeout"], verbosity=options["verbosity"]).run()
+
+
+class Watch:
+    """Follows one execution until it ends, printing what happens to it."""
+
+    def __init__(
+        self, command: BaseCommand, execution: Execution, *, timeout: float, verbosity: int
+    ):
+        self.out = command.stdout
+        self.style = command.style
+        self.execution = execution
+        self.timeout = timeout
+        self.verbosity = verbosity
+        self.live = self.out.isatty() and verbosity >= 1
+        self.bar_shown = False
+        self.last_log_id = 0
+        self.attempts_shown: set[int] = set()
+        self.last_status = None
+        self.queued_hint_given = False
+        encoding = (getattr(self.out._out, "encoding", "") or "").lower()
+        unicode = encoding.replace("-", "") == "utf8"
+        self.bar_chars = ("█", "░", "…") if unicode else ("#", "-", "")
+
+    def run(self) -> None:
+        self.started = time.monotonic()
+        deadline = self.started + self.timeout
+        try:
+            while True:
+                self.poll()
+                if self.execution.is_terminal:
+                    break
+                if time.monotonic() >= deadline:
+                    self.clear_bar()
+                    raise CommandError(
+                        f"Stopped waiting after {seconds_text(self.timeout)}: execution "
+                        f"{self.execution.uuid} is still {self.execution.status_label.lower()}. "
+                        "It goes on in the background.",
+                        returncode=EXIT_WAIT_TIMEOUT,
+                    )
+                time.sleep(POLL_INTERVAL)
+        except KeyboardInterrupt:
+            self.clear_bar()
+            self.out.write(
+                f"\nStopped waiting (the run was not cancelled): execution "
+                f"{self.execution.uuid} is {self.execution.status_label.lower()}."
+            )
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        self.clear_bar()
+        self.report_end()
+
+    # -- one look at the row ------------------------------------------------------------------
+    def poll(self) -> None:
+        execution = self.execution
+        # The row first: what it says finished was committed together with its attempts and
+        # logs, so the two queries below see them too.
+        execution.refresh_from_db()
+        logs = list(
+            ExecutionLog.objects.filter(
+                execution_id=execution.pk, id__gt=self.last_log_id
+            ).order_by("id")
+        )
+        attempts = list(
+            ExecutionAttempt.objects.filter(execution_id=execution.pk, finished_at__isnull=False)
+            .exclude(number__in=self.attempts_shown)
+            .order_by("number")
+        )
+        lines = []
+        if self.verbosity >= 1:
+            lines += [self.log_line(log) for log in logs]
+            lines += [self.attempt_line(attempt) for attempt in attempts]
+            status = (execution.status, execution.attempt)
+            if not self.live and status != self.last_status and not execution.is_terminal:
+                lines.append((self.status_line(), None))
+            self.last_status = status
+            if self.queued_too_long():
+                self.queued_hint_given = True
+                lines.append(
+                    (
+                        f"Still queued after {QUEUED_HINT_AFTER} s: is a worker running? Start one "
+                        f"with: celery -A config worker -Q {settings.CONVEYOR_EXECUTIONS_QUEUE},"
+                        f"{settings.CONVEYOR_MAINTENANCE_QUEUE}",
+                        self.style.WARNING,
+                    )
+                )
+        if logs:
+            self.last_log_id = logs[-1].id
+        self.attempts_shown.update(attempt.number for attempt in attempts)
+        if lines:
+            self.clear_bar()
+            for text, style in lines:
+                self.out.write(text, style_func=style)
+        if self.live and not execution.is_terminal:
+            self.draw_bar()
+
+    def queued_too_long(self) -> bool:
+        return (
+            not self.queued_hint_given
+            and self.execution.status == Execution.Status.QUEUED
+            and self.execution.attempt == 0
+            and time.monotonic() - self.started >= QUEUED_HINT_AFTER
+        )
+
+    # -- what gets printed ----------------------------------------------------------------------
+    def status_line(self):
+        execution = self.execution
+        text = f"Status: {execution.status_label}"
+        if execution.status == Execution.Status.RETRYING and execution.next_attempt_at:
+            at = timezone.localtime(execution.next_attempt_at)
+            text += f", next attempt at {at:%H:%M:%S}"
+        return text
+
+    def log_line(self, log: ExecutionLog):
+        at = timezone.localtime(log.at)
+        text = f"  {at:%H:%M:%S}  {log.level.upper():<7}  {log.message}"
+        if self.verbosity >= 2 and log.data:
+            text += "  " + json.dumps(log.data, ensure_ascii=False)
+        style = {"warning": self.style.WARNING, "error": self.style.ERROR}.get(log.level)
+        return text, style
+
+    def attempt_line(self, attempt: ExecutionAttempt):
+        head = f"Attempt {attempt.number}"
+        took = duration_in_words(attempt.duration)
+        Outcome = ExecutionAttempt.Outcome
+        if attempt.outcome == Outcome.SUCCEEDED:
+            return f"{head} succeeded in {took}.", self.style.SUCCESS
+        if attempt.outcome == Outcome.FAILED:
+            category = CATEGORIES.get(attempt.error_category)
+            kind = f" ({attempt.get_error_category_display()})" if category else ""
+            text = f"{head} failed{kind} after {took}: {attempt.error_message}"
+            if attempt.retry_delay is not None:
+                text += f" Retrying in {seconds_text(attempt.retry_delay)}."
+            return text, self.style.WARNING
+        outcome = attempt.get_outcome_display().lower()
+        detail = f": {attempt.error_message}" if attempt.error_message else "."
+        return f"{head} {outcome} after {took}{detail}", self.style.WARNING
+
+    def report_end(self) -> None:
+        execution = self.execution
+        attempts = f"{execution.attempt} attempt{'s' if execution.attempt != 1 else ''}"
+        took = duration_in_words(execution.duration) if execution.duration else None
+        if execution.status == Execution.Status.SUCCEEDED:
+            self.out.write(f"Succeeded in {took} ({attempts}).", style_func=self.style.SUCCESS)
+            self.out.write("Result:")
+            self.out.write(json.dumps(execution.result, indent=2, ensure_ascii=False))
+            return
+        self.out.write(
+            f"{execution.status_label}: {execution.error_title or 'no reason recorded'}",
+            style_func=self.style.ERROR,
+        )
+        if execution.error_message:
+            self.out.write(f"  {execution.error_message}")
+        raise CommandError(f"Execution {execution.uuid} {execution.get_status_display().lower()}.")
+
+    # -- the live line on a terminal ------------------------------------------------------------
+    def draw_bar(self) -> None:
+        execution = self.execution
+        full, empty, ellipsis = self.bar_chars
+        filled = round(execution.progress * 20 / 100)
+        text = f"[{full * filled}{empty * (20 - filled)}] {execution.progress:3d}%  "
+        text += execution.status_label
+        if execution.status == Execution.Status.RETRYING and execution.next_attempt_at:
+            left = (execution.next_attempt_at - timezone.now()).total_seconds()
+            text += f" · next attempt in {max(0, round(left))} s"
+        elif execution.status == Execution.Status.QUEUED and execution.attempt == 0:
+            text += " · waiting for a worker"
+        elif execution.progress_message:
+            text += f" · {execution.progress_message}"
+        text += f"  ({round(time.monotonic() - self.started)} s)"
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        if len(text) > width:
+            text = text[: max(0, width - len(ellipsis))] + ellipsis
+        self.out.write("\r" + text + "\033[K", ending="")
+        self.out.flush()
+        self.bar_shown = True
+
+    def clear_bar(self) -> None:
+        if self.bar_shown:
+            self.out.write("\r\033[K", ending="")
+            self.out.flush()
+            self.bar_shown = False
