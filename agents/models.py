@@ -100,7 +100,11 @@ class Agent(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], name="agent_name_unique_per_owner"),
+            models.UniqueConstraint(
+                fields=["owner", "name"],
+                name="agent_name_unique_per_owner",
+                violation_error_message="You already have an agent with this name.",
+            ),
         ]
 
     def __str__(self):

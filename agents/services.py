@@ -35,7 +35,7 @@ def _validate(agent: Agent) -> None:
         except ConfigInvalid as exc:
             errors.update({f"config.{field}": msgs for field, msgs in exc.errors.items()})
     try:
-        agent.full_clean(exclude=["owner", "secrets", "config"], validate_unique=True)
+        agent.full_clean(exclude=["secrets", "config"])
     except ValidationError as exc:
         for field, msgs in exc.message_dict.items():
             errors.setdefault(field, []).extend(msgs)
