@@ -5,6 +5,8 @@ Input keys are optional; the defaults make a good demonstration.
 
 import time
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from .functions import agent_function
 from .kinds.base import CancelledError, InvalidInputError, PermanentError, RetryableError
 
@@ -51,12 +53,18 @@ def flaky(ctx, input):  # noqa: A002
 def slow(ctx, input):  # noqa: A002
     seconds = _number(input, "seconds", 10)
     steps = int(_number(input, "steps", 10, minimum=1, maximum=1000))
-    # "cooperative": false ignores cancellation, to show the forced stop.
+    # "cooperative": false plays a badly behaved agent that ignores cancellation and its soft
+    # time limit, to show the worker stopping it by force.
     cooperative = not (isinstance(input, dict) and input.get("cooperative") is False)
     for step in range(1, steps + 1):
         if cooperative and ctx.is_cancelled():
             raise CancelledError()
-        time.sleep(seconds / steps)
+        try:
+            time.sleep(seconds / steps)
+        except SoftTimeLimitExceeded:
+            if cooperative:
+                raise
+            ctx.log("warning", "Ignoring the time limit.")
         ctx.progress(step * 100 / steps, f"Step {step} of {steps}")
         ctx.log("info", f"Finished step {step} of {steps}.", step=step)
     return {"steps": steps, "seconds": seconds}

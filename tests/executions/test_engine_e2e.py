@@ -111,6 +111,22 @@ def test_a_timeout_ends_failed_with_category_timeout(worker, make_agent):
     assert attempt.outcome == "failed" and attempt.error_category == "timeout"
 
 
+def test_an_agent_that_ignores_its_time_limit_is_killed_and_fails_as_timed_out(worker, make_agent):
+    agent = make_agent(config={"function": "demo.slow"}, timeout=1, max_retries=0)
+    execution = execution_create(
+        agent=agent, trigger="manual", input={"seconds": 30, "steps": 3, "cooperative": False}
+    )
+
+    execution = wait_for(execution, "succeeded", "failed", timeout=30)
+
+    assert execution.status == "failed"
+    assert execution.error_category == "timeout"
+    assert "did not stop at the agent's time limit of 1 s and was killed" in (
+        execution.error_message
+    )
+    assert execution.attempts.get().outcome == "failed"
+
+
 def test_cancelling_a_running_agent_stops_it_and_it_never_runs_again(worker, make_agent):
     agent = make_agent(config={"function": "demo.slow"}, max_retries=3)
     execution = execution_create(agent=agent, trigger="manual", input={"seconds": 30, "steps": 60})
