@@ -30,12 +30,17 @@ def echo(ctx, input):  # noqa: A002
     return input
 
 
+def _flaky_input(input):  # noqa: A002
+    return int(_number(input, "fail_times", 2, maximum=100))
+
+
 @agent_function(
     "demo.flaky",
     description="Fails with a temporary error on the first attempts, then succeeds.",
+    validate_input=_flaky_input,
 )
 def flaky(ctx, input):  # noqa: A002
-    fail_times = int(_number(input, "fail_times", 2, maximum=100))
+    fail_times = _flaky_input(input)
     if ctx.attempt <= fail_times:
         ctx.log("warning", f"Simulating a temporary outage (attempt {ctx.attempt}).")
         raise RetryableError(
@@ -46,13 +51,19 @@ def flaky(ctx, input):  # noqa: A002
     return {"succeeded_on_attempt": ctx.attempt}
 
 
+def _slow_input(input):  # noqa: A002
+    seconds = _number(input, "seconds", 10)
+    steps = int(_number(input, "steps", 10, minimum=1, maximum=1000))
+    return seconds, steps
+
+
 @agent_function(
     "demo.slow",
     description="Works for a while in steps, reporting progress; stops when cancelled.",
+    validate_input=_slow_input,
 )
 def slow(ctx, input):  # noqa: A002
-    seconds = _number(input, "seconds", 10)
-    steps = int(_number(input, "steps", 10, minimum=1, maximum=1000))
+    seconds, steps = _slow_input(input)
     # "cooperative": false plays a badly behaved agent that ignores cancellation and its soft
     # time limit, to show the worker stopping it by force.
     cooperative = not (isinstance(input, dict) and input.get("cooperative") is False)

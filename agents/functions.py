@@ -31,13 +31,21 @@ class AgentFunction:
     name: str
     func: Callable[..., Any]
     description: str
+    #: Optional check of an input before it is queued; raises InvalidInputError.
+    validate_input: Callable[[Any], None] | None = None
 
 
 _registry: dict[str, AgentFunction] = {}
 
 
-def agent_function(name: str, *, description: str = "") -> Callable:
-    """Register ``func`` under ``name`` (dotted, e.g. ``"demo.echo"``)."""
+def agent_function(
+    name: str, *, description: str = "", validate_input: Callable[[Any], None] | None = None
+) -> Callable:
+    """Register ``func`` under ``name`` (dotted, e.g. ``"demo.echo"``).
+
+    ``validate_input(input)``, if given, runs when a run is requested (page, API, command) and
+    raises ``InvalidInputError`` so the person sees the problem before anything is queued.
+    """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         existing = _registry.get(name)
@@ -45,7 +53,9 @@ def agent_function(name: str, *, description: str = "") -> Callable:
             raise ValueError(f"An agent function named {name!r} is already registered.")
         doc = description or (func.__doc__ or "").strip().splitlines()[0:1]
         text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-        _registry[name] = AgentFunction(name=name, func=func, description=text)
+        _registry[name] = AgentFunction(
+            name=name, func=func, description=text, validate_input=validate_input
+        )
         return func
 
     return register

@@ -137,5 +137,8 @@ class Kind:
         """(label, value) pairs that describe a config to a person. Secrets never appear."""
         return [(str(key), str(value)) for key, value in config.items()]
 
+    def validate_input(self, config: Mapping[str, Any], input: Any) -> None:  # noqa: A002
+        """Raise InvalidInputError if ``input`` cannot work, before anything is queued."""
+
     def run(self, ctx: RunContext, input: Any) -> Any:  # noqa: A002
         raise NotImplementedError

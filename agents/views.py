@@ -1,0 +1,155 @@
+"""The owner's agent pages: list, detail with Run now, create and edit, pause and resume."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from executions.selectors import agent_stats, agents_overview
+from executions.services import ExecutionRefused, execution_create
+
+from . import services
+from .forms import AgentForm, RunForm, SecretsForm
+from .kinds import KINDS, get_kind
+from .kinds.base import InvalidInputError
+from .models import Agent
+
+
+def _owned_agent(request, uuid) -> Agent:
+    return get_object_or_404(Agent, uuid=uuid, owner=request.user)
+
+
+@login_required
+def agent_list(request):
+    return render(request, "agents/list.html", {"agents": agents_overview(owner=request.user)})
+
+
+@login_required
+def agent_detail(request, uuid):
+    agent = _owned_agent(request, uuid)
+    return render(request, "agents/detail.html", {
+        **_detail_context(agent),
+        "run_form": RunForm(),
+    })
+
+
+def _detail_context(agent: Agent) -> dict:
+    kind = get_kind(agent.kind)
+    return {
+        "agent": agent,
+        "kind": kind,
+        "summary": kind.summary(agent.config) if kind else [("Kind", agent.kind)],
+        "secret_names": sorted(agent.secrets),
+        "stats": agent_stats(agent=agent),
+        "recent": agent.executions.order_by("-created_at", "-id")[:15],
+    }
+
+
+@login_required
+@require_POST
+def agent_run(request, uuid):
+    """Queue a run from the Run now form; problems come back inline, nothing is queued."""
+    agent = _owned_agent(request, uuid)
+    form = RunForm(request.POST)
+    if form.is_valid():
+        value = form.cleaned_data["input"]
+        try:
+            kind = get_kind(agent.kind)
+            if kind is not None:
+                kind.validate_input(agent.config, value)
+            execution = execution_create(agent=agent, trigger="manual", input=value)
+        except InvalidInputError as exc:
+            form.add_error("input", exc.message)
+        except ExecutionRefused as exc:
+            form.add_error(None, exc.message)
+        else:
+            url = reverse("executions:detail", args=[execution.uuid])
+            if request.htmx:
+                return HttpResponseClientRedirect(url)
+            return redirect(url)
+    if request.htmx:
+        return render(request, "agents/_run_form.html", {"agent": agent, "run_form": form})
+    return render(request, "agents/detail.html", {**_detail_context(agent), "run_form": form},
+                  status=422)
+
+
+@login_required
+def agent_choose_kind(request):
+    return render(request, "agents/choose_kind.html", {"kinds": KINDS.values()})
+
+
+@login_required
+def agent_create(request, kind):
+    kind_impl = get_kind(kind)
+    if kind_impl is None:
+        raise Http404("No such kind")
+    return _agent_form(request, kind_impl, agent=None)
+
+
+@login_required
+def agent_edit(request, uuid):
+    agent = _owned_agent(request, uuid)
+    return _agent_form(request, get_kind(agent.kind), agent=agent)
+
+
+def _agent_form(request, kind, agent):
+    """Create or edit: the agent's own fields, the kind's config form and the secrets."""
+    existing = sorted(agent.secrets) if agent else []
+    data = request.POST if request.method == "POST" else None
+    form = AgentForm(data, instance=agent, prefix="agent")
+    config_form = kind.config_form(data, prefix="config",
+                                   initial=agent.config if agent else None)
+    secrets_form = SecretsForm(data, prefix="secrets", existing=existing)
+    if request.method == "POST" and all(
+        [form.is_valid(), config_form.is_valid(), secrets_form.is_valid()]
+    ):
+        fields = {name: form.cleaned_data[name] for name in AgentForm.Meta.fields}
+        try:
+            if agent is None:
+                agent = services.agent_create(
+                    owner=request.user, kind=kind.name, config=config_form.cleaned_data,
+                    secrets={k: v for k, v in secrets_form.changes().items() if v is not None},
+                    **fields,
+                )
+                messages.success(request, f"Agent “{agent.name}” created. Run it below.")
+            else:
+                services.agent_update(agent=agent, config=config_form.cleaned_data,
+                                      secrets=secrets_form.changes(), **fields)
+                messages.success(request, "Changes saved.")
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                if field.startswith("config."):
+                    config_form.add_error(field.removeprefix("config."), errors)
+                elif field in form.fields:
+                    form.add_error(field, errors)
+                else:
+                    form.add_error(None, errors)
+        else:
+            return redirect("agents:detail", uuid=agent.uuid)
+    return render(request, "agents/form.html", {
+        "agent": agent, "kind": kind, "form": form, "config_form": config_form,
+        "secrets_form": secrets_form,
+    }, status=422 if request.method == "POST" else 200)
+
+
+@login_required
+@require_POST
+def agent_pause(request, uuid):
+    agent = _owned_agent(request, uuid)
+    services.agent_pause(agent=agent)
+    messages.info(request, f"“{agent.name}” is paused: new runs are refused until you resume it.")
+    return redirect("agents:detail", uuid=agent.uuid)
+
+
+@login_required
+@require_POST
+def agent_resume(request, uuid):
+    agent = _owned_agent(request, uuid)
+    services.agent_resume(agent=agent)
+    messages.success(request, f"“{agent.name}” is running again.")
+    return redirect("agents:detail", uuid=agent.uuid)
+

@@ -1,0 +1,72 @@
+from datetime import timedelta
+
+from django import forms
+from django.utils import timezone
+
+from agents.forms import JSONInputField
+from agents.models import Agent
+
+from .models import Execution
+
+RANGES = {
+    "1h": ("Last hour", timedelta(hours=1)),
+    "24h": ("Last 24 hours", timedelta(hours=24)),
+    "7d": ("Last 7 days", timedelta(days=7)),
+    "30d": ("Last 30 days", timedelta(days=30)),
+}
+
+
+class ExecutionFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *Execution.Status.choices], required=False)
+    agent = forms.ModelChoiceField(
+        queryset=Agent.objects.none(), required=False, to_field_name="uuid",
+        empty_label="Any agent")
+    trigger = forms.ChoiceField(
+        choices=[("", "Any trigger"), *Execution.Trigger.choices], required=False)
+    range = forms.ChoiceField(
+        choices=[("", "Any time"), *((k, v[0]) for k, v in RANGES.items())], required=False,
+        label="Time")
+    since = forms.DateField(required=False, label="From",
+                            widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="Until",
+                            widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, owner, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].queryset = Agent.objects.filter(owner=owner).order_by("name")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("until", "The end of the range is before its start.")
+        return data
+
+    def filter(self, queryset):
+        """Apply the valid filters to ``queryset`` (invalid ones are ignored and shown)."""
+        data = self.cleaned_data if self.is_bound and self.is_valid() else {}
+        if data.get("status"):
+            queryset = queryset.filter(status=data["status"])
+        if data.get("agent"):
+            queryset = queryset.filter(agent=data["agent"])
+        if data.get("trigger"):
+            queryset = queryset.filter(trigger=data["trigger"])
+        if data.get("range"):
+            queryset = queryset.filter(created_at__gte=timezone.now() - RANGES[data["range"]][1])
+        tz = timezone.get_current_timezone()
+        if data.get("since"):
+            start = timezone.datetime.combine(data["since"], timezone.datetime.min.time(), tz)
+            queryset = queryset.filter(created_at__gte=start)
+        if data.get("until"):
+            end = timezone.datetime.combine(data["until"], timezone.datetime.min.time(), tz)
+            queryset = queryset.filter(created_at__lt=end + timedelta(days=1))
+        return queryset
+
+    @property
+    def active(self) -> bool:
+        return self.is_bound and any(self.data.get(name) for name in self.fields)
+
+
+class RetryForm(forms.Form):
+    input = JSONInputField(label="Input (JSON)")
+    edit = forms.BooleanField(required=False, widget=forms.HiddenInput)

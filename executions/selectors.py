@@ -1,0 +1,152 @@
+"""Read-side queries for the pages: stats, overviews and keyset-paginated lists.
+
+Each function runs a fixed number of queries whatever the number of rows (the list pages'
+tests assert it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, F, OuterRef, Q, Subquery, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from agents.models import Agent
+
+from .models import Execution
+
+Status = Execution.Status
+STATS_WINDOW = timedelta(days=7)
+# Percentiles are taken over at most this many recent finished runs.
+DURATION_SAMPLE = 1000
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks; None for no values."""
+    if not sorted_values:
+        return None
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    rank = (len(sorted_values) - 1) * q
+    low = int(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class AgentStats:
+    runs: int
+    succeeded: int
+    failed: int
+    p50: float | None
+    p95: float | None
+
+    @property
+    def success_rate(self) -> float | None:
+        finished = self.succeeded + self.failed
+        return self.succeeded / finished if finished else None
+
+
+def agent_stats(*, agent: Agent, since: datetime | None = None) -> AgentStats:
+    since = since or timezone.now() - STATS_WINDOW
+    recent = Execution.objects.filter(agent=agent, created_at__gte=since)
+    counts = recent.aggregate(
+        runs=Count("id"),
+        succeeded=Count("id", filter=Q(status=Status.SUCCEEDED)),
+        failed=Count("id", filter=Q(status=Status.FAILED)),
+    )
+    durations = sorted(
+        d.total_seconds()
+        for d in recent.filter(status=Status.SUCCEEDED, duration__isnull=False)
+        .order_by("-created_at").values_list("duration", flat=True)[:DURATION_SAMPLE]
+    )
+    return AgentStats(**counts, p50=percentile(durations, 0.5), p95=percentile(durations, 0.95))
+
+
+def agent_median_duration(*, agent_id: int) -> float | None:
+    """The median of the agent's last 50 successful runs, for "about 20 s left"."""
+    durations = sorted(
+        d.total_seconds()
+        for d in Execution.objects.filter(
+            agent_id=agent_id, status=Status.SUCCEEDED, duration__isnull=False
+        ).order_by("-created_at").values_list("duration", flat=True)[:50]
+    )
+    return percentile(durations, 0.5)
+
+
+def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) -> list[Agent]:
+    """The owner's agents with last status, 7-day counts and the statuses of recent runs.
+
+    Two queries: agents with annotations, then the last ``spark`` runs of every agent at once
+    (a window function per agent).
+    """
+    since = since or timezone.now() - STATS_WINDOW
+    last = Execution.objects.filter(agent=OuterRef("pk")).order_by("-created_at", "-id")
+    window = Q(executions__created_at__gte=since)
+    agents = list(
+        Agent.objects.filter(owner=owner)
+        .annotate(
+            last_status=Subquery(last.values("status")[:1]),
+            last_run_at=Subquery(last.values("created_at")[:1]),
+            succeeded_window=Count(
+                "executions", filter=window & Q(executions__status=Status.SUCCEEDED)),
+            failed_window=Count("executions", filter=window & Q(executions__status=Status.FAILED)),
+            runs_window=Count("executions", filter=window),
+        )
+        .order_by("name")
+    )
+    sparks: dict[int, list[str]] = {agent.pk: [] for agent in agents}
+    if agents:
+        recent = (
+            Execution.objects.filter(owner=owner)
+            .annotate(row=Window(RowNumber(), partition_by=[F("agent_id")],
+                                 order_by=[F("created_at").desc(), F("id").desc()]))
+            .filter(row__lte=spark)
+            .values_list("agent_id", "status", "row")
+        )
+        for agent_id, status, row in sorted(recent, key=lambda r: (r[0], -r[2])):
+            sparks.setdefault(agent_id, []).append(status)
+    for agent in agents:
+        finished = agent.succeeded_window + agent.failed_window
+        agent.success_rate = agent.succeeded_window / finished if finished else None
+        agent.spark = sparks.get(agent.pk, [])
+    return agents
+
+
+# --- Keyset pagination ---------------------------------------------------------------------
+
+def encode_cursor(execution: Execution) -> str:
+    raw = f"{execution.created_at.isoformat()}|{execution.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, pk = raw.split("|")
+        created = parse_datetime(stamp)
+        if created is None:
+            return None
+        return created, int(pk)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def executions_page(*, queryset, cursor: str | None, per_page: int = 50):
+    """One page, newest first, after ``cursor``; returns (rows, next_cursor or None).
+
+    Keyset on (created_at, id): as fast on the last page as on the first.
+    """
+    qs = queryset.order_by("-created_at", "-id")
+    position = decode_cursor(cursor) if cursor else None
+    if position is not None:
+        created, pk = position
+        qs = qs.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=pk))
+    rows = list(qs[: per_page + 1])
+    next_cursor = encode_cursor(rows[per_page - 1]) if len(rows) > per_page else None
+    return rows[:per_page], next_cursor
