@@ -85,5 +85,6 @@ def slow(ctx, input):  # noqa: A002
 def broken(ctx, input):  # noqa: A002
     ctx.log("info", "Looking up the demo record.")
     raise PermanentError(
-        "The demo record does not exist (this agent always fails, to show a permanent error)."
+        "The demo record does not exist (this agent always fails, to show a permanent error).",
+        category="invalid_input",
     )

@@ -121,6 +121,12 @@ class Agent(models.Model):
         )
 
     @property
+    def retry_on_labels(self) -> list[str]:
+        from executions.errors import Category
+
+        return [Category(c).label.lower() for c in self.retry_on if c in Category.values]
+
+    @property
     def kind_impl(self):
         from .kinds import get_kind
 

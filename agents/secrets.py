@@ -115,7 +115,7 @@ class EncryptedSecretsField(models.TextField):
         return decrypt(value)
 
     def get_prep_value(self, value):
-        if value is None:
+        if value is None or value == "":
             return ""
         if not isinstance(value, Mapping):
             raise TypeError("Agent secrets must be a mapping of names to values.")

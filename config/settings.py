@@ -191,7 +191,9 @@ def _secret_keys() -> list[str]:
         if not DEBUG and env_str("SECRET_KEY"):
             raise ImproperlyConfigured(
                 "CONVEYOR_SECRET_KEYS is not set. It lists the Fernet keys that encrypt agent "
-                "secrets, newest first; make one with `python manage.py generate_secret_key`."
+                "secrets, newest first. Make one with: python -c \"from cryptography.fernet "
+                "import Fernet; print(Fernet.generate_key().decode())\" (or, on a development "
+                "machine, DEBUG=true python manage.py generate_secret_key)."
             )
         # Development only: a key derived from the (development) SECRET_KEY.
         digest = hashlib.sha256(("conveyor-secrets:" + SECRET_KEY).encode()).digest()

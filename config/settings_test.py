@@ -7,6 +7,10 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "conveyor-test-secret-key")
 os.environ.setdefault("CONVEYOR_SECRET_KEYS", "Mdtqm0vYqS6M4Q0b9KCyN9vjYvqmIrLGxIXj0cr3fE8=")
+# Queues of their own: the suite's worker never takes a developer's messages, nor theirs ours,
+# and the suite may purge them, even when REDIS_URL is a Redis that `make run` also uses.
+os.environ.setdefault("CONVEYOR_EXECUTIONS_QUEUE", "test-executions")
+os.environ.setdefault("CONVEYOR_MAINTENANCE_QUEUE", "test-maintenance")
 
 from .settings import *  # noqa: E402, F403
 from .settings import VAR_DIR, env_str  # noqa: E402

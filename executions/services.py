@@ -145,7 +145,7 @@ def execution_create(
     execution.is_replay = False
     if not_before is None or not_before <= at:
         _enqueue_on_commit(execution, agent)
-    logger.info(
+    logger.debug(
         "execution created",
         extra={"action": "execution_created", "execution_id": str(execution.uuid)},
     )

@@ -32,7 +32,7 @@ def test_executions_and_maintenance_have_their_own_queues():
     def queue_of(task_name):
         return app.amqp.router.route({}, task_name)["queue"].name
 
-    assert queue_of("executions.run_execution") == "executions"
-    assert queue_of("executions.enforce_cancel") == "maintenance"
+    assert queue_of("executions.run_execution") == settings.CONVEYOR_EXECUTIONS_QUEUE
+    assert queue_of("executions.enforce_cancel") == settings.CONVEYOR_MAINTENANCE_QUEUE
     assert app.conf.result_backend == "django-db"
     assert app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"

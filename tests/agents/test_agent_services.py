@@ -22,7 +22,7 @@ def test_a_valid_agent_gets_the_installation_defaults(alice, settings):
                          config={"function": "demo.echo"})
     assert agent.uuid and agent.max_retries == settings.CONVEYOR_DEFAULT_MAX_RETRIES
     assert agent.timeout == settings.CONVEYOR_DEFAULT_TIMEOUT
-    assert agent.queue == "executions"
+    assert agent.queue == settings.CONVEYOR_EXECUTIONS_QUEUE
     assert "timeout" in agent.retry_on and "internal" not in agent.retry_on
 
 

@@ -72,8 +72,8 @@ def test_a_permanent_error_fails_at_once_without_retrying(worker, make_agent):
 
     assert execution.status == "failed"
     assert execution.attempt == 1
-    assert execution.error_category == "internal"
-    assert execution.error_title == "The agent hit an unexpected error"
+    assert execution.error_category == "invalid_input"
+    assert execution.error_title == "The input was not accepted"
     assert "does not exist" in execution.error_message
     assert "does not retry this kind of error" in execution.error_message
     assert "Traceback" in execution.error_detail
@@ -192,7 +192,7 @@ def test_a_queued_execution_cancelled_before_a_worker_takes_it_never_runs(worker
 
     # Hand the message to the real queue now: the worker must leave it alone.
     enqueue(execution.pk, agent, attempt=0, task_id=execution.celery_task_id)
-    run_execution.apply_async(args=[execution.pk], retries=0, queue="executions")
+    run_execution.apply_async(args=[execution.pk], retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE)
     time.sleep(1.5)
 
     execution.refresh_from_db()
@@ -207,7 +207,7 @@ def test_delivering_the_same_task_message_twice_runs_the_agent_once(worker, make
     # to the worker's queue, as a broker redelivery would, both at once.
     for _ in range(2):
         run_execution.apply_async(
-            args=[execution.pk], task_id=execution.celery_task_id, retries=0, queue="executions"
+            args=[execution.pk], task_id=execution.celery_task_id, retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE
         )
 
     execution = wait_for(execution, "succeeded", "failed")
@@ -241,7 +241,7 @@ def test_secrets_never_reach_the_row_logs_events_message_or_repr(worker, make_ag
     client.delete(*client.keys("inspected*"))
 
     enqueue(execution.pk, agent, attempt=0, task_id=execution.celery_task_id)
-    run_execution.apply_async(args=[execution.pk], retries=0, queue="executions")
+    run_execution.apply_async(args=[execution.pk], retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE)
     execution = wait_for(execution, "succeeded", "failed")
 
     assert execution.status == "succeeded"

@@ -19,6 +19,7 @@ import shutil
 import time
 import uuid
 from datetime import timedelta
+from operator import itemgetter
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -101,6 +102,8 @@ def duration_in_words(delta: timedelta | None) -> str:
     if delta is None:
         return "?"
     seconds = delta.total_seconds()
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
     if seconds < 60:
         return f"{seconds:.1f} s"
     return seconds_in_words(seconds)
@@ -173,16 +176,17 @@ class Watch:
         self.verbosity = verbosity
         self.live = self.out.isatty() and verbosity >= 1
         self.bar_shown = False
+        self.bar_text = ""
         self.last_log_id = 0
         self.attempts_shown: set[int] = set()
         self.last_status = None
         self.queued_hint_given = False
+        self.started = time.monotonic()
         encoding = (getattr(self.out._out, "encoding", "") or "").lower()
         unicode = encoding.replace("-", "") == "utf8"
         self.bar_chars = ("█", "░", "…") if unicode else ("#", "-", "")
 
     def run(self) -> None:
-        self.started = time.monotonic()
         deadline = self.started + self.timeout
         try:
             while True:
@@ -211,23 +215,25 @@ class Watch:
     # -- one look at the row ------------------------------------------------------------------
     def poll(self) -> None:
         execution = self.execution
-        # The row first: what it says finished was committed together with its attempts and
-        # logs, so the two queries below see them too.
+        # Row, then attempts, then logs: each read sees everything committed with what the one
+        # before it saw (a finished row with its last attempt, a closed attempt with its logs).
         execution.refresh_from_db()
-        logs = list(
-            ExecutionLog.objects.filter(
-                execution_id=execution.pk, id__gt=self.last_log_id
-            ).order_by("id")
-        )
         attempts = list(
             ExecutionAttempt.objects.filter(execution_id=execution.pk, finished_at__isnull=False)
             .exclude(number__in=self.attempts_shown)
             .order_by("number")
         )
+        logs = list(
+            ExecutionLog.objects.filter(
+                execution_id=execution.pk, id__gt=self.last_log_id
+            ).order_by("id")
+        )
         lines = []
         if self.verbosity >= 1:
-            lines += [self.log_line(log) for log in logs]
-            lines += [self.attempt_line(attempt) for attempt in attempts]
+            # An attempt's logs, then how it ended; several attempts may end between two looks.
+            events = [((log.attempt, 0, log.id), self.log_line(log)) for log in logs]
+            events += [((a.number, 1, 0), self.attempt_line(a)) for a in attempts]
+            lines += [line for _, line in sorted(events, key=itemgetter(0))]
             status = (execution.status, execution.attempt)
             if not self.live and status != self.last_status and not execution.is_terminal:
                 lines.append((self.status_line(), None))
@@ -329,9 +335,11 @@ class Watch:
         width = shutil.get_terminal_size((80, 24)).columns - 1
         if len(text) > width:
             text = text[: max(0, width - len(ellipsis))] + ellipsis
+        if self.bar_shown and text == self.bar_text:
+            return
         self.out.write("\r" + text + "\033[K", ending="")
         self.out.flush()
-        self.bar_shown = True
+        self.bar_shown, self.bar_text = True, text
 
     def clear_bar(self) -> None:
         if self.bar_shown:

@@ -1,0 +1,214 @@
+"""``manage.py seed_demo``: a ``demo`` user with one agent per demo function, and an HTTP one.
+
+Idempotent: a second run creates nothing. It puts back the demo settings of an agent someone
+changed, and keeps the demo user's password unless ``CONVEYOR_DEMO_PASSWORD`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from agents.functions import get_function
+from agents.kinds import get_kind
+from agents.kinds.base import ConfigInvalid
+from agents.models import Agent
+from agents.services import agent_create, agent_update
+
+USERNAME = "demo"
+LOGIN_URL = "http://127.0.0.1:8000/admin/"
+# The apps whose models the demo user may see and change in the admin.
+DEMO_APPS = ("agents", "executions")
+
+
+@dataclass(frozen=True)
+class DemoAgent:
+    name: str
+    kind: str
+    config: dict[str, Any]
+    description: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+    # An optional agent that fails validation is reported and skipped; a required one stops
+    # the command with a non-zero exit.
+    optional: bool = False
+    try_input: str = ""
+
+
+def _describe(function_name: str) -> str:
+    fn = get_function(function_name)
+    return fn.description if fn else ""
+
+
+def demo_agents() -> list[DemoAgent]:
+    return [
+        DemoAgent(
+            "echo",
+            "function",
+            {"function": "demo.echo"},
+            _describe("demo.echo"),
+            try_input='{"hello": "world"}',
+        ),
+        DemoAgent(
+            "flaky",
+            "function",
+            {"function": "demo.flaky"},
+            _describe("demo.flaky"),
+            {"retry_backoff": 2, "max_retries": 3, "retry_jitter": False},
+            try_input='{"fail_times": 2}',
+        ),
+        DemoAgent(
+            "slow",
+            "function",
+            {"function": "demo.slow"},
+            _describe("demo.slow"),
+            {"timeout": 120},
+            try_input='{"seconds": 10, "steps": 10}',
+        ),
+        DemoAgent("broken", "function", {"function": "demo.broken"}, _describe("demo.broken")),
+        DemoAgent(
+            "http-example",
+            "http",
+            {
+                "method": "GET",
+                "url": "https://httpbin.org/get",
+                "body": "none",
+                "timeout": 30,
+                "expected_statuses": "200-299",
+            },
+            "Calls a public echo service over HTTPS (needs Internet access).",
+            optional=True,
+        ),
+    ]
+
+
+class Command(BaseCommand):
+    help = (
+        "Create (or put back) the demo user and its demo agents. Safe to run again: it creates "
+        "nothing new. The password comes from CONVEYOR_DEMO_PASSWORD, or is made up and printed "
+        "on the first run."
+    )
+
+    def handle(self, *args, **options):
+        user, password_note = self._demo_user()
+        failed_required = []
+        rows = []
+        for spec in demo_agents():
+            try:
+                agent, what = self._agent(user, spec)
+            except ValidationError as exc:
+                errors = "; ".join(
+                    f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items()
+                )
+                self.stderr.write(
+                    self.style.WARNING(f"Warning: skipped the agent “{spec.name}”: {errors}")
+                )
+                if not spec.optional:
+                    failed_required.append(spec.name)
+                continue
+            rows.append((agent, what, spec))
+
+        self.stdout.write("")
+        self.stdout.write(self.style.MIGRATE_HEADING("Log in"))
+        self.stdout.write(f"  URL:      {LOGIN_URL}")
+        self.stdout.write(f"  username: {user.get_username()}")
+        self.stdout.write(f"  password: {password_note}")
+        self.stdout.write("")
+        self.stdout.write(self.style.MIGRATE_HEADING(f"Agents of {user.get_username()}"))
+        width = max((len(agent.name) for agent, _, _ in rows), default=0)
+        for agent, what, _spec in rows:
+            self.stdout.write(
+                f"  {agent.name:<{width}}  {agent.kind:<8}  {what:<9}  {agent.description}"
+            )
+        self.stdout.write("")
+        self.stdout.write("Run one from the command line (a worker must be running):")
+        for _, _, spec in rows:
+            given = f" --input '{spec.try_input}'" if spec.try_input else ""
+            self.stdout.write(
+                f"  python manage.py run_agent {user.get_username()}/{spec.name}{given} --wait"
+            )
+        if failed_required:
+            raise CommandError(f"Could not set up the demo agents: {', '.join(failed_required)}.")
+
+    def _demo_user(self):
+        """Create or update the demo user; return it and what to print as its password."""
+        User = get_user_model()
+        wanted = settings.CONVEYOR_DEMO_PASSWORD or None
+        with transaction.atomic():
+            user, created = User._default_manager.get_or_create(
+                **{User.USERNAME_FIELD: USERNAME},
+                defaults={"email": "demo@example.com"} if hasattr(User, "email") else {},
+            )
+            generated = None
+            if wanted:
+                if not user.check_password(wanted):
+                    user.set_password(wanted)
+            elif created or not user.has_usable_password():
+                generated = secrets.token_urlsafe(12)
+                user.set_password(generated)
+            # Staff, to log in to the admin, with the permissions of the Conveyor apps only:
+            # a demo account is not an administrator of the installation.
+            user.is_staff = True
+            user.is_active = True
+            user.save()
+            user.user_permissions.add(
+                *Permission.objects.filter(content_type__app_label__in=DEMO_APPS)
+            )
+        if wanted:
+            note = "the value of CONVEYOR_DEMO_PASSWORD"
+        elif generated:
+            note = f"{generated}   (made up now; set CONVEYOR_DEMO_PASSWORD to choose one)"
+        else:
+            note = (
+                "unchanged (printed when the user was created; set CONVEYOR_DEMO_PASSWORD "
+                "to choose one)"
+            )
+        if created:
+            self.stdout.write(f"Created the user “{user.get_username()}”.")
+        else:
+            self.stdout.write(f"The user “{user.get_username()}” already exists.")
+        return user, note
+
+    def _agent(self, user, spec: DemoAgent) -> tuple[Agent, str]:
+        """Create the agent, or put back its demo settings. Returns it and what happened."""
+        values = {
+            "kind": spec.kind,
+            "config": spec.config,
+            "description": spec.description,
+            "is_paused": False,
+            **spec.fields,
+        }
+        agent = Agent.objects.filter(owner=user, name=spec.name).first()
+        if agent is None:
+            agent = agent_create(owner=user, name=spec.name, **values)
+            return agent, "created"
+        changed = {
+            name: value
+            for name, value in values.items()
+            if name != "config" and getattr(agent, name) != value
+        }
+        if agent.kind != spec.kind or agent.config != self._clean_config(spec):
+            changed["config"] = spec.config
+            changed["kind"] = spec.kind
+        if not changed:
+            return agent, "unchanged"
+        agent_update(agent=agent, **changed)
+        return agent, "updated"
+
+    @staticmethod
+    def _clean_config(spec: DemoAgent) -> dict[str, Any] | None:
+        """The config as the kind stores it, to compare with the stored one (None: invalid)."""
+        kind = get_kind(spec.kind)
+        if kind is None:
+            return None
+        try:
+            return kind.clean_config(spec.config)
+        except ConfigInvalid:
+            return None

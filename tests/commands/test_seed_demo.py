@@ -1,0 +1,137 @@
+"""manage.py seed_demo: the demo user and agents, created once and put back on later runs."""
+
+import re
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate, get_user_model
+from django.core.management import call_command
+from django.test import override_settings
+
+from agents.management.commands import seed_demo
+from agents.models import Agent
+from agents.services import agent_update
+
+pytestmark = pytest.mark.django_db
+
+DEMO_KINDS = {
+    "echo": "function",
+    "flaky": "function",
+    "slow": "function",
+    "broken": "function",
+    "http-example": "http",
+}
+
+
+def seed(**kwargs) -> str:
+    out = StringIO()
+    call_command("seed_demo", stdout=out, stderr=StringIO(), **kwargs)
+    return out.getvalue()
+
+
+def printed_password(output: str) -> str:
+    match = re.search(r"password: (\S+)", output)
+    assert match, output
+    return match.group(1)
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_running_it_twice_creates_nothing_new():
+    seed()
+    users, agents = get_user_model().objects.count(), Agent.objects.count()
+
+    output = seed()
+
+    assert get_user_model().objects.count() == users
+    assert Agent.objects.count() == agents
+    assert "password: unchanged" in output
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_it_creates_the_demo_agents_with_their_kinds_and_policies():
+    seed()
+
+    demo = get_user_model().objects.get(username="demo")
+    agents = {agent.name: agent for agent in Agent.objects.filter(owner=demo)}
+    assert {name: agent.kind for name, agent in agents.items()} == DEMO_KINDS
+    assert agents["flaky"].config == {"function": "demo.flaky"}
+    assert (agents["flaky"].retry_backoff, agents["flaky"].max_retries) == (2, 3)
+    assert agents["slow"].timeout == 120
+    assert agents["broken"].config == {"function": "demo.broken"}
+    assert agents["http-example"].config["url"].startswith("https://")
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_it_prints_the_login_with_a_made_up_password_that_works():
+    output = seed()
+
+    assert "http://127.0.0.1:8000/admin/" in output
+    assert "username: demo" in output
+    password = printed_password(output)
+    assert authenticate(username="demo", password=password) is not None
+    for name in DEMO_KINDS:
+        assert name in output
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_a_second_run_keeps_the_password_it_made_up():
+    password = printed_password(seed())
+
+    seed()
+
+    assert authenticate(username="demo", password=password) is not None
+
+
+def test_the_password_comes_from_the_setting_when_it_is_set():
+    with override_settings(CONVEYOR_DEMO_PASSWORD=None):
+        seed()
+
+    with override_settings(CONVEYOR_DEMO_PASSWORD="correct horse battery staple"):
+        output = seed()
+
+    assert authenticate(username="demo", password="correct horse battery staple") is not None
+    assert "CONVEYOR_DEMO_PASSWORD" in output
+    # The value set by the operator is not echoed to the terminal (or a CI log).
+    assert "correct horse battery staple" not in output
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_the_demo_user_can_log_in_to_the_admin_but_is_no_superuser():
+    seed()
+
+    demo = get_user_model().objects.get(username="demo")
+    assert demo.is_staff and not demo.is_superuser
+    assert demo.has_perm("agents.view_agent")
+    assert demo.has_perm("executions.view_execution")
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_a_later_run_puts_back_a_changed_demo_agent():
+    seed()
+    flaky = Agent.objects.get(owner__username="demo", name="flaky")
+    agent_update(agent=flaky, max_retries=0, is_paused=True)
+
+    output = seed()
+
+    flaky.refresh_from_db()
+    assert (flaky.max_retries, flaky.is_paused) == (3, False)
+    assert re.search(r"flaky\s+function\s+updated", output)
+    assert re.search(r"echo\s+function\s+unchanged", output)
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_an_http_config_the_kind_rejects_is_a_warning_not_a_crash(monkeypatch):
+    specs = [
+        *(spec for spec in seed_demo.demo_agents() if spec.kind != "http"),
+        seed_demo.DemoAgent(
+            "http-example", "http", {"method": "GET", "url": "not a url"}, optional=True
+        ),
+    ]
+    monkeypatch.setattr(seed_demo, "demo_agents", lambda: specs)
+    out, err = StringIO(), StringIO()
+
+    call_command("seed_demo", stdout=out, stderr=err)
+
+    assert "Warning: skipped the agent “http-example”" in err.getvalue()
+    assert "config.url" in err.getvalue()
+    assert set(Agent.objects.values_list("name", flat=True)) == set(DEMO_KINDS) - {"http-example"}
