@@ -11,11 +11,11 @@ from .functions import agent_function
 from .kinds.base import CancelledError, InvalidInputError, PermanentError, RetryableError
 
 
-def _number(input, key, default, *, minimum=0.0, maximum=3600.0):  # noqa: A002
+def _number(input, key, default, *, minimum=0.0, maximum=3600.0):
     if input is None:
         return default
     if not isinstance(input, dict):
-        raise InvalidInputError("The input must be a JSON object, for example {\"seconds\": 5}.")
+        raise InvalidInputError('The input must be a JSON object, for example {"seconds": 5}.')
     value = input.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"“{key}” must be a number, not {value!r}.")
@@ -25,12 +25,12 @@ def _number(input, key, default, *, minimum=0.0, maximum=3600.0):  # noqa: A002
 
 
 @agent_function("demo.echo", description="Returns its input unchanged.")
-def echo(ctx, input):  # noqa: A002
+def echo(ctx, input):
     ctx.log("info", "Echoing the input back.")
     return input
 
 
-def _flaky_input(input):  # noqa: A002
+def _flaky_input(input):
     return int(_number(input, "fail_times", 2, maximum=100))
 
 
@@ -39,7 +39,7 @@ def _flaky_input(input):  # noqa: A002
     description="Fails with a temporary error on the first attempts, then succeeds.",
     validate_input=_flaky_input,
 )
-def flaky(ctx, input):  # noqa: A002
+def flaky(ctx, input):
     fail_times = _flaky_input(input)
     if ctx.attempt <= fail_times:
         ctx.log("warning", f"Simulating a temporary outage (attempt {ctx.attempt}).")
@@ -51,7 +51,7 @@ def flaky(ctx, input):  # noqa: A002
     return {"succeeded_on_attempt": ctx.attempt}
 
 
-def _slow_input(input):  # noqa: A002
+def _slow_input(input):
     seconds = _number(input, "seconds", 10)
     steps = int(_number(input, "steps", 10, minimum=1, maximum=1000))
     return seconds, steps
@@ -62,7 +62,7 @@ def _slow_input(input):  # noqa: A002
     description="Works for a while in steps, reporting progress; stops when cancelled.",
     validate_input=_slow_input,
 )
-def slow(ctx, input):  # noqa: A002
+def slow(ctx, input):
     seconds, steps = _slow_input(input)
     # "cooperative": false plays a badly behaved agent that ignores cancellation and its soft
     # time limit, to show the worker stopping it by force.
@@ -82,7 +82,7 @@ def slow(ctx, input):  # noqa: A002
 
 
 @agent_function("demo.broken", description="Always fails with a permanent error.")
-def broken(ctx, input):  # noqa: A002
+def broken(ctx, input):
     ctx.log("info", "Looking up the demo record.")
     raise PermanentError(
         "The demo record does not exist (this agent always fails, to show a permanent error).",

@@ -25,8 +25,9 @@ def parse_json_text(text: str) -> Any:
 
 
 class JSONInputField(forms.CharField):
-    widget = forms.Textarea(attrs={"rows": 6, "spellcheck": "false",
-                                   "placeholder": '{"key": "value"}'})
+    widget = forms.Textarea(
+        attrs={"rows": 6, "spellcheck": "false", "placeholder": '{"key": "value"}'}
+    )
 
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
@@ -51,11 +52,25 @@ class AgentForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        fields = ("name", "description", "max_retries", "retry_backoff", "retry_backoff_max",
-                  "retry_jitter", "retry_on", "timeout", "priority", "queue")
+        fields = (
+            "name",
+            "description",
+            "max_retries",
+            "retry_backoff",
+            "retry_backoff_max",
+            "retry_jitter",
+            "retry_on",
+            "timeout",
+            "priority",
+            "queue",
+        )
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-        labels = {"retry_backoff": "First retry after (s)", "retry_backoff_max":
-                  "Longest wait (s)", "retry_jitter": "Randomise waits", "timeout": "Timeout (s)"}
+        labels = {
+            "retry_backoff": "First retry after (s)",
+            "retry_backoff_max": "Longest wait (s)",
+            "retry_jitter": "Randomise waits",
+            "timeout": "Timeout (s)",
+        }
 
     def _post_clean(self):
         # Model validation runs in agents.services, with the kind's config, in one place.
@@ -68,8 +83,14 @@ class SecretsForm(forms.Form):
     add = forms.CharField(
         required=False,
         label="Add or replace secrets",
-        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off",
-                                     "placeholder": "api_token=…"}),
+        widget=forms.Textarea(
+            attrs={
+                "rows": 3,
+                "spellcheck": "false",
+                "autocomplete": "off",
+                "placeholder": "api_token=…",
+            }
+        ),
         help_text="One NAME=value per line. Values are stored encrypted and never shown again.",
     )
 
@@ -78,8 +99,10 @@ class SecretsForm(forms.Form):
         self.existing = sorted(existing)
         if self.existing:
             self.fields["remove"] = forms.MultipleChoiceField(
-                choices=[(name, name) for name in self.existing], required=False,
-                widget=forms.CheckboxSelectMultiple, label="Remove secrets",
+                choices=[(name, name) for name in self.existing],
+                required=False,
+                widget=forms.CheckboxSelectMultiple,
+                label="Remove secrets",
             )
 
     def clean_add(self):
@@ -93,7 +116,8 @@ class SecretsForm(forms.Form):
                 raise forms.ValidationError(f"Line {number} is not NAME=value.")
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise forms.ValidationError(
-                    f"Line {number}: a name uses letters, digits, - and _ only.")
+                    f"Line {number}: a name uses letters, digits, - and _ only."
+                )
             values[name] = value
         return values
 

@@ -18,8 +18,17 @@ from .secrets import Secrets
 
 # Fields a caller may set besides kind, config and secrets.
 AGENT_FIELDS = (
-    "name", "description", "is_paused", "max_retries", "retry_backoff", "retry_backoff_max",
-    "retry_jitter", "retry_on", "timeout", "queue", "priority",
+    "name",
+    "description",
+    "is_paused",
+    "max_retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "retry_on",
+    "timeout",
+    "queue",
+    "priority",
 )
 
 
@@ -81,8 +90,9 @@ def agent_create(
     return agent
 
 
-def agent_update(*, agent: Agent, secrets: Mapping[str, str | None] | None = None,
-                 **fields: Any) -> Agent:
+def agent_update(
+    *, agent: Agent, secrets: Mapping[str, str | None] | None = None, **fields: Any
+) -> Agent:
     """Change an agent. ``secrets`` merges: a value of None removes that secret, names not
     given keep their value (secrets are write-only, so forms leave them blank to keep them)."""
     unknown = set(fields) - set(AGENT_FIELDS) - {"kind", "config"}

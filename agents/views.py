@@ -31,10 +31,14 @@ def agent_list(request):
 @login_required
 def agent_detail(request, uuid):
     agent = _owned_agent(request, uuid)
-    return render(request, "agents/detail.html", {
-        **_detail_context(agent),
-        "run_form": RunForm(),
-    })
+    return render(
+        request,
+        "agents/detail.html",
+        {
+            **_detail_context(agent),
+            "run_form": RunForm(),
+        },
+    )
 
 
 def _detail_context(agent: Agent) -> dict:
@@ -73,8 +77,9 @@ def agent_run(request, uuid):
             return redirect(url)
     if request.htmx:
         return render(request, "agents/_run_form.html", {"agent": agent, "run_form": form})
-    return render(request, "agents/detail.html", {**_detail_context(agent), "run_form": form},
-                  status=422)
+    return render(
+        request, "agents/detail.html", {**_detail_context(agent), "run_form": form}, status=422
+    )
 
 
 @login_required
@@ -101,8 +106,7 @@ def _agent_form(request, kind, agent):
     existing = sorted(agent.secrets) if agent else []
     data = request.POST if request.method == "POST" else None
     form = AgentForm(data, instance=agent, prefix="agent")
-    config_form = kind.config_form(data, prefix="config",
-                                   initial=agent.config if agent else None)
+    config_form = kind.config_form(data, prefix="config", initial=agent.config if agent else None)
     secrets_form = SecretsForm(data, prefix="secrets", existing=existing)
     if request.method == "POST" and all(
         [form.is_valid(), config_form.is_valid(), secrets_form.is_valid()]
@@ -111,14 +115,20 @@ def _agent_form(request, kind, agent):
         try:
             if agent is None:
                 agent = services.agent_create(
-                    owner=request.user, kind=kind.name, config=config_form.cleaned_data,
+                    owner=request.user,
+                    kind=kind.name,
+                    config=config_form.cleaned_data,
                     secrets={k: v for k, v in secrets_form.changes().items() if v is not None},
                     **fields,
                 )
                 messages.success(request, f"Agent “{agent.name}” created. Run it below.")
             else:
-                services.agent_update(agent=agent, config=config_form.cleaned_data,
-                                      secrets=secrets_form.changes(), **fields)
+                services.agent_update(
+                    agent=agent,
+                    config=config_form.cleaned_data,
+                    secrets=secrets_form.changes(),
+                    **fields,
+                )
                 messages.success(request, "Changes saved.")
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
@@ -130,10 +140,18 @@ def _agent_form(request, kind, agent):
                     form.add_error(None, errors)
         else:
             return redirect("agents:detail", uuid=agent.uuid)
-    return render(request, "agents/form.html", {
-        "agent": agent, "kind": kind, "form": form, "config_form": config_form,
-        "secrets_form": secrets_form,
-    }, status=422 if request.method == "POST" else 200)
+    return render(
+        request,
+        "agents/form.html",
+        {
+            "agent": agent,
+            "kind": kind,
+            "form": form,
+            "config_form": config_form,
+            "secrets_form": secrets_form,
+        },
+        status=422 if request.method == "POST" else 200,
+    )
 
 
 @login_required
@@ -152,4 +170,3 @@ def agent_resume(request, uuid):
     services.agent_resume(agent=agent)
     messages.success(request, f"“{agent.name}” is running again.")
     return redirect("agents:detail", uuid=agent.uuid)
-

@@ -27,7 +27,7 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set it in the environment (or set DEBUG=true for local "
             "development, which uses a fixed, insecure development key)."
         )
-    SECRET_KEY = "conveyor-insecure-development-key-do-not-use-in-production"
+    SECRET_KEY = "conveyor-insecure-development-key-do-not-use-in-production"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -191,8 +191,8 @@ def _secret_keys() -> list[str]:
         if not DEBUG and env_str("SECRET_KEY"):
             raise ImproperlyConfigured(
                 "CONVEYOR_SECRET_KEYS is not set. It lists the Fernet keys that encrypt agent "
-                "secrets, newest first. Make one with: python -c \"from cryptography.fernet "
-                "import Fernet; print(Fernet.generate_key().decode())\" (or, on a development "
+                'secrets, newest first. Make one with: python -c "from cryptography.fernet '
+                'import Fernet; print(Fernet.generate_key().decode())" (or, on a development '
                 "machine, DEBUG=true python manage.py generate_secret_key)."
             )
         # Development only: a key derived from the (development) SECRET_KEY.
@@ -210,7 +210,10 @@ CONVEYOR_VISIBILITY_TIMEOUT = env_int(
     "CONVEYOR_VISIBILITY_TIMEOUT",
     CONVEYOR_MAX_BACKOFF + CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE + 600,
 )
-if CONVEYOR_VISIBILITY_TIMEOUT <= CONVEYOR_MAX_BACKOFF + CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE:
+if (
+    CONVEYOR_VISIBILITY_TIMEOUT
+    <= CONVEYOR_MAX_BACKOFF + CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE
+):
     raise ImproperlyConfigured(
         "CONVEYOR_VISIBILITY_TIMEOUT must be longer than CONVEYOR_MAX_BACKOFF + "
         "CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE, or a waiting retry is redelivered."

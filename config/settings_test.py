@@ -12,8 +12,8 @@ os.environ.setdefault("CONVEYOR_SECRET_KEYS", "Mdtqm0vYqS6M4Q0b9KCyN9vjYvqmIrLGx
 os.environ.setdefault("CONVEYOR_EXECUTIONS_QUEUE", "test-executions")
 os.environ.setdefault("CONVEYOR_MAINTENANCE_QUEUE", "test-maintenance")
 
-from .settings import *  # noqa: E402, F403
-from .settings import VAR_DIR, env_str  # noqa: E402
+from .settings import *  # noqa: F403
+from .settings import VAR_DIR, env_str
 
 # Without REDIS_URL the suite starts its own embedded Redis on this socket (tests/conftest.py),
 # apart from the one `make run` may be using.

@@ -17,8 +17,16 @@ class ReadOnlyInline(admin.TabularInline):
 
 class AttemptInline(ReadOnlyInline):
     model = ExecutionAttempt
-    fields = ("number", "started_at", "finished_at", "outcome", "error_category",
-              "error_message", "retry_delay", "worker")
+    fields = (
+        "number",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "error_category",
+        "error_message",
+        "retry_delay",
+        "worker",
+    )
 
 
 class EventInline(ReadOnlyInline):
@@ -33,8 +41,17 @@ class LogInline(ReadOnlyInline):
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ("uuid", "agent", "owner", "status", "trigger", "attempt", "error_category",
-                    "duration", "created_at")
+    list_display = (
+        "uuid",
+        "agent",
+        "owner",
+        "status",
+        "trigger",
+        "attempt",
+        "error_category",
+        "duration",
+        "created_at",
+    )
     list_filter = ("status", "error_category", "trigger")
     search_fields = ("uuid", "agent__name", "owner__username")
     list_select_related = ("agent", "owner")

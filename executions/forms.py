@@ -18,19 +18,25 @@ RANGES = {
 
 class ExecutionFilterForm(forms.Form):
     status = forms.ChoiceField(
-        choices=[("", "Any status"), *Execution.Status.choices], required=False)
+        choices=[("", "Any status"), *Execution.Status.choices], required=False
+    )
     agent = forms.ModelChoiceField(
-        queryset=Agent.objects.none(), required=False, to_field_name="uuid",
-        empty_label="Any agent")
+        queryset=Agent.objects.none(), required=False, to_field_name="uuid", empty_label="Any agent"
+    )
     trigger = forms.ChoiceField(
-        choices=[("", "Any trigger"), *Execution.Trigger.choices], required=False)
+        choices=[("", "Any trigger"), *Execution.Trigger.choices], required=False
+    )
     range = forms.ChoiceField(
-        choices=[("", "Any time"), *((k, v[0]) for k, v in RANGES.items())], required=False,
-        label="Time")
-    since = forms.DateField(required=False, label="From",
-                            widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="Until",
-                            widget=forms.DateInput(attrs={"type": "date"}))
+        choices=[("", "Any time"), *((k, v[0]) for k, v in RANGES.items())],
+        required=False,
+        label="Time",
+    )
+    since = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="Until", widget=forms.DateInput(attrs={"type": "date"})
+    )
 
     def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)

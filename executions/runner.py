@@ -38,8 +38,12 @@ from .services import enqueue, transition
 logger = logging.getLogger("conveyor.runner")
 Status = Execution.Status
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 @dataclass(frozen=True)
@@ -55,21 +59,23 @@ NOTHING = Decision()
 
 def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -> Decision:
     at = timezone.now()
-    claimed = claim(execution_id=execution_id, expected_attempt=expected_attempt,
-                    worker=worker, at=at)
+    claimed = claim(
+        execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
+    )
     if claimed is None:
         return NOTHING
     execution, attempt = claimed
     agent = execution.agent
-    ctx = ExecutionContext(execution=execution, agent=agent,
-                           deadline=at + timedelta(seconds=agent.timeout))
+    ctx = ExecutionContext(
+        execution=execution, agent=agent, deadline=at + timedelta(seconds=agent.timeout)
+    )
     try:
         kind = get_kind(agent.kind)
         if kind is None:
             raise ConfigurationError(f"This agent's kind “{agent.kind}” does not exist.")
         result = kind.run(ctx, execution.input)
         result = _json_safe_result(result)
-    except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+    except Exception as exc:
         error = classify(exc, timeout=agent.timeout)
         if isinstance(exc, CancelledError) or ctx.is_cancelled(force=True):
             _close_cancelled(execution, attempt, ctx)
@@ -82,20 +88,23 @@ def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -
 def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
     """Compare-and-set the execution to running for attempt ``expected_attempt + 1``."""
     with transaction.atomic():
-        execution = (
-            Execution.objects.select_related("agent").filter(pk=execution_id).first()
-        )
+        execution = Execution.objects.select_related("agent").filter(pk=execution_id).first()
         if execution is None:
-            logger.info("no such execution", extra={"action": "execution_missing",
-                                                    "execution_pk": execution_id})
+            logger.info(
+                "no such execution",
+                extra={"action": "execution_missing", "execution_pk": execution_id},
+            )
             return None
         if execution.status not in (Status.QUEUED, Status.RETRYING) or (
             execution.attempt != expected_attempt
         ):
             logger.info(
                 "execution not claimable (duplicate, stale or finished message)",
-                extra={"action": "execution_claim_skipped",
-                       "execution_id": str(execution.uuid), "status": execution.status},
+                extra={
+                    "action": "execution_claim_skipped",
+                    "execution_id": str(execution.uuid),
+                    "status": execution.status,
+                },
             )
             return None
         number = execution.attempt + 1
@@ -119,8 +128,9 @@ def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime
     return execution, attempt
 
 
-def _finish_success(execution: Execution, attempt: ExecutionAttempt, ctx: ExecutionContext,
-                    result: Any) -> None:
+def _finish_success(
+    execution: Execution, attempt: ExecutionAttempt, ctx: ExecutionContext, result: Any
+) -> None:
     at = timezone.now()
     with transaction.atomic():
         won = transition(
@@ -143,8 +153,13 @@ def _finish_success(execution: Execution, attempt: ExecutionAttempt, ctx: Execut
         ctx.flush()
 
 
-def _finish_failure(execution: Execution, agent: Agent, attempt: ExecutionAttempt,
-                    ctx: ExecutionContext, error: ClassifiedError) -> Decision:
+def _finish_failure(
+    execution: Execution,
+    agent: Agent,
+    attempt: ExecutionAttempt,
+    ctx: ExecutionContext,
+    error: ClassifiedError,
+) -> Decision:
     at = timezone.now()
     policy = agent.retry_policy
     info = CATEGORIES[error.category]
@@ -197,30 +212,39 @@ def _finish_failure(execution: Execution, agent: Agent, attempt: ExecutionAttemp
                 **common,
             )
         if won:
-            _close_attempt(attempt, at, ExecutionAttempt.Outcome.FAILED, error=error,
-                           retry_delay=countdown)
+            _close_attempt(
+                attempt, at, ExecutionAttempt.Outcome.FAILED, error=error, retry_delay=countdown
+            )
         else:
             _close_attempt(attempt, at, _lost_to(execution))
             countdown = None
         ctx.flush()
     logger.info(
         "attempt failed",
-        extra={"action": "execution_retry_scheduled" if countdown is not None
-               else "execution_failed", "execution_id": str(execution.uuid),
-               "category": error.category, "countdown": countdown},
+        extra={
+            "action": "execution_retry_scheduled" if countdown is not None else "execution_failed",
+            "execution_id": str(execution.uuid),
+            "category": error.category,
+            "countdown": countdown,
+        },
     )
     if countdown is None:
         return NOTHING
     return Decision(retry_in=countdown, max_retries=execution.max_attempts - 1)
 
 
-def _close_cancelled(execution: Execution, attempt: ExecutionAttempt,
-                     ctx: ExecutionContext) -> None:
+def _close_cancelled(
+    execution: Execution, attempt: ExecutionAttempt, ctx: ExecutionContext
+) -> None:
     at = timezone.now()
     ctx.log("warning", "Stopped: the execution was cancelled.")
     with transaction.atomic():
-        _close_attempt(attempt, at, ExecutionAttempt.Outcome.CANCELLED,
-                       message="Stopped after the execution was cancelled.")
+        _close_attempt(
+            attempt,
+            at,
+            ExecutionAttempt.Outcome.CANCELLED,
+            message="Stopped after the execution was cancelled.",
+        )
         ctx.flush()
 
 
@@ -232,15 +256,22 @@ def _lost_to(execution: Execution) -> str:
     return ExecutionAttempt.Outcome.LOST
 
 
-def _close_attempt(attempt: ExecutionAttempt, at: datetime, outcome: str, *,
-                   error: ClassifiedError | None = None, retry_delay: float | None = None,
-                   message: str = "") -> None:
+def _close_attempt(
+    attempt: ExecutionAttempt,
+    at: datetime,
+    outcome: str,
+    *,
+    error: ClassifiedError | None = None,
+    retry_delay: float | None = None,
+    message: str = "",
+) -> None:
     # Guarded on finished_at: a forced cancel may have closed it already.
     ExecutionAttempt.objects.filter(pk=attempt.pk, finished_at__isnull=True).update(
         finished_at=at,
         outcome=outcome,
-        error_category=error.category if error else (
-            Category.CANCELLED if outcome == ExecutionAttempt.Outcome.CANCELLED else ""),
+        error_category=error.category
+        if error
+        else (Category.CANCELLED if outcome == ExecutionAttempt.Outcome.CANCELLED else ""),
         error_message=error.reason if error else message,
         retry_delay=retry_delay,
     )
@@ -261,9 +292,11 @@ def handle_hard_time_limit(*, execution_id: int) -> Decision:
     attempt is finished from the row alone and a retry is published as a fresh message.
     """
     # Only the killed message could have claimed the attempt now running.
-    execution = Execution.objects.select_related("agent").filter(
-        pk=execution_id, status=Status.RUNNING
-    ).first()
+    execution = (
+        Execution.objects.select_related("agent")
+        .filter(pk=execution_id, status=Status.RUNNING)
+        .first()
+    )
     if execution is None:
         return NOTHING
     agent = execution.agent
@@ -271,14 +304,21 @@ def handle_hard_time_limit(*, execution_id: int) -> Decision:
     if attempt is None:
         return NOTHING
     error = ClassifiedError(
-        Category.TIMEOUT, True,
-        f"The attempt did not stop at the agent's time limit of {agent.timeout} s and was "
-        "killed.", "TimeLimitExceeded (hard time limit)")
+        Category.TIMEOUT,
+        True,
+        f"The attempt did not stop at the agent's time limit of {agent.timeout} s and was killed.",
+        "TimeLimitExceeded (hard time limit)",
+    )
     ctx = ExecutionContext(execution=execution, agent=agent, deadline=timezone.now())
     decision = _finish_failure(execution, agent, attempt, ctx, error)
     if decision.retry_in is not None:
-        enqueue(execution.pk, agent, attempt=execution.attempt,
-                task_id=execution.celery_task_id, countdown=decision.retry_in)
+        enqueue(
+            execution.pk,
+            agent,
+            attempt=execution.attempt,
+            task_id=execution.celery_task_id,
+            countdown=decision.retry_in,
+        )
     return NOTHING
 
 
@@ -313,14 +353,25 @@ class ExecutionContext:
         level = level.lower() if level.lower() in _LEVELS else "info"
         message = self.scrub(str(message))
         data = self.scrub_json(_jsonable(data))
-        self._logs.append(ExecutionLog(
-            execution_id=self._pk, attempt=self.attempt, at=timezone.now(), level=level,
-            message=message, data=data,
-        ))
-        logger.log(_LEVELS[level], message,
-                   extra={"action": "agent_log", "execution_id": self.execution_id})
-        if (time.monotonic() - self._last_flush >= settings.CONVEYOR_LOG_FLUSH_INTERVAL
-                or len(self._logs) >= 200):
+        self._logs.append(
+            ExecutionLog(
+                execution_id=self._pk,
+                attempt=self.attempt,
+                at=timezone.now(),
+                level=level,
+                message=message,
+                data=data,
+            )
+        )
+        logger.log(
+            _LEVELS[level],
+            message,
+            extra={"action": "agent_log", "execution_id": self.execution_id},
+        )
+        if (
+            time.monotonic() - self._last_flush >= settings.CONVEYOR_LOG_FLUSH_INTERVAL
+            or len(self._logs) >= 200
+        ):
             self.flush()
 
     def progress(self, percent: float, message: str = "") -> None:
@@ -331,8 +382,11 @@ class ExecutionContext:
         self._last_progress = now
         updated = Execution.objects.filter(
             pk=self._pk, status=Status.RUNNING, attempt=self.attempt
-        ).update(progress=percent, progress_message=self.scrub(str(message))[:200],
-                 heartbeat_at=timezone.now())
+        ).update(
+            progress=percent,
+            progress_message=self.scrub(str(message))[:200],
+            heartbeat_at=timezone.now(),
+        )
         if not updated:
             # Cancelled (or otherwise moved on) under us: is_cancelled() will say so.
             self._last_cancel_check = float("-inf")
@@ -378,8 +432,13 @@ class ExecutionContext:
     def scrub_error(self, error: ClassifiedError) -> ClassifiedError:
         if not self._secret_values:
             return error
-        return ClassifiedError(error.category, error.retryable, self.scrub(error.reason),
-                               self.scrub(error.detail), error.retry_after)
+        return ClassifiedError(
+            error.category,
+            error.retryable,
+            self.scrub(error.reason),
+            self.scrub(error.detail),
+            error.retry_after,
+        )
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def agent_stats(*, agent: Agent, since: datetime | None = None) -> AgentStats:
     durations = sorted(
         d.total_seconds()
         for d in recent.filter(status=Status.SUCCEEDED, duration__isnull=False)
-        .order_by("-created_at").values_list("duration", flat=True)[:DURATION_SAMPLE]
+        .order_by("-created_at")
+        .values_list("duration", flat=True)[:DURATION_SAMPLE]
     )
     return AgentStats(**counts, p50=percentile(durations, 0.5), p95=percentile(durations, 0.95))
 
@@ -74,7 +75,9 @@ def agent_median_duration(*, agent_id: int) -> float | None:
         d.total_seconds()
         for d in Execution.objects.filter(
             agent_id=agent_id, status=Status.SUCCEEDED, duration__isnull=False
-        ).order_by("-created_at").values_list("duration", flat=True)[:50]
+        )
+        .order_by("-created_at")
+        .values_list("duration", flat=True)[:50]
     )
     return percentile(durations, 0.5)
 
@@ -94,7 +97,8 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
             last_status=Subquery(last.values("status")[:1]),
             last_run_at=Subquery(last.values("created_at")[:1]),
             succeeded_window=Count(
-                "executions", filter=window & Q(executions__status=Status.SUCCEEDED)),
+                "executions", filter=window & Q(executions__status=Status.SUCCEEDED)
+            ),
             failed_window=Count("executions", filter=window & Q(executions__status=Status.FAILED)),
             runs_window=Count("executions", filter=window),
         )
@@ -104,12 +108,17 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
     if agents:
         recent = (
             Execution.objects.filter(owner=owner)
-            .annotate(row=Window(RowNumber(), partition_by=[F("agent_id")],
-                                 order_by=[F("created_at").desc(), F("id").desc()]))
+            .annotate(
+                row=Window(
+                    RowNumber(),
+                    partition_by=[F("agent_id")],
+                    order_by=[F("created_at").desc(), F("id").desc()],
+                )
+            )
             .filter(row__lte=spark)
             .values_list("agent_id", "status", "row")
         )
-        for agent_id, status, row in sorted(recent, key=lambda r: (r[0], -r[2])):
+        for agent_id, status, _row in sorted(recent, key=lambda r: (r[0], -r[2])):
             sparks.setdefault(agent_id, []).append(status)
     for agent in agents:
         finished = agent.succeeded_window + agent.failed_window
@@ -119,6 +128,7 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
 
 
 # --- Keyset pagination ---------------------------------------------------------------------
+
 
 def encode_cursor(execution: Execution) -> str:
     raw = f"{execution.created_at.isoformat()}|{execution.pk}"

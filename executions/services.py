@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -84,7 +85,7 @@ def execution_create(
     *,
     agent: Agent,
     trigger: str,
-    input: Any = None,  # noqa: A002
+    input: Any = None,
     idempotency_key: str | None = None,
     retry_of: Execution | None = None,
     parent: Execution | None = None,
@@ -166,7 +167,11 @@ def _enqueue_on_commit(execution: Execution, agent: Agent) -> None:
 
 
 def enqueue(
-    execution_id: int, agent: Agent, *, attempt: int, task_id: str | None = None,
+    execution_id: int,
+    agent: Agent,
+    *,
+    attempt: int,
+    task_id: str | None = None,
     countdown: float | None = None,
 ) -> None:
     """Publish "run execution X" for its next attempt, with the agent's queue and limits.
@@ -177,9 +182,11 @@ def enqueue(
     from .tasks import run_execution
 
     if task_id is None:
-        task_id = Execution.objects.filter(pk=execution_id).values_list(
-            "celery_task_id", flat=True
-        ).first()
+        task_id = (
+            Execution.objects.filter(pk=execution_id)
+            .values_list("celery_task_id", flat=True)
+            .first()
+        )
     run_execution.apply_async(
         args=[execution_id],
         task_id=task_id,
@@ -224,9 +231,8 @@ def execution_cancel(*, execution: Execution, by: str = "", at: datetime | None 
         )
         if won:
             if was_running:
-                execution_id, attempt = execution.pk, execution.attempt
                 transaction.on_commit(
-                    lambda: _enforce_cancel_later(execution_id, attempt), robust=True
+                    partial(_enforce_cancel_later, execution.pk, execution.attempt), robust=True
                 )
             logger.info(
                 "execution cancelled",
@@ -278,9 +284,7 @@ def execution_enforce_cancel(*, execution_id: int, attempt: int) -> bool:
     return True
 
 
-def execution_retry(
-    *, execution: Execution, input: Any = _UNSET, by: str = ""  # noqa: A002
-) -> Execution:
+def execution_retry(*, execution: Execution, input: Any = _UNSET, by: str = "") -> Execution:
     """Run a failed or cancelled execution again as a new execution (``retry_of`` set).
 
     The original is never changed. The input is the same unless a new one is given.

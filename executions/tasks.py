@@ -15,8 +15,7 @@ class RunExecutionTask(Task):
             runner.handle_hard_time_limit(execution_id=args[0])
 
 
-@shared_task(bind=True, base=RunExecutionTask, name="executions.run_execution",
-             ignore_result=True)
+@shared_task(bind=True, base=RunExecutionTask, name="executions.run_execution", ignore_result=True)
 def run_execution(self, execution_id: int) -> None:
     """Run the next attempt of execution ``execution_id``.
 

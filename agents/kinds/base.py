@@ -29,8 +29,13 @@ class AgentError(Exception):
     #: Whether trying again later may help (the agent's policy decides if it actually does).
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str | None = None, *, category: str | None = None,
-                 retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        category: str | None = None,
+        retry_after: float | None = None,
+    ):
         self.message = message or (self.__doc__ or "").strip().splitlines()[0]
         if category is not None:
             self.category = category
@@ -137,8 +142,8 @@ class Kind:
         """(label, value) pairs that describe a config to a person. Secrets never appear."""
         return [(str(key), str(value)) for key, value in config.items()]
 
-    def validate_input(self, config: Mapping[str, Any], input: Any) -> None:  # noqa: A002
+    def validate_input(self, config: Mapping[str, Any], input: Any) -> None:
         """Raise InvalidInputError if ``input`` cannot work, before anything is queued."""
 
-    def run(self, ctx: RunContext, input: Any) -> Any:  # noqa: A002
+    def run(self, ctx: RunContext, input: Any) -> Any:
         raise NotImplementedError

@@ -41,12 +41,12 @@ class FunctionKind(Kind):
             text = f"{text} — {fn.description}"
         return [("Function", text)]
 
-    def validate_input(self, config, input):  # noqa: A002
+    def validate_input(self, config, input):
         fn = get_function(config.get("function", ""))
         if fn is not None and fn.validate_input is not None:
             fn.validate_input(input)
 
-    def run(self, ctx: RunContext, input: Any) -> Any:  # noqa: A002
+    def run(self, ctx: RunContext, input: Any) -> Any:
         name = ctx.config.get("function", "")
         fn = get_function(name)
         if fn is None:

@@ -20,8 +20,9 @@ def status_badge(execution_or_status, label=None):
     status = getattr(execution_or_status, "status", execution_or_status) or "none"
     if label is None:
         label = getattr(execution_or_status, "status_label", None) or str(status).title()
-    return format_html('<span class="badge badge-{}" data-status="{}">{}</span>',
-                       status, status, label)
+    return format_html(
+        '<span class="badge badge-{}" data-status="{}">{}</span>', status, status, label
+    )
 
 
 @register.filter
@@ -40,8 +41,12 @@ def timeago(value: datetime | None):
         text = f"{timesince(value, now, depth=1)} ago"
     else:
         text = f"in {timeuntil(value, now, depth=1)}"
-    return format_html('<time datetime="{}" title="{}">{}</time>',
-                       value.isoformat(), exact, text.replace("\xa0", " "))
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.isoformat(),
+        exact,
+        text.replace("\xa0", " "),
+    )
 
 
 @register.filter

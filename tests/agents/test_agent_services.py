@@ -18,8 +18,9 @@ def errors_of(call):
 
 
 def test_a_valid_agent_gets_the_installation_defaults(alice, settings):
-    agent = agent_create(owner=alice, name="echo", kind="function",
-                         config={"function": "demo.echo"})
+    agent = agent_create(
+        owner=alice, name="echo", kind="function", config={"function": "demo.echo"}
+    )
     assert agent.uuid and agent.max_retries == settings.CONVEYOR_DEFAULT_MAX_RETRIES
     assert agent.timeout == settings.CONVEYOR_DEFAULT_TIMEOUT
     assert agent.queue == settings.CONVEYOR_EXECUTIONS_QUEUE
@@ -27,8 +28,9 @@ def test_a_valid_agent_gets_the_installation_defaults(alice, settings):
 
 
 def test_config_is_checked_against_the_kinds_schema(alice):
-    errors = errors_of(lambda: agent_create(
-        owner=alice, name="x", kind="function", config={"function": "no.such"}))
+    errors = errors_of(
+        lambda: agent_create(owner=alice, name="x", kind="function", config={"function": "no.such"})
+    )
     assert "config.function" in errors
 
 
@@ -39,31 +41,56 @@ def test_an_unknown_kind_is_refused_with_the_choices(alice):
 
 def test_names_are_unique_per_owner_only(alice, bob):
     agent_create(owner=alice, name="sync", kind="function", config={"function": "demo.echo"})
-    errors = errors_of(lambda: agent_create(
-        owner=alice, name="sync", kind="function", config={"function": "demo.echo"}))
+    errors = errors_of(
+        lambda: agent_create(
+            owner=alice, name="sync", kind="function", config={"function": "demo.echo"}
+        )
+    )
     assert errors["__all__"] == ["You already have an agent with this name."]
     agent_create(owner=bob, name="sync", kind="function", config={"function": "demo.echo"})
 
 
 def test_names_cannot_hold_a_slash(alice):
-    errors = errors_of(lambda: agent_create(
-        owner=alice, name="a/b", kind="function", config={"function": "demo.echo"}))
+    errors = errors_of(
+        lambda: agent_create(
+            owner=alice, name="a/b", kind="function", config={"function": "demo.echo"}
+        )
+    )
     assert "name" in errors
 
 
 @override_settings(CONVEYOR_MAX_TIMEOUT=60, CONVEYOR_MAX_BACKOFF=100, CONVEYOR_MAX_RETRIES=5)
 def test_limits_of_the_installation_apply(alice):
-    errors = errors_of(lambda: agent_create(
-        owner=alice, name="x", kind="function", config={"function": "demo.echo"},
-        timeout=61, retry_backoff=101, retry_backoff_max=500, max_retries=6,
-        retry_on=["timeout", "nonsense"]))
-    assert set(errors) >= {"timeout", "retry_backoff", "retry_backoff_max", "max_retries",
-                           "retry_on"}
+    errors = errors_of(
+        lambda: agent_create(
+            owner=alice,
+            name="x",
+            kind="function",
+            config={"function": "demo.echo"},
+            timeout=61,
+            retry_backoff=101,
+            retry_backoff_max=500,
+            max_retries=6,
+            retry_on=["timeout", "nonsense"],
+        )
+    )
+    assert set(errors) >= {
+        "timeout",
+        "retry_backoff",
+        "retry_backoff_max",
+        "max_retries",
+        "retry_on",
+    }
 
 
 def test_secrets_are_stored_encrypted_and_merge_on_update(alice):
-    agent = agent_create(owner=alice, name="x", kind="function",
-                         config={"function": "demo.echo"}, secrets={"a": "alpha-1", "b": "beta-2"})
+    agent = agent_create(
+        owner=alice,
+        name="x",
+        kind="function",
+        config={"function": "demo.echo"},
+        secrets={"a": "alpha-1", "b": "beta-2"},
+    )
     agent_update(agent=agent, secrets={"a": "alpha-3", "b": None, "c": "gamma-4"})
 
     stored = Agent.objects.get(pk=agent.pk)
@@ -73,8 +100,13 @@ def test_secrets_are_stored_encrypted_and_merge_on_update(alice):
 
 
 def test_blank_secrets_update_keeps_them(alice):
-    agent = agent_create(owner=alice, name="x", kind="function",
-                         config={"function": "demo.echo"}, secrets={"a": "alpha-1"})
+    agent = agent_create(
+        owner=alice,
+        name="x",
+        kind="function",
+        config={"function": "demo.echo"},
+        secrets={"a": "alpha-1"},
+    )
     agent_update(agent=agent, description="new words", secrets={})
     assert Agent.objects.get(pk=agent.pk).secrets == {"a": "alpha-1"}
 

@@ -39,6 +39,8 @@ def test_a_missing_key_gives_an_operator_a_clear_error(make_agent):
     from django.core.exceptions import ImproperlyConfigured
 
     agent = make_agent(secrets={"api_key": "v-1234"})
-    with override_settings(CONVEYOR_SECRET_KEYS=[Fernet.generate_key().decode()]):
-        with pytest.raises(ImproperlyConfigured, match="rotate_secret_keys"):
-            Agent.objects.get(pk=agent.pk)
+    with (
+        override_settings(CONVEYOR_SECRET_KEYS=[Fernet.generate_key().decode()]),
+        pytest.raises(ImproperlyConfigured, match="rotate_secret_keys"),
+    ):
+        Agent.objects.get(pk=agent.pk)

@@ -1,5 +1,6 @@
 """End to end through a real worker process, Redis and the database."""
 
+import itertools
 import json
 import time
 
@@ -22,7 +23,7 @@ def _gaps(execution):
     attempts = list(execution.attempts.order_by("number"))
     return [
         (later.started_at - earlier.finished_at).total_seconds()
-        for earlier, later in zip(attempts, attempts[1:], strict=False)
+        for earlier, later in itertools.pairwise(attempts)
     ]
 
 
@@ -36,7 +37,13 @@ def test_a_flaky_agent_succeeds_on_its_third_attempt(worker, make_agent):
     assert execution.attempt == 3
     assert execution.result == {"succeeded_on_attempt": 3}
     assert list(execution.events.values_list("to_status", flat=True)) == [
-        "queued", "running", "retrying", "running", "retrying", "running", "succeeded",
+        "queued",
+        "running",
+        "retrying",
+        "running",
+        "retrying",
+        "running",
+        "succeeded",
     ]
     attempts = list(execution.attempts.order_by("number"))
     assert [a.outcome for a in attempts] == ["failed", "failed", "succeeded"]
@@ -51,8 +58,9 @@ def test_a_flaky_agent_succeeds_on_its_third_attempt(worker, make_agent):
 
 
 def test_jittered_waits_stay_within_the_policy_ceiling(worker, make_agent):
-    agent = make_agent(config={"function": "demo.flaky"}, max_retries=2, retry_backoff=1,
-                       retry_jitter=True)
+    agent = make_agent(
+        config={"function": "demo.flaky"}, max_retries=2, retry_backoff=1, retry_jitter=True
+    )
     execution = execution_create(agent=agent, trigger="manual", input={"fail_times": 2})
 
     execution = wait_for(execution, "succeeded", "failed")
@@ -78,7 +86,9 @@ def test_a_permanent_error_fails_at_once_without_retrying(worker, make_agent):
     assert "does not retry this kind of error" in execution.error_message
     assert "Traceback" in execution.error_detail
     assert list(execution.events.values_list("to_status", flat=True)) == [
-        "queued", "running", "failed",
+        "queued",
+        "running",
+        "failed",
     ]
     assert execution.status_label == "Failed"
 
@@ -151,7 +161,9 @@ def test_cancelling_a_running_agent_stops_it_and_it_never_runs_again(worker, mak
     assert execution.status == "cancelled"
     assert execution.attempts.count() == 1
     assert list(execution.events.values_list("to_status", flat=True)) == [
-        "queued", "running", "cancelled",
+        "queued",
+        "running",
+        "cancelled",
     ]
 
 
@@ -192,7 +204,9 @@ def test_a_queued_execution_cancelled_before_a_worker_takes_it_never_runs(worker
 
     # Hand the message to the real queue now: the worker must leave it alone.
     enqueue(execution.pk, agent, attempt=0, task_id=execution.celery_task_id)
-    run_execution.apply_async(args=[execution.pk], retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE)
+    run_execution.apply_async(
+        args=[execution.pk], retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE
+    )
     time.sleep(1.5)
 
     execution.refresh_from_db()
@@ -207,7 +221,10 @@ def test_delivering_the_same_task_message_twice_runs_the_agent_once(worker, make
     # to the worker's queue, as a broker redelivery would, both at once.
     for _ in range(2):
         run_execution.apply_async(
-            args=[execution.pk], task_id=execution.celery_task_id, retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE
+            args=[execution.pk],
+            task_id=execution.celery_task_id,
+            retries=0,
+            queue=settings.CONVEYOR_EXECUTIONS_QUEUE,
         )
 
     execution = wait_for(execution, "succeeded", "failed")
@@ -217,7 +234,9 @@ def test_delivering_the_same_task_message_twice_runs_the_agent_once(worker, make
     assert execution.attempts.count() == 1
     assert execution.logs.filter(message__startswith="Finished step").count() == 2
     assert list(execution.events.values_list("to_status", flat=True)) == [
-        "queued", "running", "succeeded",
+        "queued",
+        "running",
+        "succeeded",
     ]
 
 
@@ -241,16 +260,20 @@ def test_secrets_never_reach_the_row_logs_events_message_or_repr(worker, make_ag
     client.delete(*client.keys("inspected*"))
 
     enqueue(execution.pk, agent, attempt=0, task_id=execution.celery_task_id)
-    run_execution.apply_async(args=[execution.pk], retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE)
+    run_execution.apply_async(
+        args=[execution.pk], retries=0, queue=settings.CONVEYOR_EXECUTIONS_QUEUE
+    )
     execution = wait_for(execution, "succeeded", "failed")
 
     assert execution.status == "succeeded"
     assert execution.result == {"token": "***"}
     recorded = json.dumps(
         [
-            list(Execution.objects.filter(pk=execution.pk).values(
-                *[f.attname for f in Execution._meta.concrete_fields if f.name != "input"]
-            )),
+            list(
+                Execution.objects.filter(pk=execution.pk).values(
+                    *[f.attname for f in Execution._meta.concrete_fields if f.name != "input"]
+                )
+            ),
             list(execution.logs.values()),
             list(execution.events.values()),
             list(ExecutionAttempt.objects.filter(execution=execution).values()),

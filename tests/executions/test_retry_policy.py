@@ -7,8 +7,13 @@ from executions.retry import RetryPolicy
 
 
 def policy(**overrides):
-    values = {"max_retries": 3, "backoff": 30, "backoff_max": 600, "jitter": False,
-              "retry_on": frozenset({"network", "timeout"})}
+    values = {
+        "max_retries": 3,
+        "backoff": 30,
+        "backoff_max": 600,
+        "jitter": False,
+        "retry_on": frozenset({"network", "timeout"}),
+    }
     return RetryPolicy(**{**values, **overrides})
 
 
@@ -43,7 +48,10 @@ def test_only_temporary_errors_of_listed_categories_are_retried():
     ("overrides", "words"),
     [
         ({}, "up to 3 retries, 30 s then doubling, at most 10 min apart"),
-        ({"jitter": True}, "up to 3 retries, 30 s then doubling, at most 10 min apart (randomised)"),
+        (
+            {"jitter": True},
+            "up to 3 retries, 30 s then doubling, at most 10 min apart (randomised)",
+        ),
         ({"max_retries": 0}, "no retries"),
         ({"max_retries": 1, "backoff": 90}, "1 retry, 1 min 30 s apart"),
         ({"backoff": 0}, "up to 3 retries, at once"),

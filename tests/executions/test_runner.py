@@ -61,7 +61,7 @@ def test_a_message_for_a_finished_or_missing_execution_does_nothing(make_agent):
 def test_a_result_that_is_not_json_is_an_internal_error(make_agent):
     # Registered in this process only: the runner runs here, not in the worker.
     @agent_function("tests.returns_a_set")
-    def returns_a_set(ctx, input):  # noqa: A002
+    def returns_a_set(ctx, input):
         return {1, 2}
 
     agent = make_agent(config={"function": "tests.returns_a_set"})
@@ -89,8 +89,9 @@ def test_an_unknown_function_fails_as_a_configuration_problem(make_agent):
 
 def test_a_result_arriving_after_a_cancel_is_discarded(make_agent):
     execution = execution_create(agent=make_agent(), trigger="manual", input={"x": 1})
-    claimed, attempt = runner.claim(execution_id=execution.pk, expected_attempt=0, worker="",
-                                    at=timezone.now())
+    claimed, attempt = runner.claim(
+        execution_id=execution.pk, expected_attempt=0, worker="", at=timezone.now()
+    )
     execution_cancel(execution=Execution.objects.get(pk=execution.pk))
     ctx = runner.ExecutionContext(execution=claimed, agent=claimed.agent, deadline=timezone.now())
 
@@ -105,8 +106,9 @@ def test_a_result_arriving_after_a_cancel_is_discarded(make_agent):
 def test_the_context_masks_secrets_in_logs_and_results(make_agent):
     agent = make_agent(secrets={"token": "tok-123456"})
     execution = execution_create(agent=agent, trigger="manual")
-    claimed, _ = runner.claim(execution_id=execution.pk, expected_attempt=0, worker="",
-                              at=timezone.now())
+    claimed, _ = runner.claim(
+        execution_id=execution.pk, expected_attempt=0, worker="", at=timezone.now()
+    )
     ctx = runner.ExecutionContext(execution=claimed, agent=claimed.agent, deadline=timezone.now())
 
     ctx.log("info", "calling with tok-123456", header="Bearer tok-123456")
@@ -121,8 +123,9 @@ def test_the_context_masks_secrets_in_logs_and_results(make_agent):
 
 def test_progress_is_written_while_running_and_ignored_once_cancelled(make_agent):
     execution = execution_create(agent=make_agent(), trigger="manual")
-    claimed, _ = runner.claim(execution_id=execution.pk, expected_attempt=0, worker="",
-                              at=timezone.now())
+    claimed, _ = runner.claim(
+        execution_id=execution.pk, expected_attempt=0, worker="", at=timezone.now()
+    )
     ctx = runner.ExecutionContext(execution=claimed, agent=claimed.agent, deadline=timezone.now())
 
     ctx.progress(40, "Halfway there")

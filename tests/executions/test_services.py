@@ -101,7 +101,9 @@ def test_a_cancel_on_a_stale_copy_follows_the_row(make_agent):
     transition(execution, to="running", at=timezone.now(), attempt=1)
     assert execution_cancel(execution=stale)
     assert list(stale.events.values_list("to_status", flat=True)) == [
-        "queued", "running", "cancelled",
+        "queued",
+        "running",
+        "cancelled",
     ]
 
 

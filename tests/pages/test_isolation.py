@@ -12,8 +12,7 @@ pytestmark = pytest.mark.django_db
 
 # Routes outside the owner's pages, with why they are not checked here.
 PUBLIC_OR_OTHER = {"login", "logout"}
-POST_ONLY = {"agents:run", "agents:pause", "agents:resume", "executions:cancel",
-             "executions:retry"}
+POST_ONLY = {"agents:run", "agents:pause", "agents:resume", "executions:cancel", "executions:retry"}
 
 
 def owner_routes():

@@ -18,8 +18,9 @@ def signed_in(client, alice):
 
 def test_run_now_reports_bad_json_inline_and_queues_nothing(signed_in, make_agent):
     agent = make_agent()
-    response = signed_in.post(reverse("agents:run", args=[agent.uuid]), {"input": '{"a": 1,}'},
-                              HTTP_HX_REQUEST="true")
+    response = signed_in.post(
+        reverse("agents:run", args=[agent.uuid]), {"input": '{"a": 1,}'}, HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 200
     assert "This is not valid JSON" in response.content.decode()
     assert "line 1, column 9" in response.content.decode()
@@ -28,8 +29,9 @@ def test_run_now_reports_bad_json_inline_and_queues_nothing(signed_in, make_agen
 
 def test_run_now_reports_input_the_function_rejects_before_queueing(signed_in, make_agent):
     agent = make_agent(config={"function": "demo.flaky"})
-    response = signed_in.post(reverse("agents:run", args=[agent.uuid]),
-                              {"input": '{"fail_times": "many"}'})
+    response = signed_in.post(
+        reverse("agents:run", args=[agent.uuid]), {"input": '{"fail_times": "many"}'}
+    )
     assert response.status_code == 422
     assert "“fail_times” must be a number" in response.content.decode()
     assert not Execution.objects.exists()
@@ -37,8 +39,9 @@ def test_run_now_reports_input_the_function_rejects_before_queueing(signed_in, m
 
 def test_run_now_queues_and_goes_to_the_execution_page(signed_in, make_agent):
     agent = make_agent()
-    response = signed_in.post(reverse("agents:run", args=[agent.uuid]), {"input": '{"a": 1}'},
-                              HTTP_HX_REQUEST="true")
+    response = signed_in.post(
+        reverse("agents:run", args=[agent.uuid]), {"input": '{"a": 1}'}, HTTP_HX_REQUEST="true"
+    )
     execution = Execution.objects.get()
     assert execution.input == {"a": 1} and execution.trigger == "manual"
     assert response["HX-Redirect"] == reverse("executions:detail", args=[execution.uuid])
@@ -52,41 +55,70 @@ def test_a_paused_agent_says_so_instead_of_queueing(signed_in, make_agent):
 
 
 def test_creating_an_agent_shows_config_errors_next_to_the_fields(signed_in):
-    response = signed_in.post(reverse("agents:create", args=["function"]), {
-        "agent-name": "my agent", "agent-max_retries": "3", "agent-retry_backoff": "5",
-        "agent-retry_backoff_max": "60", "agent-timeout": "30", "agent-priority": "5",
-        "agent-queue": "executions", "config-function": "nope",
-    })
+    response = signed_in.post(
+        reverse("agents:create", args=["function"]),
+        {
+            "agent-name": "my agent",
+            "agent-max_retries": "3",
+            "agent-retry_backoff": "5",
+            "agent-retry_backoff_max": "60",
+            "agent-timeout": "30",
+            "agent-priority": "5",
+            "agent-queue": "executions",
+            "config-function": "nope",
+        },
+    )
     assert response.status_code == 422
     assert "Select a valid choice" in response.content.decode()
     assert not Agent.objects.exists()
 
 
 def test_creating_an_agent_with_a_secret_keeps_the_value_out_of_every_page(signed_in, alice):
-    response = signed_in.post(reverse("agents:create", args=["function"]), {
-        "agent-name": "mailer", "agent-max_retries": "2", "agent-retry_backoff": "5",
-        "agent-retry_backoff_max": "60", "agent-timeout": "30", "agent-priority": "5",
-        "agent-queue": "executions", "agent-retry_on": ["network", "timeout"],
-        "agent-retry_jitter": "on", "config-function": "demo.echo",
-        "secrets-add": "api_token=tok-very-secret-99",
-    })
+    response = signed_in.post(
+        reverse("agents:create", args=["function"]),
+        {
+            "agent-name": "mailer",
+            "agent-max_retries": "2",
+            "agent-retry_backoff": "5",
+            "agent-retry_backoff_max": "60",
+            "agent-timeout": "30",
+            "agent-priority": "5",
+            "agent-queue": "executions",
+            "agent-retry_on": ["network", "timeout"],
+            "agent-retry_jitter": "on",
+            "config-function": "demo.echo",
+            "secrets-add": "api_token=tok-very-secret-99",
+        },
+    )
     agent = Agent.objects.get(name="mailer")
     assert response.status_code == 302 and agent.owner == alice
     assert agent.secrets == {"api_token": "tok-very-secret-99"}
     assert agent.retry_on == ["network", "timeout"] and agent.max_retries == 2
-    for url in (reverse("agents:detail", args=[agent.uuid]),
-                reverse("agents:edit", args=[agent.uuid]), reverse("agents:list"), "/"):
+    for url in (
+        reverse("agents:detail", args=[agent.uuid]),
+        reverse("agents:edit", args=[agent.uuid]),
+        reverse("agents:list"),
+        "/",
+    ):
         page = signed_in.get(url).content.decode()
         assert "tok-very-secret-99" not in page
-    assert "api_token" in signed_in.get(reverse("agents:detail", args=[agent.uuid])).content.decode()
+    assert (
+        "api_token" in signed_in.get(reverse("agents:detail", args=[agent.uuid])).content.decode()
+    )
 
 
 def test_editing_with_blank_secrets_keeps_them_and_remove_drops_them(signed_in, make_agent):
     agent = make_agent(secrets={"a": "alpha-1", "b": "beta-2"})
     form = {
-        "agent-name": agent.name, "agent-max_retries": "1", "agent-retry_backoff": "1",
-        "agent-retry_backoff_max": "10", "agent-timeout": "30", "agent-priority": "5",
-        "agent-queue": "executions", "config-function": "demo.echo", "secrets-remove": ["b"],
+        "agent-name": agent.name,
+        "agent-max_retries": "1",
+        "agent-retry_backoff": "1",
+        "agent-retry_backoff_max": "10",
+        "agent-timeout": "30",
+        "agent-priority": "5",
+        "agent-queue": "executions",
+        "config-function": "demo.echo",
+        "secrets-remove": ["b"],
     }
     response = signed_in.post(reverse("agents:edit", args=[agent.uuid]), form)
     assert response.status_code == 302
@@ -96,11 +128,19 @@ def test_editing_with_blank_secrets_keeps_them_and_remove_drops_them(signed_in, 
 
 def test_a_duplicate_name_is_explained(signed_in, make_agent):
     make_agent(name="twin")
-    response = signed_in.post(reverse("agents:create", args=["function"]), {
-        "agent-name": "twin", "agent-max_retries": "3", "agent-retry_backoff": "5",
-        "agent-retry_backoff_max": "60", "agent-timeout": "30", "agent-priority": "5",
-        "agent-queue": "executions", "config-function": "demo.echo",
-    })
+    response = signed_in.post(
+        reverse("agents:create", args=["function"]),
+        {
+            "agent-name": "twin",
+            "agent-max_retries": "3",
+            "agent-retry_backoff": "5",
+            "agent-retry_backoff_max": "60",
+            "agent-timeout": "30",
+            "agent-priority": "5",
+            "agent-queue": "executions",
+            "config-function": "demo.echo",
+        },
+    )
     assert "You already have an agent with this name." in response.content.decode()
 
 
@@ -115,8 +155,9 @@ def test_the_live_fragment_polls_while_active_and_stops_when_final(signed_in, ma
 
 def test_cancel_from_the_page_returns_the_updated_fragment(signed_in, make_agent):
     execution = execution_create(agent=make_agent(), trigger="manual")
-    response = signed_in.post(reverse("executions:cancel", args=[execution.uuid]),
-                              HTTP_HX_REQUEST="true")
+    response = signed_in.post(
+        reverse("executions:cancel", args=[execution.uuid]), HTTP_HX_REQUEST="true"
+    )
     execution.refresh_from_db()
     assert execution.status == "cancelled"
     assert 'data-status="cancelled"' in response.content.decode()
@@ -125,8 +166,11 @@ def test_cancel_from_the_page_returns_the_updated_fragment(signed_in, make_agent
 def test_retry_with_edited_input_lands_on_the_new_execution(signed_in, make_agent):
     execution = execution_create(agent=make_agent(), trigger="manual", input={"v": 1})
     execution_cancel(execution=execution)
-    response = signed_in.post(reverse("executions:retry", args=[execution.uuid]),
-                              {"edit": "1", "input": '{"v": 2}'}, HTTP_HX_REQUEST="true")
+    response = signed_in.post(
+        reverse("executions:retry", args=[execution.uuid]),
+        {"edit": "1", "input": '{"v": 2}'},
+        HTTP_HX_REQUEST="true",
+    )
     new = Execution.objects.exclude(pk=execution.pk).get()
     assert new.input == {"v": 2} and new.retry_of == execution
     assert response["HX-Redirect"] == reverse("executions:detail", args=[new.uuid])
@@ -135,8 +179,11 @@ def test_retry_with_edited_input_lands_on_the_new_execution(signed_in, make_agen
 def test_retry_with_broken_json_says_so_and_creates_nothing(signed_in, make_agent):
     execution = execution_create(agent=make_agent(), trigger="manual", input={"v": 1})
     execution_cancel(execution=execution)
-    response = signed_in.post(reverse("executions:retry", args=[execution.uuid]),
-                              {"edit": "1", "input": "{v: 2}"}, HTTP_HX_REQUEST="true")
+    response = signed_in.post(
+        reverse("executions:retry", args=[execution.uuid]),
+        {"edit": "1", "input": "{v: 2}"},
+        HTTP_HX_REQUEST="true",
+    )
     assert response.status_code == 422
     assert "This is not valid JSON" in response.content.decode()
     assert Execution.objects.count() == 1
@@ -145,8 +192,12 @@ def test_retry_with_broken_json_says_so_and_creates_nothing(signed_in, make_agen
 def test_the_traceback_is_for_staff_only(client, alice, staff, make_agent):
     execution = execution_create(agent=make_agent(), trigger="manual")
     Execution.objects.filter(pk=execution.pk).update(
-        status="failed", error_title="Boom", error_category="internal",
-        error_message="It broke.", error_detail="Traceback (most recent call last): secret-sauce")
+        status="failed",
+        error_title="Boom",
+        error_category="internal",
+        error_message="It broke.",
+        error_detail="Traceback (most recent call last): secret-sauce",
+    )
     url = reverse("executions:detail", args=[execution.uuid])
     client.force_login(alice)
     page = client.get(url).content.decode()
