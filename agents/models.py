@@ -46,6 +46,11 @@ def default_retry_on():
 class Agent(models.Model):
     """A named, owned, configured unit of automated work. Each run is an Execution."""
 
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "Skip the slot while a run is still active"
+        ALLOW = "allow", "Start anyway, alongside the active run"
+        QUEUE = "queue", "Queue it to start after the active run"
+
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agents"
@@ -94,6 +99,15 @@ class Agent(models.Model):
         help_text="0 to 9; higher runs first when the queue is busy.",
     )
 
+    # What a scheduled slot does when the agent's previous run is still active.
+    overlap_policy = models.CharField(
+        max_length=10, choices=Overlap.choices, default=Overlap.SKIP
+    )
+    # Inbound webhook trigger: POST /hooks/<uuid>/ signed with one of these secrets
+    # ({"current": "whsec_...", "next": "whsec_..."} while a rotation is under way).
+    webhook_enabled = models.BooleanField(default=False)
+    webhook_secrets = EncryptedSecretsField(blank=True, default="")
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -131,3 +145,68 @@ class Agent(models.Model):
         from .kinds import get_kind
 
         return get_kind(self.kind)
+
+
+class Schedule(models.Model):
+    """When an agent runs by itself: a cron expression in a time zone, an interval, or once.
+
+    ``next_run_at`` is the next slot (UTC); the dispatcher claims due schedules by it. Each slot
+    starts at most one execution (``Execution.schedule`` + ``Execution.scheduled_for`` are
+    unique together) or is recorded as a SkippedSlot.
+    """
+
+    class Kind(models.TextChoices):
+        CRON = "cron", "Cron expression"
+        INTERVAL = "interval", "Every N seconds"
+        ONCE = "once", "Once, at a date and time"
+
+    class CatchUp(models.TextChoices):
+        LATEST = "latest", "Run once for the latest missed slot"
+        NONE = "none", "Skip missed slots"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="schedules")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    cron = models.CharField(max_length=100, blank=True, help_text="Five fields: m h dom mon dow")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="An IANA time zone")
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    run_at = models.DateTimeField(null=True, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    is_paused = models.BooleanField(default=False)
+    catch_up = models.CharField(max_length=10, choices=CatchUp.choices, default=CatchUp.LATEST)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_slot_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            # The dispatcher's tick: due, active schedules.
+            models.Index(
+                fields=["next_run_at"],
+                condition=models.Q(is_paused=False, next_run_at__isnull=False),
+                name="schedule_due",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.agent} {self.kind}"
+
+
+class SkippedSlot(models.Model):
+    """A scheduled slot that did not start a run, and why (overlap policy, missed, paused)."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="skipped")
+    slot_at = models.DateTimeField()
+    reason = models.TextField()
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-slot_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "slot_at"], name="skipped_slot_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.schedule_id} {self.slot_at:%Y-%m-%d %H:%M}"

@@ -92,6 +92,12 @@ class Execution(models.Model):
     not_before = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     notified = models.BooleanField(default=False)
+    # Scheduled runs: the schedule and the slot this execution is for (one per slot).
+    schedule = models.ForeignKey(
+        "agents.Schedule", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    scheduled_for = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -106,8 +112,21 @@ class Execution(models.Model):
                 condition=Q(status__in=["queued", "running", "retrying"]),
                 name="execution_active",
             ),
+            # Operations dashboard and metrics: windows of recent executions by status ...
+            models.Index(fields=["created_at", "status"], name="execution_recent_status"),
+            # ... and durations and failures of recently finished ones.
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(finished_at__isnull=False),
+                name="execution_finished",
+            ),
         ]
         constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"],
+                condition=Q(schedule__isnull=False),
+                name="execution_one_per_schedule_slot",
+            ),
             models.UniqueConstraint(
                 fields=["agent", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),

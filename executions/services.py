@@ -91,6 +91,8 @@ def execution_create(
     parent: Execution | None = None,
     step_index: int | None = None,
     not_before: datetime | None = None,
+    schedule=None,
+    scheduled_for: datetime | None = None,
     reason: str = "",
     at: datetime | None = None,
 ) -> Execution:
@@ -123,6 +125,8 @@ def execution_create(
         parent=parent,
         step_index=step_index,
         not_before=not_before,
+        schedule=schedule,
+        scheduled_for=scheduled_for,
         created_at=at,
         celery_task_id=str(uuid.uuid4()),
     )
