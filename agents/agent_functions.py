@@ -31,7 +31,8 @@ def echo(ctx, input):
 
 
 def _flaky_input(input):
-    return int(_number(input, "fail_times", 2, maximum=100))
+    fail_times = int(_number(input, "fail_times", 2, maximum=100))
+    return fail_times, _number(input, "seconds", 0, maximum=60)
 
 
 @agent_function(
@@ -40,7 +41,10 @@ def _flaky_input(input):
     validate_input=_flaky_input,
 )
 def flaky(ctx, input):
-    fail_times = _flaky_input(input)
+    fail_times, seconds = _flaky_input(input)
+    if seconds:  # "seconds": how long each attempt works before it fails or succeeds
+        ctx.progress(10, "Calling the demo service")
+        time.sleep(seconds)
     if ctx.attempt <= fail_times:
         ctx.log("warning", f"Simulating a temporary outage (attempt {ctx.attempt}).")
         raise RetryableError(

@@ -43,7 +43,8 @@ class RunForm(forms.Form):
 
 class AgentForm(forms.ModelForm):
     retry_on = forms.MultipleChoiceField(
-        choices=[(key, f"{info.title}") for key, info in CATEGORIES.items()],
+        # Only temporary problems: retrying never fixes bad credentials, input or settings.
+        choices=[(key, info.title) for key, info in CATEGORIES.items() if info.retryable],
         widget=forms.CheckboxSelectMultiple,
         required=False,
         label="Retry on",
@@ -71,6 +72,16 @@ class AgentForm(forms.ModelForm):
             "retry_jitter": "Randomise waits",
             "timeout": "Timeout (s)",
         }
+        help_texts = {
+            "queue": "The Celery queue its runs go to. Workers must listen on it (the standard "
+            "workers listen on the default queue).",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A declared field gets no initial value from the model: take the instance's (a new
+        # agent's instance carries the installation's defaults).
+        self.initial.setdefault("retry_on", list(self.instance.retry_on or []))
 
     def _post_clean(self):
         # Model validation runs in agents.services, with the kind's config, in one place.

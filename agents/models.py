@@ -100,9 +100,7 @@ class Agent(models.Model):
     )
 
     # What a scheduled slot does when the agent's previous run is still active.
-    overlap_policy = models.CharField(
-        max_length=10, choices=Overlap.choices, default=Overlap.SKIP
-    )
+    overlap_policy = models.CharField(max_length=10, choices=Overlap.choices, default=Overlap.SKIP)
     # Inbound webhook trigger: POST /hooks/<uuid>/ signed with one of these secrets
     # ({"current": "whsec_...", "next": "whsec_..."} while a rotation is under way).
     webhook_enabled = models.BooleanField(default=False)

@@ -46,7 +46,9 @@ def _detail_context(agent: Agent) -> dict:
     return {
         "agent": agent,
         "kind": kind,
-        "summary": kind.summary(agent.config) if kind else [("Kind", agent.kind)],
+        "summary": kind.summary(agent.config, secrets=agent.secrets)
+        if kind
+        else [("Kind", agent.kind)],
         "secret_names": sorted(agent.secrets),
         "stats": agent_stats(agent=agent),
         "recent": agent.executions.order_by("-created_at", "-id")[:15],

@@ -94,7 +94,10 @@ class Execution(models.Model):
     notified = models.BooleanField(default=False)
     # Scheduled runs: the schedule and the slot this execution is for (one per slot).
     schedule = models.ForeignKey(
-        "agents.Schedule", null=True, blank=True, on_delete=models.SET_NULL,
+        "agents.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="executions",
     )
     scheduled_for = models.DateTimeField(null=True, blank=True)
@@ -155,9 +158,9 @@ class Execution(models.Model):
 
     @property
     def status_label(self) -> str:
-        """What a person reads: "Retrying (2/3)", "Failed after 3 attempts"."""
+        """What a person reads: "Retrying (1/3)" (retry 1 of 3), "Failed after 3 attempts"."""
         if self.status == self.Status.RETRYING:
-            return f"Retrying ({self.attempt + 1}/{self.max_attempts})"
+            return f"Retrying ({self.attempt}/{self.max_attempts - 1})"
         if self.status == self.Status.RUNNING and self.attempt > 1:
             return f"Running (attempt {self.attempt}/{self.max_attempts})"
         if self.status == self.Status.FAILED and self.attempt > 1:

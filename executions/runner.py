@@ -179,8 +179,8 @@ def _finish_failure(
         if will_retry:
             countdown = policy.countdown(attempt=number, retry_after=error.retry_after)
             message = (
-                f"{error.reason} Conveyor will try again in {seconds_in_words(countdown)} "
-                f"(attempt {number + 1} of {execution.max_attempts})."
+                f"{error.reason} Conveyor will try again after a {seconds_in_words(countdown)} "
+                f"wait (attempt {number + 1} of {execution.max_attempts})."
             )
             won = transition(
                 execution,

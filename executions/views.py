@@ -82,6 +82,8 @@ def live_context(request, execution: Execution) -> dict:
     return {
         "execution": execution,
         "attempts": attempts,
+        # A cancelled run's attempt closes a moment after the cancel: keep refreshing till then.
+        "settling": any(a.finished_at is None for a in attempts),
         "logs": logs,
         "hidden_logs": (total_logs - LOG_LINES) if total_logs else 0,
         "estimate": estimate,

@@ -138,8 +138,11 @@ class Kind:
             raise ConfigInvalid({field: list(msgs) for field, msgs in form.errors.items()})
         return form.cleaned_data
 
-    def summary(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """(label, value) pairs that describe a config to a person. Secrets never appear."""
+    def summary(
+        self, config: Mapping[str, Any], secrets: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """(label, value) pairs that describe a config to a person. Secrets never appear;
+        ``secrets`` (the agent's; names are enough) lets a kind say which are set or missing."""
         return [(str(key), str(value)) for key, value in config.items()]
 
     def validate_input(self, config: Mapping[str, Any], input: Any) -> None:

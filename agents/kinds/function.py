@@ -34,7 +34,7 @@ class FunctionKind(Kind):
     )
     config_form = FunctionConfigForm
 
-    def summary(self, config):
+    def summary(self, config, secrets=None):
         fn = get_function(config.get("function", ""))
         text = config.get("function", "")
         if fn and fn.description:

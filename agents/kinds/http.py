@@ -1,19 +1,671 @@
-"""The ``http`` kind (placeholder until the real one lands)."""
+"""The ``http`` kind: calls an HTTP endpoint and returns its answer.
 
+Every request goes through :mod:`agents.outbound`, so the SSRF guard checks the address the
+URL resolves to, at connect time, on every redirect. How an answer is judged:
+
+==========================================  ===============================================
+the endpoint answers                        the attempt
+==========================================  ===============================================
+a status in ``expected_statuses``           succeeds; the result holds status, headers, body
+5xx, 408                                    fails, temporary (``upstream_error``)
+429                                         fails, temporary (``rate_limited``)
+401, 403                                    fails for good (``auth``)
+400, 422                                    fails for good (``invalid_input``)
+other 4xx                                   fails for good (``upstream_error``)
+another 1xx/2xx/3xx                         fails for good (``configuration``: widen
+                                            ``expected_statuses`` if that answer is fine)
+nothing in time / no connection             temporary (``timeout`` / ``network``)
+a refused (internal) address                fails for good (``configuration``)
+==========================================  ===============================================
+
+A temporary failure honours the ``Retry-After`` header (seconds or an HTTP date).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from typing import Any
+
+import httpx
 from django import forms
+from django.conf import settings
+from django.utils import timezone
 
-from .base import Kind
+from .. import outbound
+from .base import (
+    AgentTimeoutError,
+    AuthError,
+    CancelledError,
+    ConfigurationError,
+    Kind,
+    NetworkError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+    RunContext,
+)
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+METHODS_WITHOUT_BODY = ("GET", "HEAD")
+BODY_CHOICES = (
+    ("", "The default: the run's input for POST, PUT and PATCH, nothing otherwise"),
+    ("input", "The run's input, as JSON"),
+    ("fixed", "A fixed JSON body"),
+    ("none", "No body"),
+)
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_EXPECTED_STATUSES = "200-299"
+DEFAULT_RESPONSE_HEADERS = "content-type"
+# Headers the HTTP client manages itself; setting them by hand breaks requests.
+MANAGED_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 header field name
+_STATUS_ITEM = re.compile(r"^(\d{3})(?:-(\d{3}))?$")
+_STATUS_CLASS = re.compile(r"^([1-5])xx$")
+_STATUS_HELP = (
+    "Write status codes like 200, ranges like 200-299 or classes like 2xx, separated by commas."
+)
+
+
+# --- Pure helpers ------------------------------------------------------------------------------
+
+
+def parse_statuses(text: str) -> list[tuple[int, int]]:
+    """``"200-299,304"`` -> ``[(200, 299), (304, 304)]``; ValueError with a message for people."""
+    ranges = []
+    items = [item.strip() for item in str(text).split(",")]
+    if not any(items):
+        raise ValueError(f"List at least one status code. {_STATUS_HELP}")
+    for item in items:
+        if not item:
+            continue
+        if match := _STATUS_CLASS.match(item.lower()):
+            low = int(match.group(1)) * 100
+            ranges.append((low, low + 99))
+            continue
+        match = _STATUS_ITEM.match(item.replace(" ", ""))
+        if not match:
+            raise ValueError(f"“{item}” is not a status code. {_STATUS_HELP}")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        for code in (low, high):
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status code (they run from 100 to 599).")
+        if high < low:
+            raise ValueError(f"In “{item}” the range runs backwards; write {high}-{low}.")
+        ranges.append((low, high))
+    return ranges
+
+
+def status_expected(status: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(low <= status <= high for low, high in ranges)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or timezone.now())).total_seconds()
+        return max(0.0, seconds)
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):  # NaN, negative, inf
+        return None
+    return seconds
+
+
+def _seconds(value: float) -> str:
+    """``30.0`` -> ``"30"``, ``2.5`` -> ``"2.5"``, ``12.3456`` -> ``"12.3"``."""
+    return f"{round(float(value), 1):g}" if value < 1e6 else f"{int(value)}"
+
+
+def status_text(status: int, reason: str = "") -> str:
+    """``503`` -> ``"503 Service Unavailable"``."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = reason
+    return f"{status} {phrase}".strip()
+
+
+# --- The config form ---------------------------------------------------------------------------
+
+
+class _MethodField(forms.ChoiceField):
+    def to_python(self, value):
+        return super().to_python(value).strip().upper()
+
+
+class _HttpUrlField(forms.URLField):
+    """A URL to call. Django's URLValidator is left out on purpose: it refuses single-label
+    hosts such as ``http://billing:8080/`` that an operator may allow; the address itself is
+    judged by the outbound guard when the agent runs."""
+
+    default_validators = []
+
+    def clean(self, value):
+        value = super().clean(value)
+        if not value:
+            return value
+        if any(ch.isspace() for ch in value):
+            raise forms.ValidationError("The address cannot contain spaces.")
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise forms.ValidationError(f"This is not a valid web address ({exc}).") from None
+        if url.scheme not in ("http", "https"):
+            raise forms.ValidationError("Use an address that starts with http:// or https://.")
+        if not url.host:
+            raise forms.ValidationError(
+                "The address needs a host name, as in https://example.com/."
+            )
+        if url.userinfo:
+            raise forms.ValidationError(
+                "Do not put a user name or password in the address: it would be stored in plain "
+                "sight. Store it as a secret and send it with a secret header instead."
+            )
+        return value
+
+
+def _check_header_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        raise forms.ValidationError(
+            f"“{name}” in {where} is not a valid header name (letters, digits and - only, "
+            "as in X-Request-Id)."
+        )
+    if name.lower() in MANAGED_HEADERS:
+        raise forms.ValidationError(
+            f"Conveyor sets the “{name}” header itself; remove it from {where}."
+        )
+    return name
+
+
+def _json_object(value: Any, what: str, example: str) -> dict:
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise forms.ValidationError(
+            f"{what} must be a JSON object of names and values, for example {example}."
+        )
+    return value
 
 
 class HttpConfigForm(forms.Form):
-    url = forms.URLField()
+    method = _MethodField(
+        choices=[(m, m) for m in METHODS],
+        required=False,
+        initial="POST",
+        help_text="The HTTP method. POST unless you choose another.",
+        error_messages={"invalid_choice": f"Choose one of {', '.join(METHODS)}."},
+    )
+    url = _HttpUrlField(
+        label="URL",
+        assume_scheme="https",
+        max_length=2000,
+        help_text="The address to call, starting with https:// or http://.",
+        error_messages={"required": "Enter the address to call, such as https://example.com/hook."},
+    )
+    headers = forms.JSONField(
+        required=False,
+        help_text='Extra request headers as a JSON object, e.g. {"Accept": "application/json"}.',
+        error_messages={"invalid": 'Enter valid JSON, e.g. {"Accept": "application/json"}.'},
+    )
+    secret_headers = forms.JSONField(
+        required=False,
+        help_text=(
+            "Headers whose value is one of this agent's secrets, as a JSON object of header "
+            'name to secret name, e.g. {"Authorization": "api_token"}. The value is read from '
+            "the secret when the agent runs and is never stored here."
+        ),
+        error_messages={"invalid": 'Enter valid JSON, e.g. {"Authorization": "api_token"}.'},
+    )
+    body = forms.ChoiceField(
+        choices=BODY_CHOICES,
+        required=False,
+        help_text=(
+            "What to send: the run's input as JSON (the default for POST, PUT and PATCH), a "
+            "fixed JSON body, or nothing (the default for GET, HEAD and DELETE)."
+        ),
+        error_messages={"invalid_choice": "Choose input, fixed or none."},
+    )
+    fixed_body = forms.JSONField(
+        required=False,
+        help_text='The JSON object or list to send when the body is fixed, e.g. {"ping": true}.',
+        error_messages={"invalid": 'Enter valid JSON, e.g. {"ping": true}.'},
+    )
+    timeout = forms.FloatField(
+        required=False,
+        label="Timeout (seconds)",
+        initial=DEFAULT_TIMEOUT,
+        help_text="How long to wait for the endpoint to connect and to answer.",
+        error_messages={"invalid": "Enter a number of seconds, such as 30 or 2.5."},
+    )
+    expected_statuses = forms.CharField(
+        required=False,
+        max_length=200,
+        initial=DEFAULT_EXPECTED_STATUSES,
+        help_text=f"Answers that count as success. {_STATUS_HELP}",
+    )
+    response_headers = forms.CharField(
+        required=False,
+        max_length=1000,
+        initial=DEFAULT_RESPONSE_HEADERS,
+        help_text="Response headers to keep in the result, separated by commas.",
+    )
+
+    def clean_method(self):
+        return self.cleaned_data.get("method") or "POST"
+
+    def clean_headers(self):
+        headers = _json_object(
+            self.cleaned_data.get("headers"), "Headers", '{"Accept": "application/json"}'
+        )
+        for name, value in headers.items():
+            _check_header_name(name, "the headers")
+            if not isinstance(value, str):
+                raise forms.ValidationError(
+                    f"The value of the “{name}” header must be text: put it in quotes."
+                )
+            if any(ch in value for ch in "\r\n\0"):
+                raise forms.ValidationError(
+                    f"The value of the “{name}” header cannot contain line breaks."
+                )
+            if not value.isascii():
+                raise forms.ValidationError(
+                    f"The value of the “{name}” header can only contain plain ASCII characters "
+                    "(no accents or symbols)."
+                )
+        return dict(headers)
+
+    def clean_secret_headers(self):
+        secret_headers = _json_object(
+            self.cleaned_data.get("secret_headers"),
+            "Secret headers",
+            '{"Authorization": "api_token"}',
+        )
+        for name, secret in secret_headers.items():
+            _check_header_name(name, "the secret headers")
+            if not isinstance(secret, str) or not secret.strip():
+                raise forms.ValidationError(
+                    f"For the “{name}” header, give the name of one of the agent's secrets."
+                )
+        return {name: secret.strip() for name, secret in secret_headers.items()}
+
+    def clean_fixed_body(self):
+        value = self.cleaned_data.get("fixed_body")
+        if value is None:
+            return None
+        if not isinstance(value, dict | list):
+            raise forms.ValidationError(
+                'The fixed body must be a JSON object or list, e.g. {"ping": true}.'
+            )
+        return value
+
+    def clean_timeout(self):
+        value = self.cleaned_data.get("timeout")
+        limit = settings.CONVEYOR_MAX_TIMEOUT
+        if value is None:
+            return min(DEFAULT_TIMEOUT, float(limit))
+        if value <= 0:
+            raise forms.ValidationError("Enter a number of seconds greater than 0.")
+        if value > limit:
+            raise forms.ValidationError(f"At most {limit} seconds on this installation.")
+        return float(value)
+
+    def clean_expected_statuses(self):
+        text = (self.cleaned_data.get("expected_statuses") or "").strip()
+        if not text:
+            return DEFAULT_EXPECTED_STATUSES
+        try:
+            parse_statuses(text)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return ",".join(
+            item.strip().replace(" ", "").lower() for item in text.split(",") if item.strip()
+        )
+
+    def clean_response_headers(self):
+        # Left out (an API call): the default. Left blank (the page's field): none at all.
+        if self.add_prefix("response_headers") not in self.data:
+            return DEFAULT_RESPONSE_HEADERS
+        names: list[str] = []
+        for raw in (self.cleaned_data.get("response_headers") or "").split(","):
+            name = raw.strip().lower()
+            if not name:
+                continue
+            if not _TOKEN.match(name):
+                raise forms.ValidationError(
+                    f"“{raw.strip()}” is not a header name. List names such as content-type, "
+                    "separated by commas."
+                )
+            if name not in names:
+                names.append(name)
+        return ",".join(names)
+
+    def clean(self):
+        data = super().clean()
+        method = data.get("method") or "POST"
+        body = data.get("body") or (
+            "none" if method in (*METHODS_WITHOUT_BODY, "DELETE") else "input"
+        )
+        data["body"] = body
+        if body != "none" and method in METHODS_WITHOUT_BODY:
+            self.add_error(
+                "body",
+                f"A {method} request does not carry a body. Choose “No body”, "
+                "or use POST, PUT or PATCH.",
+            )
+        if body == "fixed" and data.get("fixed_body") is None and "fixed_body" not in self.errors:
+            self.add_error("fixed_body", "Enter the JSON to send, or choose another body.")
+        both = {n.lower() for n in data.get("headers") or {}} & {
+            n.lower() for n in data.get("secret_headers") or {}
+        }
+        if both:
+            self.add_error(
+                "secret_headers",
+                f"“{sorted(both)[0]}” is set both as a header and "
+                "as a secret header; keep only one.",
+            )
+        return data
+
+
+# --- The kind ----------------------------------------------------------------------------------
 
 
 class HttpKind(Kind):
     name = "http"
     label = "HTTP request"
-    description = "Calls an HTTP endpoint."
+    description = (
+        "Calls an HTTP endpoint (a webhook, an API) with the run's input or a fixed body, and "
+        "returns the status, chosen headers and body of the answer."
+    )
     config_form = HttpConfigForm
+
+    def summary(
+        self, config: Mapping[str, Any], secrets: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """``secrets`` (the agent's, names are enough) turns secret headers into set/missing."""
+        method = config.get("method") or "POST"
+        pairs = [("Request", f"{method} {config.get('url', '')}")]
+        headers = config.get("headers") or {}
+        pairs.append(("Headers", ", ".join(f"{k}: {v}" for k, v in headers.items()) or "None"))
+        secret_headers = config.get("secret_headers") or {}
+        if secret_headers:
+            shown = []
+            for header, secret in secret_headers.items():
+                state = "" if secrets is None else (" (set)" if secret in secrets else " (missing)")
+                shown.append(f"{header}: secret “{secret}”{state}")
+            pairs.append(("Secret headers", ", ".join(shown)))
+        body = config.get("body") or "input"
+        if body == "fixed":
+            text = json.dumps(config.get("fixed_body"), ensure_ascii=False)
+            pairs.append(("Body", "Fixed: " + (text if len(text) <= 200 else text[:199] + "…")))
+        else:
+            pairs.append(("Body", dict(BODY_CHOICES).get(body, body)))
+        pairs.append(("Timeout", f"{_seconds(config.get('timeout') or DEFAULT_TIMEOUT)} seconds"))
+        pairs.append(
+            ("Expected statuses", config.get("expected_statuses") or DEFAULT_EXPECTED_STATUSES)
+        )
+        kept = config.get("response_headers", DEFAULT_RESPONSE_HEADERS) or ""
+        pairs.append(("Response headers kept", kept.replace(",", ", ") if kept else "None"))
+        return pairs
+
+    def run(self, ctx: RunContext, input: Any) -> Any:
+        config = ctx.config
+        method = config.get("method") or "POST"
+        url = httpx.URL(config["url"])
+        shown_url = outbound.display_url(url)
+        timeout = self._timeout(ctx, config)
+        secret_headers = dict(config.get("secret_headers") or {})
+        headers = dict(config.get("headers") or {})
+        for header, secret in secret_headers.items():
+            if secret not in ctx.secrets:
+                raise ConfigurationError(
+                    f"The “{header}” header should carry the secret “{secret}”, but this agent "
+                    "has no secret by that name. Add the secret to the agent, or change its "
+                    "secret headers."
+                )
+            headers[header] = ctx.secrets[secret]
+        content = self._body(config, input)
+        if ctx.is_cancelled():
+            raise CancelledError()
+
+        ctx.log("info", f"Sending {method} {shown_url}", method=method, url=shown_url)
+        ctx.progress(10, f"Calling {shown_url}")
+        redirects: list[str] = []
+
+        def on_redirect(response: httpx.Response, next_request: httpx.Request) -> None:
+            target = outbound.display_url(next_request.url)
+            redirects.append(target)
+            ctx.log(
+                "info",
+                f"Redirected ({status_text(response.status_code)}) to {target}",
+                status=response.status_code,
+                url=target,
+            )
+
+        started = time.monotonic()
+        try:
+            with outbound.client(timeout=timeout) as http:
+                request = http.build_request(method, url, headers=headers, **content)
+                with outbound.send(
+                    http, request, sensitive_headers=secret_headers, on_redirect=on_redirect
+                ) as response:
+                    raw, cut = outbound.read_limited(
+                        response,
+                        settings.CONVEYOR_HTTP_MAX_RESPONSE_BYTES,
+                        deadline=started + timeout,
+                    )
+        except outbound.OutboundBlocked as exc:
+            message = exc.message
+            if redirects:
+                message = f"The endpoint redirected Conveyor to {redirects[-1]}. {message}"
+            raise ConfigurationError(message) from exc
+        except httpx.TooManyRedirects as exc:
+            raise PermanentError(
+                f"The endpoint redirected more than {settings.CONVEYOR_HTTP_MAX_REDIRECTS} "
+                "times, so Conveyor stopped following it. Check the agent's URL.",
+                category="upstream_error",
+            ) from exc
+        except httpx.ConnectTimeout as exc:
+            raise AgentTimeoutError(
+                f"Could not connect to {url.host} within {_seconds(timeout)} seconds."
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise AgentTimeoutError(
+                f"The endpoint did not answer within {_seconds(timeout)} seconds."
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise NetworkError(f"Could not connect to {url.host}: {exc}.") from exc
+        except httpx.RemoteProtocolError as exc:
+            raise NetworkError(
+                f"The connection to {url.host} broke off or the answer was garbled ({exc})."
+            ) from exc
+        except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+            # Not quoting exc: it may hold a header value, and header values may be secrets.
+            raise ConfigurationError(
+                "Conveyor could not send this request: a header value is not allowed in HTTP "
+                "(only plain ASCII text without line breaks is). Check the agent's headers and "
+                "the secrets its secret headers use."
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise PermanentError(str(exc), category="upstream_error") from exc
+        except httpx.TransportError as exc:
+            raise NetworkError(
+                f"The connection to {url.host} failed ({type(exc).__name__}: {exc})."
+            ) from exc
+
+        elapsed = time.monotonic() - started
+        status = response.status_code
+        ctx.log(
+            "info",
+            f"The endpoint answered {status_text(status)} in {elapsed:.2f} s.",
+            status=status,
+            bytes=len(raw),
+            truncated=cut,
+        )
+        result = self._result(response, raw, cut, config)
+        ranges = parse_statuses(config.get("expected_statuses") or DEFAULT_EXPECTED_STATUSES)
+        if status_expected(status, ranges):
+            ctx.progress(100, status_text(status))
+            return result
+        raise self._failure(response, result, config)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _timeout(ctx: RunContext, config: Mapping[str, Any]) -> float:
+        """The configured timeout, shortened so the call ends before the attempt's deadline."""
+        timeout = float(config.get("timeout") or DEFAULT_TIMEOUT)
+        left = (ctx.deadline - timezone.now()).total_seconds()
+        return max(0.1, min(timeout, left)) if left > 0 else timeout
+
+    @staticmethod
+    def _body(config: Mapping[str, Any], input: Any) -> dict[str, Any]:
+        body = config.get("body") or "input"
+        if body == "fixed":
+            return {"json": config.get("fixed_body")}
+        if body == "input" and input is not None:
+            return {"json": input}
+        return {}
+
+    @staticmethod
+    def _result(
+        response: httpx.Response, raw: bytes, cut: bool, config: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        keep = config.get("response_headers", DEFAULT_RESPONSE_HEADERS) or ""
+        headers = {}
+        for name in filter(None, keep.split(",")):
+            values = response.headers.get_list(name)
+            if values:
+                headers[name] = _clean_json(", ".join(values))
+        limit = settings.CONVEYOR_HTTP_RESULT_BODY_CHARS
+        text = _clean_json(_decode(raw, response.charset_encoding))
+        body: Any = text
+        truncated = cut or len(text) > limit
+        if not cut and _is_json(response):
+            parsed = _parse_json(text)
+            if parsed is not _NOT_JSON and len(json.dumps(parsed, ensure_ascii=False)) <= limit:
+                body, truncated = parsed, False
+        if isinstance(body, str):
+            body = body[:limit]
+        return {
+            "status": response.status_code,
+            "headers": headers,
+            "body": body,
+            "truncated": truncated,
+        }
+
+    @staticmethod
+    def _failure(
+        response: httpx.Response, result: dict[str, Any], config: Mapping[str, Any]
+    ) -> Exception:
+        status = response.status_code
+        answered = f"The endpoint answered {status_text(status, response.reason_phrase)}."
+        said = _excerpt(response, result)
+        if status >= 500 or status in (408, 429):
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            wait = ""
+            if retry_after is not None:
+                wait = f" It asked to wait {_seconds(retry_after)} seconds before trying again."
+            error = RateLimitedError if status == 429 else RetryableError
+            return error(f"{answered}{wait}{said}", retry_after=retry_after)
+        if status in (401, 403):
+            secret_headers = config.get("secret_headers") or {}
+            if secret_headers:
+                hint = (
+                    " Check the secrets it sends ("
+                    + ", ".join(f"“{s}”" for s in secret_headers.values())
+                    + ") and what they may access."
+                )
+            else:
+                hint = " This agent sends no secret headers; the endpoint may need one."
+            return AuthError(f"{answered} It did not accept the credentials.{hint}{said}")
+        if status in (400, 422):
+            return PermanentError(
+                f"{answered} It did not accept the request.{said}", category="invalid_input"
+            )
+        if status >= 400:
+            return PermanentError(f"{answered}{said}", category="upstream_error")
+        expected = config.get("expected_statuses") or DEFAULT_EXPECTED_STATUSES
+        return PermanentError(
+            f"{answered} This agent only accepts {expected}. If {status} is a good answer, "
+            "add it to the agent's expected statuses.",
+            category="configuration",
+        )
+
+
+_NOT_JSON = object()
+
+
+def _is_json(response: httpx.Response) -> bool:
+    media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return _clean_json(json.loads(text, parse_constant=_reject_constant))
+    except ValueError:  # JSONDecodeError too
+        return _NOT_JSON
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
+
+
+def _clean_json(value: Any) -> Any:
+    """Make text storable in any JSON column: no NUL characters (Postgres refuses them in
+    jsonb) and no lone surrogates (not encodable as UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [_clean_json(item) for item in value]
+    if isinstance(value, dict):
+        return {_clean_json(str(k)): _clean_json(v) for k, v in value.items()}
+    return value
+
+
+def _excerpt(response: httpx.Response, result: dict[str, Any]) -> str:
+    """A short quote of an error answer, when it is text meant to be read."""
+    media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not (_is_json(response) or media == "text/plain"):
+        return ""
+    body = result["body"]
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    if len(text) > 300:
+        text = text[:299] + "…"
+    return f" It said: “{text}”"
 
 
 kind = HttpKind()

@@ -55,6 +55,8 @@ def duration(value: timedelta | float | None):
     if value is None or value == "":
         return "—"
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 1:
+        return f"{max(1, round(seconds * 1000))} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     return seconds_in_words(seconds)

@@ -149,7 +149,7 @@ def test_a_flaky_run_shows_the_failed_attempt_the_wait_and_the_result(worker, ma
         "Retrying in 1 s."
         in output
     )
-    assert "Status: Retrying (2/4)" in output
+    assert "Status: Retrying (1/3)" in output
     assert "Attempt 2 succeeded in" in output
     assert "Succeeded in" in output and "(2 attempts)" in output
     result = output.split("Result:\n", 1)[1]
