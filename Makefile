@@ -71,6 +71,23 @@ format: install ## Fix code style (ruff)
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+# Benchmarks need Postgres and Redis; these apply unless DATABASE_URL / REDIS_URL are set.
+bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/conveyor_bench
+bench: export REDIS_URL ?= redis://127.0.0.1:6379/14
+# Runs per side of the memory benchmark (100000 for the long run).
+BENCH_MEMORY_RUNS ?= 20000
+
+.PHONY: bench
+bench: install ## Benchmarks vs raw Celery (bench/README.md). Postgres + Redis from DATABASE_URL / REDIS_URL, default postgres://postgres@127.0.0.1:5432/conveyor_bench, redis://127.0.0.1:6379/14
+	$(RUN) python -m bench.throughput
+	$(RUN) python -m bench.latency
+	$(RUN) python -m bench.retry_timing
+	$(RUN) python -m bench.memory --total $(BENCH_MEMORY_RUNS)
+	@# The read side fills its own database (<name>_read) with a million rows, apart from ours.
+	@if [ -f bench/read_side.py ]; then \
+		DATABASE_URL="$${DATABASE_URL%/*}/$${DATABASE_URL##*/}_read" $(RUN) python -m bench.read_side; \
+	fi
+
 .PHONY: clean
 clean: ## Delete var/ (local database, Redis socket, static files, logs)
 	rm -rf var/

@@ -1,9 +1,11 @@
 """Forms of the agent pages. Validation of the agent itself lives in agents.services."""
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.utils import timezone
 
 from executions.errors import CATEGORIES
 
@@ -39,6 +41,45 @@ class JSONInputField(forms.CharField):
 
 class RunForm(forms.Form):
     input = JSONInputField(label="Input (JSON)", help_text="Leave empty to run without input.")
+    # A delayed run ("Run later"): a start time in the person's time zone, or a delay. The run
+    # waits queued in the database and the dispatcher hands it to a worker when it is due.
+    start_at = forms.DateTimeField(
+        required=False,
+        label="Start at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="In your time zone.",
+    )
+    delay = forms.IntegerField(required=False, min_value=1, label="Or after")
+    delay_unit = forms.ChoiceField(
+        choices=[("minutes", "minutes"), ("seconds", "seconds")], required=False
+    )
+    MAX_DELAY = timedelta(days=366)
+
+    def clean(self):
+        data = super().clean()
+        data["not_before"] = None
+        if self.data.get("when") != "later":
+            return data
+        start_at, delay = data.get("start_at"), data.get("delay")
+        if self.errors:
+            return data
+        now = timezone.now()
+        if start_at and delay:
+            raise forms.ValidationError("Give a start time or a delay, not both.")
+        if delay:
+            unit = 60 if data.get("delay_unit", "minutes") != "seconds" else 1
+            not_before = now + timedelta(seconds=delay * unit)
+        elif start_at:
+            if start_at <= now:
+                self.add_error("start_at", "That time has passed. Use Run now to run it now.")
+                return data
+            not_before = start_at
+        else:
+            raise forms.ValidationError("Give a start time or a delay to run it later.")
+        if not_before - now > self.MAX_DELAY:
+            raise forms.ValidationError("Runs can be delayed by a year at most.")
+        data["not_before"] = not_before
+        return data
 
 
 class AgentForm(forms.ModelForm):
@@ -64,9 +105,11 @@ class AgentForm(forms.ModelForm):
             "timeout",
             "priority",
             "queue",
+            "overlap_policy",
         )
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
         labels = {
+            "overlap_policy": "When a scheduled run comes while a run is still active",
             "retry_backoff": "First retry after (s)",
             "retry_backoff_max": "Longest wait (s)",
             "retry_jitter": "Randomise waits",

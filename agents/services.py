@@ -29,6 +29,7 @@ AGENT_FIELDS = (
     "timeout",
     "queue",
     "priority",
+    "overlap_policy",
 )
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import schedule_views, views, webhook_views
 
 app_name = "agents"
 urlpatterns = [
@@ -12,4 +12,29 @@ urlpatterns = [
     path("<uuid:uuid>/run/", views.agent_run, name="run"),
     path("<uuid:uuid>/pause/", views.agent_pause, name="pause"),
     path("<uuid:uuid>/resume/", views.agent_resume, name="resume"),
+    path("<uuid:uuid>/schedules/new/", schedule_views.schedule_new, name="schedule_new"),
+    path(
+        "<uuid:uuid>/schedules/<uuid:schedule_uuid>/edit/",
+        schedule_views.schedule_edit,
+        name="schedule_edit",
+    ),
+    path(
+        "<uuid:uuid>/schedules/<uuid:schedule_uuid>/pause/",
+        schedule_views.schedule_pause,
+        name="schedule_pause",
+    ),
+    path(
+        "<uuid:uuid>/schedules/<uuid:schedule_uuid>/resume/",
+        schedule_views.schedule_resume,
+        name="schedule_resume",
+    ),
+    path(
+        "<uuid:uuid>/schedules/<uuid:schedule_uuid>/delete/",
+        schedule_views.schedule_delete,
+        name="schedule_delete",
+    ),
+    path("<uuid:uuid>/webhook/enable/", webhook_views.enable, name="webhook_enable"),
+    path("<uuid:uuid>/webhook/disable/", webhook_views.disable, name="webhook_disable"),
+    path("<uuid:uuid>/webhook/rotate/", webhook_views.rotate, name="webhook_rotate"),
+    path("<uuid:uuid>/webhook/rotate/finish/", webhook_views.rotate_finish, name="webhook_finish"),
 ]

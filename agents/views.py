@@ -67,7 +67,12 @@ def agent_run(request, uuid):
             kind = get_kind(agent.kind)
             if kind is not None:
                 kind.validate_input(agent.config, value)
-            execution = execution_create(agent=agent, trigger="manual", input=value)
+            execution = execution_create(
+                agent=agent,
+                trigger="manual",
+                input=value,
+                not_before=form.cleaned_data["not_before"],
+            )
         except InvalidInputError as exc:
             form.add_error("input", exc.message)
         except ExecutionRefused as exc:

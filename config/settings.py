@@ -42,8 +42,14 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "django_htmx",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "agents",
     "executions",
+    "api",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -175,12 +181,32 @@ CONVEYOR_LOG_FLUSH_INTERVAL = env_float("CONVEYOR_LOG_FLUSH_INTERVAL", 1.0, mini
 CONVEYOR_CANCEL_CHECK_INTERVAL = env_float("CONVEYOR_CANCEL_CHECK_INTERVAL", 0.5, minimum=0)
 CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
 CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance")
+# The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, delayed
+# runs, re-publishing, reaping); seconds a slot may be late before it counts as missed (and its
+# schedule's catch-up policy applies); seconds a handed-over execution may wait unclaimed before
+# it is published again; seconds past an attempt's hard time limit before its worker is
+# presumed lost and the attempt is reaped.
+CONVEYOR_DISPATCH_INTERVAL = env_int("CONVEYOR_DISPATCH_INTERVAL", 2, minimum=1)
+CONVEYOR_SCHEDULE_MISFIRE_GRACE = env_int("CONVEYOR_SCHEDULE_MISFIRE_GRACE", 60, minimum=0)
+CONVEYOR_REPUBLISH_AFTER = env_int("CONVEYOR_REPUBLISH_AFTER", 60, minimum=1)
+CONVEYOR_REAPER_GRACE = env_int("CONVEYOR_REAPER_GRACE", 30, minimum=0)
 # Outbound HTTP: hosts (as written in the URL) or networks (CIDR, matched against the resolved
 # address) that the SSRF guard lets through although they are private or loopback.
 CONVEYOR_OUTBOUND_ALLOW = env_list("CONVEYOR_OUTBOUND_ALLOW", [])
 CONVEYOR_HTTP_MAX_RESPONSE_BYTES = env_int("CONVEYOR_HTTP_MAX_RESPONSE_BYTES", 1_048_576, minimum=1)
 CONVEYOR_HTTP_RESULT_BODY_CHARS = env_int("CONVEYOR_HTTP_RESULT_BODY_CHARS", 4096, minimum=0)
 CONVEYOR_HTTP_MAX_REDIRECTS = env_int("CONVEYOR_HTTP_MAX_REDIRECTS", 5, minimum=0)
+# Operations: a queued execution older than this (seconds) is shown as stuck on the dashboard;
+# the dashboard links to Flower here; /metrics also accepts "Authorization: Bearer <token>".
+CONVEYOR_STUCK_QUEUED_AFTER = env_int("CONVEYOR_STUCK_QUEUED_AFTER", 300, minimum=1)
+CONVEYOR_FLOWER_URL = env_str("CONVEYOR_FLOWER_URL", "http://127.0.0.1:5555/")
+CONVEYOR_METRICS_TOKEN = env_str("CONVEYOR_METRICS_TOKEN") or None
+# REST API and inbound webhooks: largest request body (bytes), and how many runs a token may
+# request and how many webhook calls an agent may take, per window ("60/min", "1000/hour"),
+# counted in Redis so the limits hold across web processes.
+CONVEYOR_API_MAX_BODY_BYTES = env_int("CONVEYOR_API_MAX_BODY_BYTES", 1_048_576, minimum=1)
+CONVEYOR_API_RUN_RATE = env_str("CONVEYOR_API_RUN_RATE", "60/min")
+CONVEYOR_WEBHOOK_RATE = env_str("CONVEYOR_WEBHOOK_RATE", "120/min")
 # Password of the demo user created by `seed_demo` (random and printed when unset).
 CONVEYOR_DEMO_PASSWORD = env_str("CONVEYOR_DEMO_PASSWORD")
 
@@ -236,9 +262,48 @@ CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
-CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CONVEYOR_TASK_EVENTS", True)
+# Task events cost the worker's main process time on every task; Flower switches them on in the
+# workers itself while it runs, so they are off by default.
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CONVEYOR_TASK_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# One entry: the dispatcher's tick. The DatabaseScheduler installs it into its tables at start.
+# It expires after one interval (django-celery-beat reads "expire_seconds"), so ticks that a busy
+# worker could not take in time are dropped rather than replayed in a burst.
+CELERY_BEAT_SCHEDULE = {
+    "conveyor-dispatch": {
+        "task": "executions.dispatch",
+        "schedule": float(CONVEYOR_DISPATCH_INTERVAL),
+        "options": {
+            "queue": CONVEYOR_MAINTENANCE_QUEUE,
+            "expire_seconds": CONVEYOR_DISPATCH_INTERVAL,
+        },
+    },
+}
 # Celery's Django fixup closes the database connection around every task unless this is set,
 # so each execution would pay a new Postgres connection. Read by celery.fixups.django.
 CELERY_DB_REUSE_MAX = env_int("CONVEYOR_DB_REUSE_MAX", 1000, minimum=0)
+
+# --- REST API (/api/v1/) -------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Conveyor API",
+    "DESCRIPTION": "Start agents, watch their executions. Authenticate with "
+    "`Authorization: Bearer <token>` (create tokens under API tokens).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}

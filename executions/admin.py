@@ -1,6 +1,146 @@
-from django.contrib import admin
+"""The execution admin: read-mostly, built for tables of millions of rows.
 
+* Nothing is edited here. Retry and cancel are actions that call ``executions.services`` and
+  report what they did and what they skipped, and why.
+* The list never counts the whole table: ``EstimatedCountPaginator`` reads Postgres' row
+  estimate when no filter applies, and the date filter needs no query (no date hierarchy,
+  whose year/month links scan every row).
+* Search takes an execution UUID (exact, through its unique index), or part of an agent name or
+  owner username (matched in the small agents and users tables first).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from datetime import timedelta
+from functools import cached_property
+
+from django.contrib import admin, messages
+from django.contrib.admin import DateFieldListFilter
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Exists, OuterRef, Q
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from agents.models import Agent
+
+from .humanize import seconds_in_words
 from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
+from .services import ExecutionRefused, execution_cancel, execution_retry
+
+Status = Execution.Status
+
+# Most executions one retry or cancel action handles; the message says how many were left.
+BULK_LIMIT = 500
+# Most agents (and owners) a name search matches.
+SEARCH_IDS = 1000
+# Log lines the detail page shows (the latest).
+LOG_LINES = 200
+
+
+def precise_time(field: str, description: str):
+    """A read-only column showing ``field`` to the millisecond in the viewer's time zone (the
+    admin's own format stops at the minute, too coarse for following a run)."""
+
+    @admin.display(description=description, ordering=field)
+    def show(self, obj):
+        value = getattr(obj, field)
+        if value is None:
+            return "—"
+        return f"{timezone.localtime(value):%Y-%m-%d %H:%M:%S.%f}"[:-3]
+
+    return show
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counts exactly, except the unfiltered list on Postgres: there it reads the planner's row
+    estimate (``pg_class.reltuples``, kept fresh by autovacuum) instead of counting millions of
+    rows on every page view."""
+
+    #: Tables smaller than this are counted exactly (cheap, and an estimate would look odd).
+    estimate_above = 50_000
+
+    @cached_property
+    def count(self):
+        estimate = self.estimate()
+        if estimate is not None:
+            self.is_estimate = True
+            return estimate
+        self.is_estimate = False
+        return super().count
+
+    def estimate(self) -> int | None:
+        queryset = self.object_list
+        connection = connections[queryset.db]
+        if connection.vendor != "postgresql" or queryset.query.where:
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                [connection.ops.quote_name(queryset.model._meta.db_table)],
+            )
+            row = cursor.fetchone()
+        # -1: never analysed yet.
+        if row is None or row[0] < max(self.estimate_above, 0):
+            return None
+        return int(row[0])
+
+
+class RetriedFilter(admin.SimpleListFilter):
+    """Whether someone already ran the execution again; "failed, not retried" is the dead-letter
+    set still waiting for a decision."""
+
+    title = "retried"
+    parameter_name = "retried"
+
+    def lookups(self, request, model_admin):
+        return (("no", "Not retried yet"), ("yes", "Retried"))
+
+    def queryset(self, request, queryset):
+        retried = Exists(Execution.objects.filter(retry_of=OuterRef("pk")))
+        if self.value() == "no":
+            return queryset.filter(~retried)
+        if self.value() == "yes":
+            return queryset.filter(retried)
+        return queryset
+
+
+class SlowerThanFilter(admin.SimpleListFilter):
+    """Runs that took at least N seconds (the dashboard's p50/p95 links pass any N)."""
+
+    title = "duration"
+    parameter_name = "slower_than"
+
+    def lookups(self, request, model_admin):
+        choices = [
+            ("1", "1 s or more"),
+            ("10", "10 s or more"),
+            ("60", "1 min or more"),
+            ("600", "10 min or more"),
+        ]
+        value = self.value()
+        if value and value not in dict(choices):
+            choices.append((value, f"{value} s or more"))
+        return choices
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            seconds = float(self.value())
+        except ValueError:
+            raise IncorrectLookupParameters("slower_than takes a number of seconds") from None
+        return queryset.filter(duration__gte=timedelta(seconds=seconds))
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -14,13 +154,19 @@ class ReadOnlyInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 class AttemptInline(ReadOnlyInline):
     model = ExecutionAttempt
+    started = precise_time("started_at", "Started")
+    finished = precise_time("finished_at", "Finished")
+    readonly_fields = ("started", "finished")
     fields = (
         "number",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
         "outcome",
         "error_category",
         "error_message",
@@ -31,36 +177,429 @@ class AttemptInline(ReadOnlyInline):
 
 class EventInline(ReadOnlyInline):
     model = ExecutionEvent
-    fields = ("at", "from_status", "to_status", "attempt", "reason")
+    verbose_name_plural = "Status changes"
+    when = precise_time("at", "At")
+    readonly_fields = ("when",)
+    fields = ("when", "from_status", "to_status", "attempt", "reason")
+
+
+class LatestLogsFormSet(BaseInlineFormSet):
+    """Only the latest LOG_LINES lines: an execution may have logged thousands."""
+
+    def get_queryset(self):
+        if not hasattr(self, "_latest"):
+            latest = super().get_queryset().order_by("-id")[:LOG_LINES]
+            self._latest = list(latest)[::-1]
+        return self._latest
 
 
 class LogInline(ReadOnlyInline):
     model = ExecutionLog
-    fields = ("at", "attempt", "level", "message")
+    formset = LatestLogsFormSet
+    verbose_name_plural = f"Logs (the latest {LOG_LINES} lines)"
+    when = precise_time("at", "At")
+    readonly_fields = ("when",)
+    fields = ("when", "attempt", "level", "message")
+
+
+def _report(done: int, verb: str, skipped: Counter) -> tuple[str, int]:
+    """ "3 retried. 2 skipped: not failed or cancelled (2)." and the message level."""
+    text = f"{done} {verb}."
+    if skipped:
+        reasons = "; ".join(f"{reason} ({n})" for reason, n in skipped.most_common())
+        text += f" {sum(skipped.values())} skipped: {reasons}."
+    level = messages.SUCCESS if done and not skipped else messages.WARNING
+    return text, level
 
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = (
-        "uuid",
+        "short_uuid",
+        "status_short",
         "agent",
         "owner",
-        "status",
         "trigger",
-        "attempt",
+        "attempts",
         "error_category",
-        "duration",
-        "created_at",
+        "duration_display",
+        "created",
     )
-    list_filter = ("status", "error_category", "trigger")
+    list_display_links = ("short_uuid",)
+    list_filter = (
+        "status",
+        RetriedFilter,
+        "error_category",
+        "trigger",
+        ("created_at", DateFieldListFilter),
+        SlowerThanFilter,
+        "agent__queue",
+        "agent",
+    )
     search_fields = ("uuid", "agent__name", "owner__username")
+    search_help_text = "An execution's UUID, or part of an agent name or owner username."
     list_select_related = ("agent", "owner")
+    list_per_page = 50
     show_full_result_count = False
-    date_hierarchy = "created_at"
+    # Facet counts run one COUNT per filter choice over the whole table: not on this one.
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    actions = ("retry_selected", "cancel_selected")
     inlines = (AttemptInline, EventInline, LogInline)
+    readonly_fields = (
+        "uuid",
+        "agent_link",
+        "owner",
+        "trigger",
+        "status_badge",
+        "attempts",
+        "progress_display",
+        "created_time",
+        "started_time",
+        "finished_time",
+        "duration_display",
+        "next_attempt_time",
+        "not_before_time",
+        "heartbeat_time",
+        "error_category",
+        "error_title",
+        "error_message",
+        "traceback",
+        "input_json",
+        "result_json",
+        "retry_of_link",
+        "retried_as_links",
+        "parent_link",
+        "step_index",
+        "schedule",
+        "scheduled_for_time",
+        "idempotency_key",
+        "celery_task_id",
+        "notified",
+    )
+    fieldsets = (
+        (None, {"fields": ("uuid", "agent_link", "owner", "trigger", "status_badge")}),
+        (
+            "Progress and time",
+            {
+                "fields": (
+                    "attempts",
+                    "progress_display",
+                    "created_time",
+                    "started_time",
+                    "finished_time",
+                    "duration_display",
+                    "next_attempt_time",
+                    "not_before_time",
+                    "heartbeat_time",
+                )
+            },
+        ),
+        (
+            "Error",
+            {"fields": ("error_category", "error_title", "error_message", "traceback")},
+        ),
+        ("Input and result", {"fields": ("input_json", "result_json")}),
+        (
+            "Related",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "retry_of_link",
+                    "retried_as_links",
+                    "parent_link",
+                    "step_index",
+                    "schedule",
+                    "scheduled_for_time",
+                    "idempotency_key",
+                    "celery_task_id",
+                    "notified",
+                ),
+            },
+        ),
+    )
+
+    created_time = precise_time("created_at", "Created")
+    started_time = precise_time("started_at", "Started")
+    finished_time = precise_time("finished_at", "Finished")
+    next_attempt_time = precise_time("next_attempt_at", "Next attempt")
+    not_before_time = precise_time("not_before", "Not before")
+    heartbeat_time = precise_time("heartbeat_at", "Heartbeat")
+    scheduled_for_time = precise_time("scheduled_for", "Scheduled for")
+
+    # --- Read-mostly -------------------------------------------------------------------------
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Old executions go through the retention clean-up, not a select-all in the admin.
+        return False
+
+    def has_retry_permission(self, request):
+        return request.user.has_perm("executions.change_execution")
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm("executions.change_execution")
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/retry/",
+                view(self.retry_view),
+                name="executions_execution_retry",
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                view(self.cancel_view),
+                name="executions_execution_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        execution = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "show_retry": bool(
+                execution and execution.can_retry and self.has_retry_permission(request)
+            ),
+            "show_cancel": bool(
+                execution and execution.can_cancel and self.has_cancel_permission(request)
+            ),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def retry_view(self, request, object_id):
+        """The detail page's Retry button: a new execution with the same input."""
+        execution = self._posted_object(request, object_id, self.has_retry_permission)
+        try:
+            new = execution_retry(execution=execution, by=request.user.get_username())
+        except ExecutionRefused as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+            return redirect(_change_url(execution))
+        self.message_user(request, f"Retried as {new.uuid}.", messages.SUCCESS)
+        return redirect(_change_url(new))
+
+    def cancel_view(self, request, object_id):
+        """The detail page's Cancel button."""
+        execution = self._posted_object(request, object_id, self.has_cancel_permission)
+        try:
+            execution_cancel(execution=execution, by=request.user.get_username())
+        except ExecutionRefused as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+        else:
+            self.message_user(request, "Cancelled.", messages.SUCCESS)
+        return redirect(_change_url(execution))
+
+    def _posted_object(self, request, object_id, allowed) -> Execution:
+        if request.method != "POST":
+            raise PermissionDenied("Use the button on the execution's page.")
+        if not allowed(request):
+            raise PermissionDenied
+        execution = self.get_object(request, object_id)
+        if execution is None:
+            raise Http404("No such execution.")
+        return execution
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(uuid=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        # Ids first (two small tables), then a plain "agent_id IN (...) OR owner_id IN (...)"
+        # that Postgres answers from the two foreign-key indexes, rather than an OR of
+        # subqueries that makes it read the whole table.
+        agents = list(
+            Agent.objects.filter(name__icontains=term).values_list("pk", flat=True)[:SEARCH_IDS]
+        )
+        owners = list(
+            get_user_model()
+            .objects.filter(username__icontains=term)
+            .values_list("pk", flat=True)[:SEARCH_IDS]
+        )
+        return queryset.filter(Q(agent_id__in=agents) | Q(owner_id__in=owners)), False
+
+    # --- Columns and fields ------------------------------------------------------------------
+
+    @admin.display(description="Execution", ordering="created_at")
+    def short_uuid(self, obj):
+        return format_html('<span title="{}">{}</span>', obj.uuid, str(obj.uuid)[:8])
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj):
+        return format_html(
+            '<span class="conveyor-badge conveyor-badge-{}" data-status="{}">{}</span>',
+            obj.status,
+            obj.status,
+            obj.status_label,
+        )
+
+    @admin.display(description="Status", ordering="status")
+    def status_short(self, obj):
+        """The list's badge: the status alone (the attempts have their own column)."""
+        return format_html(
+            '<span class="conveyor-badge conveyor-badge-{}" data-status="{}">{}</span>',
+            obj.status,
+            obj.status,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj):
+        local = timezone.localtime(obj.created_at)
+        return format_html(
+            '<span title="{}">{}</span>', local.isoformat(), f"{local:%Y-%m-%d %H:%M:%S}"
+        )
+
+    @admin.display(description="Attempts", ordering="attempt")
+    def attempts(self, obj):
+        return f"{obj.attempt}/{obj.max_attempts}"
+
+    @admin.display(description="Duration", ordering="duration")
+    def duration_display(self, obj):
+        if obj.duration is None:
+            return "—"
+        seconds = obj.duration.total_seconds()
+        return f"{seconds:.2f} s" if seconds < 10 else seconds_in_words(seconds)
+
+    @admin.display(description="Progress")
+    def progress_display(self, obj):
+        return f"{obj.progress}%" + (f" · {obj.progress_message}" if obj.progress_message else "")
+
+    @admin.display(description="Agent")
+    def agent_link(self, obj):
+        url = reverse("admin:agents_agent_change", args=[obj.agent_id])
+        return format_html('<a href="{}">{}</a>', url, obj.agent.name)
+
+    @admin.display(description="Traceback (staff only)")
+    def traceback(self, obj):
+        if not obj.error_detail:
+            return "—"
+        return format_html('<pre class="conveyor-traceback">{}</pre>', obj.error_detail)
+
+    @admin.display(description="Input")
+    def input_json(self, obj):
+        return _json_block(obj.input)
+
+    @admin.display(description="Result")
+    def result_json(self, obj):
+        return _json_block(obj.result)
+
+    @admin.display(description="Retry of")
+    def retry_of_link(self, obj):
+        return _execution_link(obj.retry_of)
+
+    @admin.display(description="Retried as")
+    def retried_as_links(self, obj):
+        retries = obj.retried_as.order_by("created_at")[:20]
+        return (
+            format_html_join(
+                ", ",
+                '<a href="{}">{}</a> ({})',
+                (
+                    (_change_url(r), str(r.uuid)[:8], r.get_status_display().lower())
+                    for r in retries
+                ),
+            )
+            or "—"
+        )
+
+    @admin.display(description="Parent flow")
+    def parent_link(self, obj):
+        return _execution_link(obj.parent)
+
+    # --- Actions -------------------------------------------------------------------------------
+
+    @admin.action(
+        description="Retry selected failed or cancelled executions", permissions=["retry"]
+    )
+    def retry_selected(self, request, queryset):
+        done, skipped = 0, Counter()
+        rows, beyond = self._bounded(
+            queryset.select_related("agent").annotate(
+                already_retried=Exists(Execution.objects.filter(retry_of=OuterRef("pk")))
+            )
+        )
+        by = request.user.get_username()
+        for execution in rows:
+            if not execution.can_retry:
+                skipped["not failed or cancelled"] += 1
+            elif execution.already_retried:
+                skipped["already retried"] += 1
+            else:
+                try:
+                    execution_retry(execution=execution, by=by)
+                except ExecutionRefused as exc:
+                    skipped[_refusal(exc)] += 1
+                else:
+                    done += 1
+        if beyond:
+            skipped[f"beyond the {BULK_LIMIT} handled at once; run the action again"] += beyond
+        self.message_user(request, *_report(done, "retried", skipped))
+
+    @admin.action(
+        description="Cancel selected queued, retrying or running executions", permissions=["cancel"]
+    )
+    def cancel_selected(self, request, queryset):
+        done, skipped = 0, Counter()
+        rows, beyond = self._bounded(queryset)
+        by = request.user.get_username()
+        for execution in rows:
+            if execution.is_terminal:
+                skipped["already finished"] += 1
+                continue
+            try:
+                execution_cancel(execution=execution, by=by)
+            except ExecutionRefused as exc:
+                skipped[_refusal(exc)] += 1
+            else:
+                done += 1
+        if beyond:
+            skipped[f"beyond the {BULK_LIMIT} handled at once; run the action again"] += beyond
+        self.message_user(request, *_report(done, "cancelled", skipped))
+
+    def _bounded(self, queryset):
+        """At most BULK_LIMIT rows (oldest first), and how many more were selected."""
+        rows = list(queryset.order_by("created_at", "id")[: BULK_LIMIT + 1])
+        if len(rows) <= BULK_LIMIT:
+            return rows, 0
+        return rows[:BULK_LIMIT], queryset.count() - BULK_LIMIT
+
+
+def _refusal(exc: ExecutionRefused) -> str:
+    return {
+        "agent_paused": "agent paused",
+        "already_finished": "already finished",
+        "not_retryable": "not failed or cancelled",
+        "busy": "status kept changing",
+    }.get(exc.code, exc.code.replace("_", " "))
+
+
+def _change_url(execution: Execution) -> str:
+    return reverse("admin:executions_execution_change", args=[execution.pk])
+
+
+def _execution_link(execution: Execution | None):
+    if execution is None:
+        return "—"
+    return format_html(
+        '<a href="{}">{}</a> ({})',
+        _change_url(execution),
+        execution.uuid,
+        execution.get_status_display().lower(),
+    )
+
+
+def _json_block(value):
+    if value is None:
+        return "—"
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return format_html('<pre class="conveyor-json">{}</pre>', text)

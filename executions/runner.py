@@ -30,6 +30,7 @@ from agents.kinds import get_kind
 from agents.kinds.base import CancelledError, ConfigurationError
 from agents.models import Agent
 
+from . import fastpath
 from .errors import CATEGORIES, Category, ClassifiedError, classify
 from .humanize import seconds_in_words
 from .models import Execution, ExecutionAttempt, ExecutionLog
@@ -87,6 +88,16 @@ def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -
 
 def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
     """Compare-and-set the execution to running for attempt ``expected_attempt + 1``."""
+    if fastpath.enabled():
+        claimed = fastpath.claim(
+            execution_id=execution_id, expected_attempt=expected_attempt, worker=worker[:200], at=at
+        )
+        if claimed is None:
+            logger.info(
+                "execution not claimable (missing, duplicate, stale or finished message)",
+                extra={"action": "execution_claim_skipped", "execution_pk": execution_id},
+            )
+        return claimed
     with transaction.atomic():
         execution = Execution.objects.select_related("agent").filter(pk=execution_id).first()
         if execution is None:
@@ -132,6 +143,15 @@ def _finish_success(
     execution: Execution, attempt: ExecutionAttempt, ctx: ExecutionContext, result: Any
 ) -> None:
     at = timezone.now()
+    if fastpath.enabled():
+        won = fastpath.finish_success(
+            execution=execution, attempt=attempt, logs=ctx.pending_logs, result=result, at=at
+        )
+        if won:
+            ctx.pending_logs.clear()
+            execution.status = Status.SUCCEEDED
+            return
+        # Lost the compare-and-set (a cancel came first): nothing was written; record it below.
     with transaction.atomic():
         won = transition(
             execution,
@@ -404,6 +424,11 @@ class ExecutionContext:
         return self._cancelled
 
     # -- for the runner ----------------------------------------------------------------------
+    @property
+    def pending_logs(self) -> list[ExecutionLog]:
+        """Logs written by the agent and not yet saved."""
+        return self._logs
+
     def flush(self) -> None:
         if self._logs:
             ExecutionLog.objects.bulk_create(self._logs)

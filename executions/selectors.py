@@ -85,29 +85,33 @@ def agent_median_duration(*, agent_id: int) -> float | None:
 def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) -> list[Agent]:
     """The owner's agents with last status, 7-day counts and the statuses of recent runs.
 
-    Two queries: agents with annotations, then the last ``spark`` runs of every agent at once
-    (a window function per agent).
+    Three queries whatever the number of rows, each reading only the window through the
+    owner's (owner, created_at) index: the agents with their last run, the counts by agent and
+    status, and the last ``spark`` runs of every agent (a window function per agent).
     """
     since = since or timezone.now() - STATS_WINDOW
     last = Execution.objects.filter(agent=OuterRef("pk")).order_by("-created_at", "-id")
-    window = Q(executions__created_at__gte=since)
     agents = list(
         Agent.objects.filter(owner=owner)
         .annotate(
             last_status=Subquery(last.values("status")[:1]),
             last_run_at=Subquery(last.values("created_at")[:1]),
-            succeeded_window=Count(
-                "executions", filter=window & Q(executions__status=Status.SUCCEEDED)
-            ),
-            failed_window=Count("executions", filter=window & Q(executions__status=Status.FAILED)),
-            runs_window=Count("executions", filter=window),
         )
         .order_by("name")
     )
+    counts: dict[tuple[int, str], int] = {}
+    if agents:
+        grouped = (
+            Execution.objects.filter(owner=owner, created_at__gte=since)
+            .order_by()
+            .values_list("agent_id", "status")
+            .annotate(n=Count("status"))
+        )
+        counts = {(agent_id, status): n for agent_id, status, n in grouped}
     sparks: dict[int, list[str]] = {agent.pk: [] for agent in agents}
     if agents:
         recent = (
-            Execution.objects.filter(owner=owner)
+            Execution.objects.filter(owner=owner, created_at__gte=since)
             .annotate(
                 row=Window(
                     RowNumber(),
@@ -121,6 +125,9 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
         for agent_id, status, _row in sorted(recent, key=lambda r: (r[0], -r[2])):
             sparks.setdefault(agent_id, []).append(status)
     for agent in agents:
+        agent.succeeded_window = counts.get((agent.pk, Status.SUCCEEDED), 0)
+        agent.failed_window = counts.get((agent.pk, Status.FAILED), 0)
+        agent.runs_window = sum(n for (a, _), n in counts.items() if a == agent.pk)
         finished = agent.succeeded_window + agent.failed_window
         agent.success_rate = agent.succeeded_window / finished if finished else None
         agent.spark = sparks.get(agent.pk, [])

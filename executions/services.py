@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -133,7 +132,9 @@ def execution_create(
         celery_task_id=str(uuid.uuid4()),
     )
     try:
-        with transaction.atomic():
+        # A savepoint only when a duplicate key can make the insert fail inside a caller's
+        # transaction (bulk creation in one transaction pays no extra round trips otherwise).
+        with transaction.atomic(savepoint=idempotency_key is not None):
             execution.save(force_insert=True)
             ExecutionEvent.objects.create(
                 execution=execution,
@@ -168,16 +169,12 @@ def _created_reason(trigger: str, retry_of: Execution | None) -> str:
 def _enqueue_on_commit(execution: Execution, agent: Agent) -> None:
     # robust: a broker that is down at commit must not turn a saved execution into an error
     # page; the row stays queued and is published again later.
-    transaction.on_commit(
-        partial(
-            enqueue,
-            execution.pk,
-            agent,
-            attempt=execution.attempt,
-            task_id=execution.celery_task_id,
-        ),
-        robust=True,
-    )
+    execution_id, attempt, task_id = execution.pk, execution.attempt, execution.celery_task_id
+
+    def publish():  # named: Django logs a robust callback's failure by its __qualname__
+        enqueue(execution_id, agent, attempt=attempt, task_id=task_id)
+
+    transaction.on_commit(publish, robust=True)
 
 
 def enqueue(
@@ -245,9 +242,11 @@ def execution_cancel(*, execution: Execution, by: str = "", at: datetime | None 
         )
         if won:
             if was_running:
-                transaction.on_commit(
-                    partial(_enforce_cancel_later, execution.pk, execution.attempt), robust=True
-                )
+                # Named, like publish() above; the defaults bind this pass's values.
+                def enforce_later(execution_id=execution.pk, attempt=execution.attempt):
+                    _enforce_cancel_later(execution_id, attempt)
+
+                transaction.on_commit(enforce_later, robust=True)
             logger.info(
                 "execution cancelled",
                 extra={"action": "execution_cancelled", "execution_id": str(execution.uuid)},

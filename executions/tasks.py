@@ -45,3 +45,7 @@ def run_execution(self, execution_id: int) -> None:
 def enforce_cancel(execution_id: int, attempt: int) -> bool:
     """Terminate a cancelled execution's attempt that did not stop by itself in time."""
     return services.execution_enforce_cancel(execution_id=execution_id, attempt=attempt)
+
+
+# The dispatcher's task lives in its own module; autodiscovery imports ``tasks`` modules only.
+from . import dispatch_tasks  # noqa: E402, F401

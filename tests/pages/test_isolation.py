@@ -6,13 +6,22 @@ The list of routes comes from the URLconf, so a new route without a rule here fa
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from agents.schedule_services import schedule_create
+from api.services import token_create
 from executions.services import execution_create
 
 pytestmark = pytest.mark.django_db
 
 # Routes outside the owner's pages, with why they are not checked here.
-PUBLIC_OR_OTHER = {"login", "logout"}
-POST_ONLY = {"agents:run", "agents:pause", "agents:resume", "executions:cancel", "executions:retry"}
+# "webhook" (POST /hooks/<uuid>/) answers signed requests from other systems, not people:
+# tests/webhooks covers who may call it.
+# "healthz" is public by design (no data); "metrics" is for staff or a scraper's token:
+# tests/ops covers both.
+PUBLIC_OR_OTHER = {"login", "logout", "webhook", "healthz", "metrics"}
+POST_ONLY = {"agents:run", "agents:pause", "agents:resume", "executions:cancel", "executions:retry",
+             "agents:webhook_enable", "agents:webhook_disable", "agents:webhook_rotate",
+             "agents:webhook_finish", "tokens:revoke", "agents:schedule_pause",
+             "agents:schedule_resume", "agents:schedule_delete"}  # fmt: skip
 
 
 def owner_routes():
@@ -24,6 +33,10 @@ def owner_routes():
             if isinstance(entry, URLResolver):
                 if entry.namespace == "admin":
                     continue  # the admin has its own staff-only checks
+                if entry.namespace == "api":
+                    continue  # token-authenticated JSON: tests/api/test_isolation.py covers it
+                if entry.namespace == "ops":
+                    continue  # staff-only operations pages: tests/ops covers who may see them
                 walk(entry.url_patterns, entry.namespace or namespace)
             elif isinstance(entry, URLPattern) and entry.name:
                 name = f"{namespace}:{entry.name}" if namespace else entry.name
@@ -38,7 +51,9 @@ def owner_routes():
 def alices_objects(make_agent, alice):
     agent = make_agent(alice, name="alices-agent", secrets={"token": "alice-token-1"})
     execution = execution_create(agent=agent, trigger="manual", input={"private": "data"})
-    return {"agent": agent, "execution": execution}
+    token, _ = token_create(owner=alice, name="alices-token")
+    schedule = schedule_create(agent=agent, kind="interval", interval_seconds=300)
+    return {"agent": agent, "execution": execution, "token": token, "schedule": schedule}
 
 
 def url_for(name, pattern, objects):
@@ -47,9 +62,14 @@ def url_for(name, pattern, objects):
         return reverse(name)
     if params == ["uuid"]:
         owner = objects["agent"] if name.startswith("agents:") else objects["execution"]
+        if name.startswith("tokens:"):
+            owner = objects["token"]
         return reverse(name, kwargs={"uuid": owner.uuid})
     if params == ["kind"]:
         return reverse(name, kwargs={"kind": "function"})
+    if params == ["uuid", "schedule_uuid"]:
+        kwargs = {"uuid": objects["agent"].uuid, "schedule_uuid": objects["schedule"].uuid}
+        return reverse(name, kwargs=kwargs)
     raise AssertionError(f"No isolation rule for route {name} with parameters {params}.")
 
 

@@ -65,6 +65,7 @@ def test_creating_an_agent_shows_config_errors_next_to_the_fields(signed_in):
             "agent-timeout": "30",
             "agent-priority": "5",
             "agent-queue": "executions",
+            "agent-overlap_policy": "skip",
             "config-function": "nope",
         },
     )
@@ -84,6 +85,7 @@ def test_creating_an_agent_with_a_secret_keeps_the_value_out_of_every_page(signe
             "agent-timeout": "30",
             "agent-priority": "5",
             "agent-queue": "executions",
+            "agent-overlap_policy": "skip",
             "agent-retry_on": ["network", "timeout"],
             "agent-retry_jitter": "on",
             "config-function": "demo.echo",
@@ -117,6 +119,7 @@ def test_editing_with_blank_secrets_keeps_them_and_remove_drops_them(signed_in, 
         "agent-timeout": "30",
         "agent-priority": "5",
         "agent-queue": "executions",
+        "agent-overlap_policy": "skip",
         "config-function": "demo.echo",
         "secrets-remove": ["b"],
     }
@@ -138,6 +141,7 @@ def test_a_duplicate_name_is_explained(signed_in, make_agent):
             "agent-timeout": "30",
             "agent-priority": "5",
             "agent-queue": "executions",
+            "agent-overlap_policy": "skip",
             "config-function": "demo.echo",
         },
     )

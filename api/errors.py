@@ -1,0 +1,232 @@
+"""One error format for the API and the webhook endpoint::
+
+    {"error": {"code": "invalid", "message": "What went wrong, in words.", "details": {...}}}
+
+``code`` is stable and meant for programs; ``message`` is for people; ``details`` is an object
+(field name to messages for 422, empty otherwise). Statuses: 400 malformed request, 401 no or
+bad credentials, 403 refused (a browser session without its CSRF token), 404 not found (also
+for other people's objects), 405, 409 conflict with the current state, 413 too large, 415 not
+JSON, 422 valid JSON with invalid content, 429 too many requests (with Retry-After).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+
+
+class ApiError(exceptions.APIException):
+    """An API error with a status, a stable code, a message and details."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "bad_request"
+    default_detail = "The request is malformed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, details=None):
+        super().__init__(message or self.default_detail, code or self.default_code)
+        self.message = str(self.detail)
+        self.error_code = code or self.default_code
+        self.details = dict(details or {})
+
+
+class Malformed(ApiError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "malformed"
+    default_detail = "The request is malformed."
+
+
+class InvalidQuery(ApiError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_query"
+    default_detail = "A query parameter is not valid."
+
+
+class Unauthorized(ApiError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_code = "not_authenticated"
+    default_detail = "Authentication is required."
+
+
+class Conflict(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The request conflicts with the current state."
+
+
+class PayloadTooLarge(ApiError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "The request body is too large."
+
+
+class Unprocessable(ApiError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "invalid"
+    default_detail = "The request is not valid."
+
+
+def body_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+
+
+def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": dict(details or {})}}
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse:
+    """The error format as a plain Django response (for views outside DRF: webhooks, 404s)."""
+    response = JsonResponse(error_body(code, message, details), status=status_code)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def validation_details(error: DjangoValidationError) -> dict[str, list[str]]:
+    """A Django ValidationError as {field: [messages]}; "config.url" style keys are kept."""
+    if hasattr(error, "error_dict"):
+        return {
+            ("non_field_errors" if field == "__all__" else field): list(messages)
+            for field, messages in error.message_dict.items()
+        }
+    return {"non_field_errors": list(error.messages)}
+
+
+def _first_message(details: Any) -> str | None:
+    if isinstance(details, str):
+        return details
+    if isinstance(details, Mapping):
+        for key, value in details.items():
+            found = _first_message(value)
+            if found:
+                return found if key == "non_field_errors" else f"{key}: {found}"
+    if isinstance(details, list):
+        for value in details:
+            found = _first_message(value)
+            if found:
+                return found
+    return None
+
+
+def _plain(details: Any) -> Any:
+    """DRF's ErrorDetail tree as plain strings, lists and dicts."""
+    if isinstance(details, Mapping):
+        return {str(k): _plain(v) for k, v in details.items()}
+    if isinstance(details, list | tuple):
+        return [_plain(v) for v in details]
+    return str(details)
+
+
+def exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: every error the API raises, in the one format."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = Unprocessable(details=validation_details(exc))
+
+    if isinstance(exc, ApiError):
+        code, message, details, status_code = (
+            exc.error_code,
+            exc.message,
+            exc.details,
+            exc.status_code,
+        )
+        if isinstance(exc, Unprocessable) and message == Unprocessable.default_detail:
+            message = _first_message(details) or message
+    elif isinstance(exc, exceptions.ValidationError):
+        details = _plain(
+            exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        )
+        code, status_code = "invalid", status.HTTP_422_UNPROCESSABLE_ENTITY
+        message = _first_message(details) or "The request is not valid."
+    elif isinstance(exc, exceptions.APIException):
+        status_code = exc.status_code
+        details = {}
+        message = str(exc.detail) if not isinstance(exc.detail, dict | list) else exc.default_detail
+        code = _code(exc)
+    else:
+        return None  # a bug: let Django report it as a 500
+
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
+    return Response(error_body(code, message, details), status=status_code, headers=headers)
+
+
+_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "invalid_token",
+    exceptions.PermissionDenied: "forbidden",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "rate_limited",
+    exceptions.ParseError: "malformed",
+}
+
+
+def _code(exc: exceptions.APIException) -> str:
+    codes = exc.get_codes()
+    if isinstance(codes, str) and codes not in ("error", "invalid", exc.default_code):
+        return codes
+    for cls in type(exc).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]
+    return str(exc.default_code)
+
+
+# --- Schema -------------------------------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, for programs: e.g. `invalid`, `not_found`.")
+    message = serializers.CharField(help_text="For people.")
+    details = serializers.DictField(
+        help_text="Field name to list of messages for 422; otherwise empty."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed: not JSON, nested too deeply, a bad header or query parameter.",
+    401: "No credentials, or a token that is not valid.",
+    403: "Refused: a browser session sent no CSRF token.",
+    404: "Not found, or not yours.",
+    405: "This method is not allowed here.",
+    409: "Conflicts with the current state (paused agent, finished execution, key reused).",
+    413: "The request body is too large.",
+    415: "The body is not JSON (send Content-Type: application/json).",
+    422: "Valid JSON whose content is not valid; details name the fields.",
+    429: "Too many requests: wait the number of seconds in Retry-After.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """The documented error answers of an operation, all in the one format."""
+    return {
+        code: OpenApiResponse(response=ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
+        for code in codes
+    }

@@ -1,0 +1,64 @@
+"""Query filters of the executions list. Values that do not parse are a 400 naming them."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from django import forms
+from django_filters import fields
+from django_filters import rest_framework as filters
+
+from executions.models import Execution
+
+from .errors import InvalidQuery
+
+
+class BoundedIsoDateTimeField(fields.IsoDateTimeField):
+    """An ISO 8601 date and time that can be compared in UTC (year 1 to 9999 once converted)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise forms.ValidationError("This date is out of range.") from None
+        return value
+
+
+class BoundedIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = BoundedIsoDateTimeField
+
+
+class ExecutionFilter(filters.FilterSet):
+    status = filters.MultipleChoiceFilter(
+        choices=Execution.Status.choices, help_text="One or more statuses (repeat the parameter)."
+    )
+    trigger = filters.MultipleChoiceFilter(
+        choices=Execution.Trigger.choices, help_text="One or more triggers (repeat the parameter)."
+    )
+    agent = filters.UUIDFilter(field_name="agent__uuid", help_text="An agent's id.")
+    created_after = BoundedIsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text="Created at or after (ISO 8601)."
+    )
+    created_before = BoundedIsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", help_text="Created before (ISO 8601)."
+    )
+
+    class Meta:
+        model = Execution
+        fields = ("status", "trigger", "agent", "created_after", "created_before")
+
+
+class FilterBackend(filters.DjangoFilterBackend):
+    """django-filter's backend, with invalid values answered as 400 in the API's format."""
+
+    def filter_queryset(self, request, queryset, view):
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        if not filterset.is_valid():
+            details = {name: list(errors) for name, errors in filterset.errors.items()}
+            first = next(iter(details.items()))
+            raise InvalidQuery(f"{first[0]}: {' '.join(first[1])}", details=details)
+        return filterset.qs

@@ -1,0 +1,274 @@
+"""What the API reads and writes. Serializers check shapes and types; the services check the
+rules (the kind's config schema, the installation's limits) and their errors come back as 422
+with the same field names ("config.url")."""
+
+from __future__ import annotations
+
+import re
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from agents.kinds import kind_choices
+from agents.models import Agent
+from agents.webhooks import webhook_rotation_in_progress
+from executions.errors import CATEGORIES
+from executions.models import Execution, ExecutionLog
+
+SMALLINT_MAX = 32767
+INT_MAX = 2_147_483_647
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# The longest wait a delayed run may ask for.
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+
+def _absolute(request, url: str) -> str:
+    return request.build_absolute_uri(url) if request is not None else url
+
+
+# --- Agents -----------------------------------------------------------------------------------
+
+
+class WebhookStateSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    url = serializers.URLField(help_text="Where other systems POST signed requests.")
+    rotation_in_progress = serializers.BooleanField(
+        help_text="True while two secrets are valid (a rotation started and not finished)."
+    )
+
+
+class WebhookSecretSerializer(WebhookStateSerializer):
+    secret = serializers.CharField(
+        required=False,
+        help_text="A signing secret just made (whsec_…), shown this once: store it now. "
+        "Absent when no secret was made.",
+    )
+
+
+def webhook_state(agent: Agent, request) -> dict:
+    return {
+        "enabled": agent.webhook_enabled,
+        "url": _absolute(request, reverse("webhook", args=[agent.uuid])),
+        "rotation_in_progress": webhook_rotation_in_progress(agent),
+    }
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "nullable": True, "maxLength": 10000},
+        "description": (
+            "Write-only. Merged into the agent's secrets: a name with a value sets it, a name "
+            "with null removes it, names not given keep their value. Never returned: see "
+            "secret_names."
+        ),
+    }
+)
+class SecretsField(serializers.Field):
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                'Send an object of names and values, e.g. {"api_token": "…"}.'
+            )
+        for name, value in data.items():
+            if not SECRET_NAME.match(name):
+                raise serializers.ValidationError(
+                    f"“{name[:100]}”: a secret name uses 1 to 100 letters, digits, - and _."
+                )
+            if value is not None and (not isinstance(value, str) or not value):
+                raise serializers.ValidationError(
+                    f"“{name}”: a value is a non-empty string (or null to remove the secret)."
+                )
+            if value is not None and len(value) > 10000:
+                raise serializers.ValidationError(f"“{name}”: at most 10000 characters.")
+        return data
+
+    def to_representation(self, value):  # pragma: no cover - write-only
+        raise AssertionError("secrets are write-only")
+
+
+class AgentSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    url = serializers.SerializerMethodField()
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(max_length=5000, allow_blank=True, required=False)
+    kind = serializers.ChoiceField(choices=())
+    config = serializers.JSONField(
+        help_text="The kind's settings, checked against the kind's schema.", required=False
+    )
+    secrets = SecretsField(write_only=True, required=False)
+    secret_names = serializers.SerializerMethodField()
+    is_paused = serializers.BooleanField(required=False)
+    max_retries = serializers.IntegerField(min_value=0, max_value=SMALLINT_MAX, required=False)
+    retry_backoff = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    retry_backoff_max = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
+    retry_jitter = serializers.BooleanField(required=False)
+    retry_on = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(CATEGORIES)), required=False, max_length=50
+    )
+    timeout = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False)
+    queue = serializers.CharField(max_length=100, required=False)
+    priority = serializers.IntegerField(min_value=0, max_value=9, required=False)
+    overlap_policy = serializers.ChoiceField(
+        choices=Agent.Overlap.choices,
+        required=False,
+        help_text="What a scheduled slot does while the previous run is still active.",
+    )
+    webhook = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read when used: kinds register when apps are ready.
+        self.fields["kind"].choices = kind_choices()
+
+    def validate_config(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Send an object of the kind's settings.")
+        return value
+
+    def get_url(self, agent) -> str:
+        return _absolute(
+            self.context.get("request"), reverse("api:agent-detail", args=[agent.uuid])
+        )
+
+    def get_secret_names(self, agent) -> list[str]:
+        return sorted(agent.secrets)
+
+    @extend_schema_field(WebhookStateSerializer)
+    def get_webhook(self, agent) -> dict:
+        return webhook_state(agent, self.context.get("request"))
+
+
+class AgentPutSerializer(AgentSerializer):
+    """PUT: like PATCH, but the name, kind and config are required."""
+
+    config = serializers.JSONField(help_text="The kind's settings, checked against its schema.")
+
+
+# --- Executions -------------------------------------------------------------------------------
+
+
+class FriendlyErrorSerializer(serializers.Serializer):
+    category = serializers.CharField(help_text="timeout, network, rate_limited, auth, …")
+    title = serializers.CharField()
+    message = serializers.CharField()
+    what_to_do = serializers.CharField(allow_blank=True)
+
+
+class ExecutionSerializer(serializers.Serializer):
+    """A run of an agent. For staff it also has ``error_detail`` (the traceback)."""
+
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    url = serializers.SerializerMethodField()
+    agent = serializers.UUIDField(source="agent.uuid", read_only=True)
+    agent_name = serializers.CharField(source="agent.name", read_only=True)
+    trigger = serializers.ChoiceField(choices=Execution.Trigger.choices, read_only=True)
+    status = serializers.ChoiceField(choices=Execution.Status.choices, read_only=True)
+    status_label = serializers.CharField(read_only=True, help_text="e.g. “Retrying (2/3)”.")
+    is_final = serializers.BooleanField(source="is_terminal", read_only=True)
+    progress = serializers.IntegerField(read_only=True, help_text="0 to 100.")
+    progress_message = serializers.CharField(read_only=True)
+    attempt = serializers.IntegerField(read_only=True, help_text="0 until the first attempt.")
+    max_attempts = serializers.IntegerField(read_only=True)
+    next_attempt_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    not_before = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="A delayed run starts no earlier than this."
+    )
+    input = serializers.JSONField(read_only=True, allow_null=True)
+    result = serializers.JSONField(read_only=True, allow_null=True)
+    error = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    duration_seconds = serializers.SerializerMethodField()
+    retry_of = serializers.UUIDField(source="retry_of.uuid", read_only=True, allow_null=True)
+    logs_url = serializers.SerializerMethodField()
+
+    def to_representation(self, execution):
+        data = super().to_representation(execution)
+        request = self.context.get("request")
+        # The traceback is for operators: staff get an extra "error_detail"; nobody else ever.
+        if request is not None and request.user.is_staff:
+            data["error_detail"] = execution.error_detail
+        return data
+
+    def get_url(self, execution) -> str:
+        return _absolute(
+            self.context.get("request"), reverse("api:execution-detail", args=[execution.uuid])
+        )
+
+    def get_logs_url(self, execution) -> str:
+        return _absolute(
+            self.context.get("request"), reverse("api:execution-logs", args=[execution.uuid])
+        )
+
+    @extend_schema_field(FriendlyErrorSerializer(allow_null=True))
+    def get_error(self, execution) -> dict | None:
+        if not execution.error_category and not execution.error_title:
+            return None
+        info = CATEGORIES.get(execution.error_category)
+        return {
+            "category": execution.error_category,
+            "title": execution.error_title,
+            "message": execution.error_message,
+            "what_to_do": info.what_to_do if info else "",
+        }
+
+    @extend_schema_field(OpenApiTypes.DOUBLE)
+    def get_duration_seconds(self, execution) -> float | None:
+        return execution.duration.total_seconds() if execution.duration is not None else None
+
+
+class ExecutionLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExecutionLog
+        fields = ("id", "at", "attempt", "level", "message", "data")
+        read_only_fields = fields
+
+
+class RunRequestSerializer(serializers.Serializer):
+    input = serializers.JSONField(
+        required=False, allow_null=True, help_text="Any JSON; the agent's input."
+    )
+    run_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Start no earlier than this (ISO 8601)."
+    )
+    delay_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=MAX_DELAY_SECONDS,
+        help_text="Start no earlier than this many seconds from now.",
+    )
+
+    def validate(self, attrs):
+        if attrs.get("run_at") is not None and attrs.get("delay_seconds") is not None:
+            raise serializers.ValidationError(
+                {"run_at": ["Give run_at or delay_seconds, not both."]}
+            )
+        return attrs
+
+
+class RetryRequestSerializer(serializers.Serializer):
+    input = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="A new input for the retry; without it, the original input is used.",
+    )
+
+
+class StatsSerializer(serializers.Serializer):
+    window = serializers.ChoiceField(choices=["24h", "7d", "30d"])
+    since = serializers.DateTimeField()
+    runs = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    success_rate = serializers.FloatField(
+        allow_null=True, help_text="Succeeded / (succeeded + failed); null without finished runs."
+    )
+    p50_seconds = serializers.FloatField(allow_null=True, help_text="Median successful run.")
+    p95_seconds = serializers.FloatField(allow_null=True)

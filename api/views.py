@@ -1,0 +1,532 @@
+"""The REST API (/api/v1/): agents, runs, executions, logs, stats and webhook secrets.
+
+Thin views: each parses the request, calls one service and returns. Every queryset is the
+caller's own objects, so someone else's id is a 404 like an unknown one. Errors leave through
+``api.errors.exception_handler`` in the one format.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.urls import Resolver404, resolve
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from agents import services as agent_services
+from agents import webhooks
+from agents.kinds import get_kind
+from agents.kinds.base import InvalidInputError
+from agents.models import Agent
+from executions.models import Execution
+from executions.selectors import agent_stats
+from executions.services import (
+    ExecutionRefused,
+    execution_cancel,
+    execution_create,
+    execution_retry,
+)
+
+from . import serializers as s
+from .errors import (
+    Conflict,
+    InvalidQuery,
+    Malformed,
+    Unprocessable,
+    body_too_large,
+    error_response,
+    error_responses,
+    validation_details,
+)
+from .filters import ExecutionFilter, FilterBackend
+from .pagination import AgentPagination, ExecutionPagination, LogPagination
+from .throttling import RunRateThrottle
+
+STATS_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+IDEMPOTENCY_KEY_MAX = 200
+
+READ = (401,)
+WRITE = (400, 401, 403, 413, 415, 422)
+
+
+class ApiViewMixin:
+    """Shared by every API view: the body size limit is checked before anything else."""
+
+    lookup_field = "uuid"
+    lookup_url_kwarg = "id"
+
+    def initial(self, request, *args, **kwargs):
+        limit = settings.CONVEYOR_API_MAX_BODY_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise Malformed("Content-Length is not a number.") from None
+        if length > limit:
+            raise body_too_large(limit)
+        super().initial(request, *args, **kwargs)
+
+    def get_object(self):
+        try:
+            public_id = uuid.UUID(str(self.kwargs[self.lookup_url_kwarg]))
+        except ValueError:
+            raise NotFound("Not found.") from None
+        obj = self.get_queryset().filter(uuid=public_id).first()
+        if obj is None:
+            raise NotFound("Not found.")
+        return obj
+
+    def username(self) -> str:
+        return self.request.user.get_username()
+
+
+def _check_input(agent: Agent, value) -> None:
+    kind = get_kind(agent.kind)
+    if kind is None:
+        return
+    try:
+        kind.validate_input(agent.config, value)
+    except InvalidInputError as exc:
+        raise Unprocessable(
+            exc.message, code="invalid_input", details={"input": [exc.message]}
+        ) from None
+
+
+def _created(serializer_data: dict, *, status_code: int) -> Response:
+    return Response(
+        serializer_data, status=status_code, headers={"Location": serializer_data["url"]}
+    )
+
+
+# --- Agents -----------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["agents"])
+class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
+    """Agents: what runs. Secrets are write-only: the API returns their names, never values."""
+
+    queryset = Agent.objects.none()
+    serializer_class = s.AgentSerializer
+    pagination_class = AgentPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Agent.objects.none()
+        return Agent.objects.filter(owner=self.request.user)
+
+    def get_throttles(self):
+        if self.action == "run":
+            return [RunRateThrottle()]
+        return super().get_throttles()
+
+    def _agent_response(self, agent: Agent, status_code: int = 200) -> Response:
+        data = s.AgentSerializer(agent, context=self.get_serializer_context()).data
+        if status_code == status.HTTP_201_CREATED:
+            return _created(data, status_code=status_code)
+        return Response(data, status=status_code)
+
+    @extend_schema(
+        summary="List your agents",
+        responses={200: s.AgentSerializer(many=True), **error_responses(400, *READ)},
+    )
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Create an agent",
+        request=s.AgentSerializer,
+        responses={201: s.AgentSerializer, **error_responses(*WRITE)},
+    )
+    def create(self, request):
+        serializer = s.AgentSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        try:
+            agent = agent_services.agent_create(owner=request.user, **serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise Unprocessable(details=validation_details(exc)) from None
+        except IntegrityError:
+            raise Unprocessable(
+                details={"name": ["You already have an agent with this name."]}
+            ) from None
+        return self._agent_response(agent, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Get an agent", responses={200: s.AgentSerializer, **error_responses(404, *READ)}
+    )
+    def retrieve(self, request, id=None):
+        return self._agent_response(self.get_object())
+
+    def _update(self, request, *, partial: bool) -> Response:
+        agent = self.get_object()
+        serializer_class = s.AgentSerializer if partial else s.AgentPutSerializer
+        serializer = serializer_class(
+            agent, data=request.data, partial=partial, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        try:
+            agent_services.agent_update(agent=agent, **serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise Unprocessable(details=validation_details(exc)) from None
+        except IntegrityError:
+            raise Unprocessable(
+                details={"name": ["You already have an agent with this name."]}
+            ) from None
+        agent.refresh_from_db()
+        return self._agent_response(agent)
+
+    @extend_schema(
+        summary="Replace an agent's settings",
+        description="Like PATCH, but name, kind and config are required. Secrets still merge.",
+        request=s.AgentPutSerializer,
+        responses={200: s.AgentSerializer, **error_responses(404, *WRITE)},
+    )
+    def update(self, request, id=None):
+        return self._update(request, partial=False)
+
+    @extend_schema(
+        summary="Change some of an agent's settings",
+        request=s.AgentSerializer,
+        responses={200: s.AgentSerializer, **error_responses(404, *WRITE)},
+    )
+    def partial_update(self, request, id=None):
+        return self._update(request, partial=True)
+
+    @extend_schema(
+        summary="Delete an agent and its history",
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **error_responses(401, 403, 404, 409),
+        },
+    )
+    def destroy(self, request, id=None):
+        agent = self.get_object()
+        if agent.executions.filter(status__in=Execution.ACTIVE_STATUSES).exists():
+            raise Conflict(
+                "This agent has runs in progress: cancel them (or wait) before deleting it.",
+                code="agent_busy",
+            )
+        agent.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Pause: refuse new runs",
+        request=None,
+        responses={200: s.AgentSerializer, **error_responses(401, 403, 404)},
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request, id=None):
+        agent = self.get_object()
+        agent_services.agent_pause(agent=agent)
+        agent.refresh_from_db()
+        return self._agent_response(agent)
+
+    @extend_schema(
+        summary="Resume a paused agent",
+        request=None,
+        responses={200: s.AgentSerializer, **error_responses(401, 403, 404)},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, id=None):
+        agent = self.get_object()
+        agent_services.agent_resume(agent=agent)
+        agent.refresh_from_db()
+        return self._agent_response(agent)
+
+    @extend_schema(
+        summary="Start a run",
+        description=(
+            "Queues an execution and answers 202 with it (and its URL in Location). With "
+            "`run_at` or `delay_seconds` it starts no earlier than that. With an "
+            "`Idempotency-Key` header, repeating the request returns the same execution (200); "
+            "the same key with a different input is a 409."
+        ),
+        request=s.RunRequestSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Up to 200 printable characters; one key, one execution.",
+            )
+        ],
+        responses={
+            202: OpenApiResponse(s.ExecutionSerializer, description="Queued."),
+            200: OpenApiResponse(
+                s.ExecutionSerializer, description="Replay: the execution this key started."
+            ),
+            **error_responses(404, 409, 429, *WRITE),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="runs")
+    def run(self, request, id=None):
+        agent = self.get_object()
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (
+            0 < len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()
+        ):
+            raise Malformed(
+                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters.",
+                code="bad_idempotency_key",
+            )
+        serializer = s.RunRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        value = data.get("input")
+        _check_input(agent, value)
+
+        now = timezone.now()
+        not_before = data.get("run_at")
+        if data.get("delay_seconds"):
+            not_before = now + timedelta(seconds=data["delay_seconds"])
+        idempotency_key = f"api:{key}" if key is not None else None
+        if idempotency_key is not None:
+            earlier = Execution.objects.filter(agent=agent, idempotency_key=idempotency_key).first()
+            if earlier is not None and earlier.input != value:
+                raise _key_reused()
+        try:
+            execution = execution_create(
+                agent=agent,
+                trigger=Execution.Trigger.API,
+                input=value,
+                idempotency_key=idempotency_key,
+                not_before=not_before,
+                at=now,
+            )
+        except ExecutionRefused as exc:
+            raise Conflict(exc.message, code=exc.code) from None
+        if execution.is_replay and execution.input != value:
+            raise _key_reused()  # another request with this key won the race
+        body = s.ExecutionSerializer(execution, context=self.get_serializer_context()).data
+        if execution.is_replay:
+            return Response(body, status=status.HTTP_200_OK, headers={"Location": body["url"]})
+        return _created(body, status_code=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Runs, success rate and durations over a window",
+        parameters=[
+            OpenApiParameter(
+                "window",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                enum=[*STATS_WINDOWS],
+                description="How far back: 24h, 7d (default) or 30d.",
+            )
+        ],
+        responses={200: s.StatsSerializer, **error_responses(400, 404, *READ)},
+    )
+    @action(detail=True, methods=["get"])
+    def stats(self, request, id=None):
+        agent = self.get_object()
+        window = request.query_params.get("window", "7d")
+        if window not in STATS_WINDOWS:
+            raise _invalid_query("window", f"One of {', '.join(STATS_WINDOWS)}.")
+        since = timezone.now() - STATS_WINDOWS[window]
+        stats = agent_stats(agent=agent, since=since)
+        return Response(
+            {
+                "window": window,
+                "since": since,
+                "runs": stats.runs,
+                "succeeded": stats.succeeded,
+                "failed": stats.failed,
+                "success_rate": stats.success_rate,
+                "p50_seconds": stats.p50,
+                "p95_seconds": stats.p95,
+            }
+        )
+
+    # --- Webhook ------------------------------------------------------------------------------
+
+    def _webhook(self, agent: Agent, secret: str | None = None) -> Response:
+        data = s.webhook_state(agent, self.request)
+        if secret is not None:
+            data["secret"] = secret
+        return Response(data)
+
+    @extend_schema(
+        summary="The agent's webhook: URL, on or off, rotation under way",
+        responses={200: s.WebhookStateSerializer, **error_responses(404, *READ)},
+    )
+    @action(detail=True, methods=["get"], url_path="webhook")
+    def webhook(self, request, id=None):
+        return self._webhook(self.get_object())
+
+    @extend_schema(
+        summary="Turn the webhook on",
+        description="The first time, a signing secret is made and returned in `secret`, once.",
+        request=None,
+        responses={200: s.WebhookSecretSerializer, **error_responses(401, 403, 404)},
+    )
+    @action(detail=True, methods=["post"], url_path="webhook/enable")
+    def webhook_enable(self, request, id=None):
+        agent = self.get_object()
+        return self._webhook(agent, webhooks.webhook_enable(agent=agent))
+
+    @extend_schema(
+        summary="Turn the webhook off (calls get 404; secrets are kept)",
+        request=None,
+        responses={200: s.WebhookStateSerializer, **error_responses(401, 403, 404)},
+    )
+    @action(detail=True, methods=["post"], url_path="webhook/disable")
+    def webhook_disable(self, request, id=None):
+        agent = self.get_object()
+        webhooks.webhook_disable(agent=agent)
+        return self._webhook(agent)
+
+    @extend_schema(
+        summary="Start a rotation: make the next secret",
+        description=(
+            "Returns the new secret once. Until the rotation finishes both the current and the "
+            "new secret are accepted, so senders can switch at their pace."
+        ),
+        request=None,
+        responses={200: s.WebhookSecretSerializer, **error_responses(401, 403, 404)},
+    )
+    @action(detail=True, methods=["post"], url_path="webhook/rotate")
+    def webhook_rotate(self, request, id=None):
+        agent = self.get_object()
+        return self._webhook(agent, webhooks.webhook_rotate_start(agent=agent))
+
+    @extend_schema(
+        summary="Finish the rotation: the old secret stops working",
+        request=None,
+        responses={200: s.WebhookStateSerializer, **error_responses(401, 403, 404, 409)},
+    )
+    @action(detail=True, methods=["post"], url_path="webhook/rotate/finish")
+    def webhook_rotate_finish(self, request, id=None):
+        agent = self.get_object()
+        try:
+            webhooks.webhook_rotate_finish(agent=agent)
+        except webhooks.WebhookStateError as exc:
+            raise Conflict(exc.message, code=exc.code) from None
+        return self._webhook(agent)
+
+
+def _key_reused() -> Conflict:
+    return Conflict(
+        "This Idempotency-Key was already used with a different input.",
+        code="idempotency_key_reused",
+    )
+
+
+def _invalid_query(name: str, message: str) -> InvalidQuery:
+    return InvalidQuery(f"{name}: {message}", details={name: [message]})
+
+
+# --- Executions -------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["executions"])
+class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
+    """Executions: the runs of your agents, newest first."""
+
+    queryset = Execution.objects.none()
+    serializer_class = s.ExecutionSerializer
+    pagination_class = ExecutionPagination
+    filter_backends = [FilterBackend]
+    filterset_class = ExecutionFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Execution.objects.none()
+        return Execution.objects.filter(owner=self.request.user).select_related("agent", "retry_of")
+
+    def get_throttles(self):
+        if self.action == "retry":
+            return [RunRateThrottle()]
+        return super().get_throttles()
+
+    def _execution(self, execution: Execution):
+        return s.ExecutionSerializer(execution, context=self.get_serializer_context()).data
+
+    @extend_schema(
+        summary="List your executions",
+        responses={200: s.ExecutionSerializer(many=True), **error_responses(400, *READ)},
+    )
+    def list(self, request):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Get an execution",
+        responses={200: s.ExecutionSerializer, **error_responses(404, *READ)},
+    )
+    def retrieve(self, request, id=None):
+        return Response(self._execution(self.get_object()))
+
+    @extend_schema(
+        summary="An execution's log lines, oldest first",
+        filters=False,
+        responses={200: s.ExecutionLogSerializer(many=True), **error_responses(400, 404, *READ)},
+    )
+    @action(detail=True, methods=["get"], pagination_class=LogPagination, filter_backends=[])
+    def logs(self, request, id=None):
+        execution = self.get_object()
+        page = self.paginate_queryset(execution.logs.all())
+        return self.get_paginated_response(s.ExecutionLogSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Retry a failed or cancelled execution as a new one",
+        description="The original is not changed. Optionally give a new `input`.",
+        request=s.RetryRequestSerializer,
+        responses={
+            201: OpenApiResponse(s.ExecutionSerializer, description="The new execution."),
+            **error_responses(404, 409, 429, *WRITE),
+        },
+    )
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def retry(self, request, id=None):
+        execution = self.get_object()
+        serializer = s.RetryRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            if "input" in serializer.validated_data:
+                value = serializer.validated_data["input"]
+                _check_input(execution.agent, value)
+                new = execution_retry(execution=execution, input=value, by=self.username())
+            else:
+                new = execution_retry(execution=execution, by=self.username())
+        except ExecutionRefused as exc:
+            raise Conflict(exc.message, code=exc.code) from None
+        return _created(self._execution(new), status_code=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Cancel a queued, retrying or running execution",
+        request=None,
+        responses={
+            202: OpenApiResponse(s.ExecutionSerializer, description="Cancelled."),
+            **error_responses(401, 403, 404, 409),
+        },
+    )
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def cancel(self, request, id=None):
+        execution = self.get_object()
+        try:
+            execution_cancel(execution=execution, by=self.username())
+        except ExecutionRefused as exc:
+            raise Conflict(exc.message, code=exc.code) from None
+        execution.refresh_from_db()
+        return Response(self._execution(execution), status=status.HTTP_202_ACCEPTED)
+
+
+def not_found(request, *args, **kwargs):
+    """Any other path under /api/v1/: a 404 in the API's format (with a hint for a trailing
+    slash, which the API's addresses do not have)."""
+    message = "There is no API endpoint at this address."
+    if request.path.endswith("/") and len(request.path) > 1:
+        try:
+            match = resolve(request.path.rstrip("/"))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not not_found:
+            message += f" Did you mean {request.path.rstrip('/')} (without the final slash)?"
+    return error_response(404, "not_found", message)

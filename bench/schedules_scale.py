@@ -1,0 +1,272 @@
+"""How the dispatcher copes with many schedules due at once, on Postgres.
+
+    uv run python bench/schedules_scale.py --schedules 10000
+
+1. Bulk-creates ``--schedules`` enabled schedules, one per agent (the default overlap policy,
+   ``skip``, so every slot pays the "is a run still active?" check), half cron expressions in
+   five time zones and half intervals, all due in the same minute: their slot is the start of
+   the current minute.
+2. Runs dispatcher ticks back to back in this process, as workers would run the ticks beat
+   sends every ``CONVEYOR_DISPATCH_INTERVAL`` seconds, until nothing is due.
+3. Reports: ticks needed, wall time, how late the last slot's run was handed to the broker
+   (relative to its slot), the CPU time of this process (``time.process_time``) and of the
+   Postgres backend serving it (from /proc), queries, and the cost of one idle tick with all
+   those schedules in the table.
+
+The runs are published to a queue of this run's own that no worker consumes; it is deleted at
+the end. The database (``conveyor_bench_schedules`` by default) is created and migrated if
+needed, and emptied of this benchmark's earlier agents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/conveyor_bench_schedules"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+BENCH_SECRET_KEY = "conveyor-bench-not-a-secret"  # noqa: S105
+BENCH_FERNET_KEY = "78aMSWNUTbrt4-mJnRnusTp58aMeVEsp1oJI86c63wc="
+OWNER = "bench-schedules"
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
+
+
+def setup() -> None:
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+    os.environ.setdefault("SECRET_KEY", BENCH_SECRET_KEY)
+    os.environ.setdefault("CONVEYOR_SECRET_KEYS", BENCH_FERNET_KEY)
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # No worker consumes this run's queue: without this, once the dispatch takes longer than a
+    # minute the republish pass would rightly send the first, unclaimed runs again.
+    os.environ.setdefault("CONVEYOR_REPUBLISH_AFTER", "3600")
+    os.environ["DEBUG"] = "false"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    url = os.environ["DATABASE_URL"]
+    if not url.startswith(("postgres://", "postgresql://")):
+        sys.exit("bench/schedules_scale.py measures Postgres: set DATABASE_URL=postgres://...")
+    _create_database(url)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def _create_database(url: str) -> None:
+    import dj_database_url
+    import psycopg
+    from psycopg import sql
+
+    db = dj_database_url.parse(url)
+    params = {
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+    }
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
+        if not exists.fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+
+
+def backend_cpu() -> float:
+    """CPU seconds (user + system) used so far by the Postgres backend of our connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")  # Postgres on another machine
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class QueryCounter:
+    """A database execute wrapper that counts the statements sent."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def populate(count: int, queue: str):
+    """``count`` agents with one schedule each, all due at the start of this minute."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from agents.models import Agent, Schedule
+
+    owner, _ = get_user_model().objects.get_or_create(username=OWNER)
+    Agent.objects.filter(owner=owner).delete()
+    now = timezone.now()
+    slot = now.replace(second=0, microsecond=0)
+    agents = Agent.objects.bulk_create(
+        [
+            Agent(
+                owner=owner,
+                name=f"scheduled-{i:05d}",
+                kind="function",
+                config={"function": "demo.echo"},
+                queue=queue,
+            )
+            for i in range(count)
+        ],
+        batch_size=2000,
+    )
+    # Daily crons at a local time twelve hours away, hourly intervals: none of them comes due a
+    # second time while the benchmark runs (that would add skipped slots to the figures).
+    crons = {}
+    for zone in ZONES:
+        later = (now + timedelta(hours=12)).astimezone(ZoneInfo(zone))
+        crons[zone] = f"{later.minute} {later.hour} * * *"
+    schedules = []
+    for i, agent in enumerate(agents):
+        if i % 2:
+            fields = {"kind": "interval", "interval_seconds": 3600}
+        else:
+            zone = ZONES[i % len(ZONES)]
+            fields = {"kind": "cron", "cron": crons[zone], "timezone": zone}
+        schedules.append(Schedule(agent=agent, next_run_at=slot, input={"i": i}, **fields))
+    Schedule.objects.bulk_create(schedules, batch_size=2000)
+    return slot
+
+
+def run(count: int) -> dict:
+    from django.conf import settings
+    from django.db import connection
+    from django.utils import timezone
+
+    from agents.models import Agent, Schedule
+    from executions import dispatch
+    from executions.models import Execution
+
+    queue = f"bench-schedules-{uuid.uuid4().hex[:8]}"
+    created = time.perf_counter()
+    populate(count, queue)
+    populate_s = time.perf_counter() - created
+
+    # Record when each run is handed to the broker (the dispatcher publishes on commit).
+    published: list[float] = []
+    publish_seconds = [0.0]
+    import executions.services as services
+
+    real_enqueue = services.enqueue
+
+    def timed_enqueue(*args, **kwargs):
+        began = time.perf_counter()
+        real_enqueue(*args, **kwargs)
+        publish_seconds[0] += time.perf_counter() - began
+        published.append(time.time())
+
+    services.enqueue = timed_enqueue
+
+    # All due at this very instant (the worst case of "due in the same minute").
+    slot = timezone.now()
+    Schedule.objects.filter(agent__owner__username=OWNER).update(next_run_at=slot)
+
+    counter = QueryCounter()
+    ticks = 0
+    tick_seconds = []
+    cpu_before, pg_before = time.process_time(), backend_cpu()
+    wall_before = time.perf_counter()
+    first_tick_s = None
+    while Schedule.objects.filter(is_paused=False, next_run_at__lte=timezone.now()).exists():
+        tick_began = time.perf_counter()
+        with connection.execute_wrapper(counter):
+            dispatch.tick()
+        ticks += 1
+        tick_seconds.append(round(time.perf_counter() - tick_began, 2))
+        if first_tick_s is None:
+            first_tick_s = tick_seconds[-1]
+    wall = time.perf_counter() - wall_before
+    cpu, pg = time.process_time() - cpu_before, backend_cpu() - pg_before
+    queries = counter.count
+    services.enqueue = real_enqueue
+
+    started = Execution.objects.filter(agent__owner__username=OWNER, trigger="schedule").count()
+    lag_last = (
+        (max(published) - slot.timestamp()) if published else float("nan")
+    )  # the last run handed over, seconds after its slot
+    lag_first = (min(published) - slot.timestamp()) if published else float("nan")
+
+    # One more tick with nothing due: the steady-state cost of 10,000 schedules in the table.
+    idle_counter = QueryCounter()
+    idle_cpu, idle_pg = time.process_time(), backend_cpu()
+    idle_began = time.perf_counter()
+    with connection.execute_wrapper(idle_counter):
+        dispatch.tick()
+    idle = {
+        "seconds": round(time.perf_counter() - idle_began, 4),
+        "cpu_seconds": round(time.process_time() - idle_cpu, 4),
+        "postgres_cpu_seconds": round(backend_cpu() - idle_pg, 4),
+        "queries": idle_counter.count,
+    }
+
+    import redis
+
+    # The queue, its priority sub-queues and kombu's bindings for it.
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in (f"{queue}*", f"_kombu.binding*.{queue}"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+    Agent.objects.filter(owner__username=OWNER).delete()
+    return {
+        "schedules": count,
+        "populate_seconds": round(populate_s, 2),
+        "runs_started": started,
+        "ticks": ticks,
+        "first_tick_seconds": round(first_tick_s or 0.0, 2),
+        "tick_seconds": tick_seconds,
+        "dispatch_seconds": round(wall, 2),
+        "slots_per_second": round(started / wall, 1) if wall else None,
+        "lag_of_first_publish_seconds": round(lag_first, 2),
+        "lag_of_last_publish_seconds": round(lag_last, 2),
+        "cpu_seconds_dispatcher": round(cpu, 2),
+        "cpu_seconds_postgres": round(pg, 2),
+        "cpu_ms_per_slot": round(1000 * (cpu + pg) / max(started, 1), 3),
+        "seconds_publishing": round(publish_seconds[0], 2),
+        "queries": queries,
+        "queries_per_slot": round(queries / max(started, 1), 2),
+        "idle_tick": idle,
+        "dispatch_interval": settings.CONVEYOR_DISPATCH_INTERVAL,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--schedules", type=int, default=10_000)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = p.parse_args()
+    setup()
+    figures = run(args.schedules)
+    figures["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

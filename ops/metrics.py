@@ -1,0 +1,85 @@
+"""Prometheus metrics, generated from aggregate queries at each scrape.
+
+A fresh ``CollectorRegistry`` per request holds one :class:`ConveyorCollector`, so nothing is
+kept between scrapes and every web process answers the same figures (they come from the
+database and the broker, not from process memory).
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from . import selectors, system
+
+
+class ConveyorCollector:
+    """A prometheus_client collector (it only needs ``collect``)."""
+
+    def collect(self):
+        snapshot = selectors.metrics_snapshot()
+
+        executions = GaugeMetricFamily(
+            "conveyor_executions",
+            "Executions by current status and error category (empty when none).",
+            labels=["status", "error_category"],
+        )
+        for (status, category), n in sorted(snapshot.by_status.items()):
+            executions.add_metric([status, category], n)
+        yield executions
+
+        yield CounterMetricFamily(
+            "conveyor_execution_attempts",
+            "Attempts started, over every execution.",
+            value=snapshot.attempts,
+        )
+        yield CounterMetricFamily(
+            "conveyor_execution_retries",
+            "Attempts beyond the first (automatic retries), over every execution.",
+            value=snapshot.retries,
+        )
+
+        histogram = HistogramMetricFamily(
+            "conveyor_execution_duration_seconds",
+            "Duration of finished executions, per agent.",
+            labels=["agent", "owner", "agent_uuid"],
+        )
+        for name, owner, uuid, cumulative, count, total in snapshot.durations.values():
+            buckets = [
+                (_bound(bound), n)
+                for bound, n in zip(selectors.DURATION_BUCKETS, cumulative, strict=True)
+            ]
+            buckets.append(("+Inf", count))
+            histogram.add_metric([name, owner, uuid], buckets, total)
+        yield histogram
+
+        yield GaugeMetricFamily(
+            "conveyor_executions_running", "Executions running now.", value=snapshot.running
+        )
+
+        queues = selectors.queue_names()
+        depths = system.queue_depths(queues)
+        yield GaugeMetricFamily(
+            "conveyor_broker_up",
+            "1 when the broker (Redis) answered this scrape.",
+            value=0 if depths.error else 1,
+        )
+        if not depths.error:
+            depth = GaugeMetricFamily(
+                "conveyor_queue_depth", "Messages waiting in a Celery queue.", labels=["queue"]
+            )
+            for queue, n in depths.depths.items():
+                depth.add_metric([queue], n)
+            yield depth
+            yield GaugeMetricFamily(
+                "conveyor_queue_unacked",
+                "Messages handed to workers and not acknowledged yet (all queues).",
+                value=depths.unacked or 0,
+            )
+
+
+def _bound(seconds: float) -> str:
+    return f"{float(seconds):g}" if seconds != int(seconds) else f"{float(seconds):.1f}"

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "ops"
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("workers/", views.workers_panel, name="workers"),
+]

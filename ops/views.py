@@ -1,0 +1,228 @@
+"""Operators' pages and endpoints: the dashboard (staff), /healthz (anyone), /metrics (staff or
+a bearer token).
+
+The dashboard reads aggregates from ``ops.selectors`` and the broker's queue lengths from
+``ops.system``; the workers panel, which needs a Celery broadcast, is a separate fragment that
+the page loads after it has rendered (or renders at once from the few-seconds cache).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.db import DatabaseError, connection
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from executions.models import Execution
+
+from . import selectors, system
+from .charts import throughput_svg
+from .metrics import ConveyorCollector
+
+logger = logging.getLogger("conveyor.ops")
+
+Status = Execution.Status
+url = selectors.admin_executions_url
+
+
+def _change_url(execution: Execution) -> str:
+    return reverse("admin:executions_execution_change", args=[execution.pk])
+
+
+@staff_member_required
+@never_cache
+def dashboard(request):
+    window = selectors.WINDOWS.get(request.GET.get("window", ""))
+    window = window or selectors.WINDOWS[selectors.DEFAULT_WINDOW]
+    now = timezone.now()
+    data = selectors.dashboard(window=window, now=now)
+    since, ov = data.since, data.overview
+
+    links = {
+        "started": url(created_at__gte=since),
+        "succeeded": url(created_at__gte=since, status__exact=Status.SUCCEEDED),
+        "failed": url(created_at__gte=since, status__exact=Status.FAILED),
+        "cancelled": url(created_at__gte=since, status__exact=Status.CANCELLED),
+        "active": url(created_at__gte=since, status__in=",".join(Execution.ACTIVE_STATUSES)),
+        "durations": url(created_at__gte=since, status__exact=Status.SUCCEEDED),
+        "queued": url(status__exact=Status.QUEUED),
+        "running": url(status__exact=Status.RUNNING),
+        "retrying": url(status__exact=Status.RETRYING),
+        "dead_letters": url(status__exact=Status.FAILED, retried="no"),
+    }
+    if ov.p95 is not None:
+        links["p95"] = url(
+            created_at__gte=since, status__exact=Status.SUCCEEDED, slower_than=_secs(ov.p95)
+        )
+    if ov.p50 is not None:
+        links["p50"] = url(
+            created_at__gte=since, status__exact=Status.SUCCEEDED, slower_than=_secs(ov.p50)
+        )
+
+    failed_total = sum(n for _, _, n in data.failures) or 1
+    failures = [
+        {
+            "label": label,
+            "count": n,
+            "share": n / failed_total,
+            "url": url(
+                created_at__gte=since, status__exact=Status.FAILED, error_category__exact=cat
+            ),
+        }
+        for cat, label, n in data.failures
+    ]
+    busiest = [
+        {"a": a, "url": url(created_at__gte=since, agent__id__exact=a.agent_id)}
+        for a in data.busiest_agents
+    ]
+    failing = [
+        {
+            "a": a,
+            "url": url(
+                created_at__gte=since, agent__id__exact=a.agent_id, status__exact=Status.FAILED
+            ),
+        }
+        for a in data.failing_agents
+    ]
+    depths = system.queue_depths(data.queues)
+    queues = [
+        {"name": q, "depth": n, "url": url(agent__queue__exact=q, status__exact=Status.QUEUED)}
+        for q, n in depths.depths.items()
+    ]
+    stuck_timeout = [
+        {"e": e, "url": _change_url(e), "elapsed": (now - e.attempt_started_at).total_seconds()}
+        for e in data.over_timeout
+    ]
+    stuck_queued = [
+        {"e": e, "url": _change_url(e), "waiting": (now - (e.not_before or e.created_at))}
+        for e in data.queued_long
+    ]
+    workers = system.workers()
+    return render(
+        request,
+        "ops/dashboard.html",
+        {
+            "d": data,
+            "ov": ov,
+            "windows": selectors.WINDOWS.values(),
+            "chart": throughput_svg(data.throughput, window),
+            "unit": "hour" if window.key == "7d" else "minute",
+            "links": links,
+            "failures": failures,
+            "busiest": busiest,
+            "failing": failing,
+            "depths": depths,
+            "queues": queues,
+            "stuck_timeout": stuck_timeout,
+            "stuck_queued": stuck_queued,
+            "stuck_limit": selectors.STUCK_LIMIT,
+            "stuck_queued_after": settings.CONVEYOR_STUCK_QUEUED_AFTER,
+            "flower_url": settings.CONVEYOR_FLOWER_URL,
+            **(_workers_context(workers) if workers is not None else {"workers": None}),
+        },
+    )
+
+
+@staff_member_required
+@never_cache
+def workers_panel(request):
+    """The workers panel: who answered ``inspect active`` and what they run (cached a few s)."""
+    return render(request, "ops/_workers.html", _workers_context(system.workers(refresh=True)))
+
+
+def _workers_context(workers: system.Workers) -> dict:
+    task_ids = [t.get("id") for tasks in workers.active.values() for t in tasks if t.get("id")]
+    executions = selectors.executions_by_task_id(task_ids)
+    rows = []
+    for name, tasks in workers.active.items():
+        running = []
+        for task in tasks:
+            execution = executions.get(task.get("id"))
+            running.append(
+                {
+                    "task": task.get("name", ""),
+                    "execution": execution,
+                    "url": _change_url(execution) if execution else "",
+                    "started": _from_timestamp(task.get("time_start")),
+                }
+            )
+        rows.append({"name": name, "tasks": running})
+    return {"workers": workers, "worker_rows": rows, "cache_seconds": system.WORKERS_CACHE_SECONDS}
+
+
+@never_cache
+def healthz(request):
+    """200 {"database": "ok", "broker": "ok"}, or 503 naming what did not answer."""
+    checks = {"database": _check_database(), "broker": system.ping_broker()}
+    healthy = all(value == "ok" for value in checks.values())
+    if not healthy:
+        logger.warning("health check failed", extra={"action": "ops_unhealthy", **checks})
+        # The reasons went to the log; anonymous callers only learn which part failed.
+        checks = {k: v if v == "ok" else "unavailable" for k, v in checks.items()}
+    return JsonResponse(checks, status=200 if healthy else 503)
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return "ok"
+
+
+@never_cache
+def metrics(request):
+    """Prometheus text format, for staff sessions or ``Authorization: Bearer <token>``."""
+    denied = _metrics_denied(request)
+    if denied is not None:
+        return denied
+    registry = CollectorRegistry()
+    registry.register(ConveyorCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_denied(request) -> HttpResponse | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        token = settings.CONVEYOR_METRICS_TOKEN
+        given = header.removeprefix("Bearer ").strip()
+        if token and hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        return _unauthorized("The bearer token is not the one configured for /metrics.")
+    if request.user.is_authenticated:
+        if request.user.is_active and request.user.is_staff:
+            return None
+        return HttpResponse(
+            "Only staff can read /metrics.\n", status=403, content_type="text/plain"
+        )
+    return _unauthorized("Sign in as staff or send Authorization: Bearer <token>.")
+
+
+def _unauthorized(message: str) -> HttpResponse:
+    response = HttpResponse(message + "\n", status=401, content_type="text/plain")
+    response["WWW-Authenticate"] = 'Bearer realm="conveyor-metrics"'
+    return response
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def _from_timestamp(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None

@@ -1,0 +1,182 @@
+"""Executions through the API: filtered cursor pages, the detail with its friendly error,
+logs, retry and cancel."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from executions.models import Execution, ExecutionLog
+from executions.services import execution_create
+
+from .conftest import ApiClient, error_of
+
+pytestmark = pytest.mark.django_db
+
+EXECUTIONS = "/api/v1/executions"
+
+
+def url(execution, suffix=""):
+    return f"{EXECUTIONS}/{execution.uuid}{suffix}"
+
+
+def failed(agent, **fields):
+    execution = execution_create(agent=agent, trigger="api", input={"n": 1})
+    Execution.objects.filter(pk=execution.pk).update(
+        status="failed",
+        attempt=3,
+        max_attempts=3,
+        error_category="network",
+        error_title="Could not reach the service",
+        error_message="Connection refused by example.com.",
+        error_detail="Traceback (most recent call last): secret-sauce",
+        **fields,
+    )
+    execution.refresh_from_db()
+    return execution
+
+
+def test_the_detail_has_status_progress_attempts_timings_and_a_friendly_error(
+    api, make_agent, alice
+):
+    execution = failed(make_agent(alice), duration=timedelta(seconds=2.5))
+    body = api.get(url(execution)).json()
+    assert body["id"] == str(execution.uuid)
+    assert body["status"] == "failed" and body["status_label"] == "Failed after 3 attempts"
+    assert body["is_final"] is True
+    assert (body["attempt"], body["max_attempts"], body["progress"]) == (3, 3, 0)
+    assert body["duration_seconds"] == 2.5
+    assert body["error"]["category"] == "network"
+    assert body["error"]["title"] == "Could not reach the service"
+    assert body["error"]["message"] == "Connection refused by example.com."
+    assert body["error"]["what_to_do"]
+    assert "error_detail" not in body
+    assert "secret-sauce" not in api.get(url(execution)).content.decode()
+    assert "secret-sauce" not in api.get(EXECUTIONS).content.decode()
+
+
+def test_staff_see_the_traceback_of_their_own_executions(staff, make_agent, make_token):
+    execution = failed(make_agent(staff))
+    body = ApiClient(make_token(staff)).get(url(execution)).json()
+    assert body["error_detail"].endswith("secret-sauce")
+
+
+def test_a_queued_execution_has_no_error(api, make_agent, alice):
+    body = api.get(url(execution_create(agent=make_agent(alice), trigger="api"))).json()
+    assert body["error"] is None and body["status_label"] == "Queued"
+
+
+def test_the_list_filters_by_status_agent_trigger_and_time(api, make_agent, alice):
+    a, b = make_agent(alice, name="a"), make_agent(alice, name="b")
+    old = execution_create(agent=a, trigger="schedule")
+    Execution.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    queued = execution_create(agent=a, trigger="api")
+    from_hook = execution_create(agent=b, trigger="webhook")
+    broken = failed(b)
+
+    def ids(**params):
+        response = api.client.get(EXECUTIONS, params)
+        assert response.status_code == 200, response.content
+        return {row["id"] for row in response.json()["results"]}
+
+    assert ids() == {str(e.uuid) for e in (old, queued, from_hook, broken)}
+    assert ids(status="failed") == {str(broken.uuid)}
+    assert ids(status=["failed", "queued"]) == {
+        str(e.uuid) for e in (old, queued, from_hook, broken)
+    }
+    assert ids(agent=str(a.uuid)) == {str(old.uuid), str(queued.uuid)}
+    assert ids(trigger="webhook") == {str(from_hook.uuid)}
+    yesterday = (timezone.now() - timedelta(days=1)).isoformat()
+    assert ids(created_after=yesterday, agent=str(a.uuid)) == {str(queued.uuid)}
+    assert ids(created_before=yesterday) == {str(old.uuid)}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"status": "exploded"}, "status"),
+        ({"agent": "not-a-uuid"}, "agent"),
+        ({"created_after": "last tuesday"}, "created_after"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "5000"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"cursor": "WyJ4Il0"}, "cursor"),  # a list of the wrong length
+    ],
+)
+def test_bad_query_parameters_are_a_400_naming_them(api, params, field):
+    response = api.get(EXECUTIONS, params)
+    assert response.status_code == 400, response.content
+    error = error_of(response)
+    assert error["code"] == "invalid_query"
+    assert field in error["details"]
+
+
+def test_cursor_pages_walk_every_execution_once_newest_first(api, make_agent, alice):
+    agent = make_agent(alice)
+    now = timezone.now()
+    made = []
+    for n in range(7):
+        execution = execution_create(agent=agent, trigger="api")
+        # Two share a timestamp: the id breaks the tie.
+        Execution.objects.filter(pk=execution.pk).update(created_at=now - timedelta(minutes=n // 2))
+        made.append(execution)
+    seen, page = [], api.get(EXECUTIONS, {"limit": 3}).json()
+    while True:
+        seen += [row["id"] for row in page["results"]]
+        if not page["next"]:
+            break
+        page = api.get(page["next"]).json()
+    expected = sorted(made, key=lambda e: (now - timedelta(minutes=made.index(e) // 2), e.pk))
+    assert seen == [str(e.uuid) for e in reversed(expected)]
+
+
+def test_logs_come_oldest_first_in_pages(api, make_agent, alice):
+    execution = execution_create(agent=make_agent(alice), trigger="api")
+    for n in range(5):
+        ExecutionLog.objects.create(
+            execution=execution, attempt=1, at=timezone.now(), level="info", message=f"line {n}"
+        )
+    first = api.get(url(execution, "/logs"), {"limit": 3}).json()
+    assert [line["message"] for line in first["results"]] == ["line 0", "line 1", "line 2"]
+    second = api.get(first["next"]).json()
+    assert [line["message"] for line in second["results"]] == ["line 3", "line 4"]
+    assert second["next"] is None
+
+
+def test_retry_creates_a_new_execution_with_the_same_or_a_new_input(api, make_agent, alice):
+    original = failed(make_agent(alice))
+    same = api.post(url(original, "/retry"))
+    assert same.status_code == 201, same.content
+    assert same["Location"] == same.json()["url"]
+    new = Execution.objects.get(uuid=same.json()["id"])
+    assert (new.retry_of, new.input, new.trigger) == (original, {"n": 1}, "retry")
+    assert same.json()["retry_of"] == str(original.uuid)
+    edited = api.post(url(original, "/retry"), {"input": {"n": 2}}).json()
+    assert Execution.objects.get(uuid=edited["id"]).input == {"n": 2}
+    original.refresh_from_db()
+    assert original.status == "failed"
+
+
+def test_retrying_with_an_input_the_agent_refuses_is_a_422(api, make_agent, alice):
+    original = failed(make_agent(alice, config={"function": "demo.slow"}))
+    response = api.post(url(original, "/retry"), {"input": {"seconds": "x"}})
+    assert response.status_code == 422
+    assert error_of(response)["code"] == "invalid_input"
+
+
+def test_retrying_an_active_execution_is_a_409(api, make_agent, alice):
+    execution = execution_create(agent=make_agent(alice), trigger="api")
+    response = api.post(url(execution, "/retry"))
+    assert response.status_code == 409
+    assert error_of(response)["code"] == "not_retryable"
+
+
+def test_cancel_is_accepted_once_then_409(api, make_agent, alice):
+    execution = execution_create(agent=make_agent(alice), trigger="api")
+    response = api.post(url(execution, "/cancel"))
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelled"
+    again = api.post(url(execution, "/cancel"))
+    assert again.status_code == 409
+    assert error_of(again)["code"] == "already_finished"

@@ -1,0 +1,77 @@
+"""Bob gets a 404 for each of alice's objects on every API endpoint, and changes nothing.
+
+The endpoints come from the router, with the methods each one accepts, so a new endpoint is
+covered (or this test fails to know what object to give it) without anyone remembering to.
+"""
+
+import pytest
+from django.urls import reverse
+
+from agents.models import Agent
+from api.urls import router
+from executions.models import Execution
+from executions.services import execution_create
+
+from .conftest import error_of
+
+pytestmark = pytest.mark.django_db
+
+OBJECT_OF_BASENAME = {"agent": "agent", "execution": "execution"}
+
+
+def detail_endpoints():
+    """(route name, HTTP method) for every router endpoint that takes an object id."""
+    endpoints = []
+    for pattern in router.urls:
+        if "id" not in pattern.pattern.regex.groupindex:
+            continue
+        # DRF adds "head" (as "get") to the map once a view has answered: same as get.
+        for method in sorted(set(pattern.callback.actions) - {"head"}):
+            endpoints.append((pattern.name, method))
+    return endpoints
+
+
+@pytest.fixture
+def alices(make_agent, alice):
+    agent = make_agent(alice, name="alices-agent", secrets={"token": "alice-token-1"})
+    execution = execution_create(agent=agent, trigger="api", input={"private": "data"})
+    Execution.objects.filter(pk=execution.pk).update(status="failed")
+    return {"agent": agent, "execution": execution}
+
+
+def test_the_router_gives_every_kind_of_endpoint():
+    names = {name for name, _ in detail_endpoints()}
+    assert {"agent-detail", "agent-run", "agent-webhook-rotate", "execution-detail",
+            "execution-logs", "execution-retry", "execution-cancel"} <= names  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "method"), detail_endpoints(), ids=lambda v: str(v))
+def test_bob_gets_404_for_alices_objects(bob_api, alices, name, method):
+    basename = name.split("-", 1)[0]
+    target = alices[OBJECT_OF_BASENAME[basename]]
+    url = reverse(f"api:{name}", kwargs={"id": target.uuid})
+    body = {"name": "taken", "kind": "function", "config": {"function": "demo.echo"}}
+    send = getattr(bob_api, method)
+    response = send(url) if method in ("get", "delete") else send(url, body)
+    assert response.status_code == 404, (name, method, response.content)
+    assert error_of(response)["code"] == "not_found"
+    assert b"alices-agent" not in response.content and b"private" not in response.content
+
+
+def test_bobs_calls_changed_nothing_of_alices(bob_api, alices):
+    for name, method in detail_endpoints():
+        target = alices[OBJECT_OF_BASENAME[name.split("-", 1)[0]]]
+        url = reverse(f"api:{name}", kwargs={"id": target.uuid})
+        getattr(bob_api, method)(url)
+    agent = Agent.objects.get(pk=alices["agent"].pk)
+    assert (agent.name, agent.is_paused, agent.webhook_enabled) == ("alices-agent", False, False)
+    assert agent.secrets.reveal() == {"token": "alice-token-1"}
+    assert Execution.objects.filter(agent=agent).count() == 1
+
+
+def test_bobs_lists_show_none_of_alices_objects(bob_api, alices):
+    for path, params in [("/api/v1/agents", {}), ("/api/v1/executions", {}),
+                         ("/api/v1/executions", {"agent": str(alices["agent"].uuid)})]:  # fmt: skip
+        response = bob_api.get(path, params)
+        assert response.status_code == 200
+        assert response.json()["results"] == []

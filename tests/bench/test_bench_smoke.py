@@ -1,0 +1,89 @@
+"""The benchmarks keep working: ``python -m bench`` runs every one of them at a tiny size.
+
+It starts its own workers against the test database and the suite's Redis, exactly as
+``make bench`` does against its own. Nothing here asserts a speed: only that each benchmark
+ran both sides in every round and reported its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import ROOT, _database_url
+
+needs_postgres = pytest.mark.skipif(
+    "postgresql" not in settings.DATABASES["default"]["ENGINE"],
+    reason="the benchmarks measure Postgres backends; DATABASE_URL is not Postgres",
+)
+
+TINY = [
+    "--throughput-n", "20", "--throughput-warmup", "5",
+    "--latency-n", "6",
+    "--retry-timing-n", "2", "--retry-timing-fail", "1", "--retry-timing-backoff-max", "1",
+    "--memory-first", "10", "--memory-total", "40", "--memory-batch", "10",
+]  # fmt: skip
+
+
+def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL}
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker, tmp_path):
+    out = tmp_path / "figures.json"
+
+    proc = bench("--json", str(out), *TINY)
+
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    figures = json.loads(out.read_text())
+
+    throughput = figures["throughput"]
+    assert len(throughput["rounds"]) == 3
+    assert all(r["raw"]["rate"] > 0 and r["conveyor"]["rate"] > 0 for r in throughput["rounds"])
+    cpu = throughput["cpu_ms_per_run"]
+    assert cpu["conveyor"]["worker children"] > 0
+    assert cpu["conveyor"]["postgres backends"] > 0
+    assert cpu["raw"]["postgres backends"] == 0
+
+    latency = figures["latency"]
+    assert latency["n"] == 6
+    for side in ("raw", "conveyor"):
+        assert 0 < latency[side]["p50_ms"] <= latency[side]["p99_ms"]
+
+    retry = figures["retry_timing"]
+    # 2 runs x 1 retry x 3 rounds on each side; no retry starts before its wait is over.
+    assert retry["raw"]["retries"] == retry["conveyor"]["retries"] == 6
+    assert retry["conveyor"]["median_error_ms"] >= 0
+
+    for side in ("raw", "conveyor"):
+        readings = figures["memory"][side]["readings_mib"]
+        assert [n for n, _ in readings] == [0, 10, 20, 30, 40]
+        assert all(mib > 10 for _, mib in readings)
+
+    # The run cleans up after itself: no agent of it is left behind.
+    from agents.models import Agent
+
+    assert not Agent.objects.filter(owner__username="conveyor-bench").exists()
+
+
+def test_fewer_than_three_rounds_are_refused():
+    proc = bench("--rounds", "2", timeout=60)
+
+    assert proc.returncode != 0
+    assert "at least 3" in proc.stderr
