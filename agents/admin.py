@@ -10,6 +10,7 @@ from collections import Counter
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -18,11 +19,10 @@ from django.utils.html import format_html
 from executions.models import Execution
 
 from .forms import SecretsForm
-from .kinds import get_kind, kind_choices
-from .kinds.base import ConfigInvalid
+from .kinds import kind_choices
 from .models import Agent, Schedule, SkippedSlot
 from .secrets import Secrets
-from .services import agent_pause, agent_resume
+from .services import agent_pause, agent_resume, agent_validate
 
 
 class AgentAdminForm(forms.ModelForm):
@@ -65,16 +65,24 @@ class AgentAdminForm(forms.ModelForm):
         if not names:
             del self.fields["secrets_remove"]
 
+    def _post_clean(self):
+        super()._post_clean()
+        if self.errors:
+            return
+        # The same validation as the pages and the API: the kind's config schema and this
+        # installation's limits (agents.services.agent_validate).
+        try:
+            agent_validate(agent=self.instance)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                if field.startswith("config."):
+                    name = field.removeprefix("config.")
+                    self.add_error("config", [f"{name}: {e}" for e in errors])
+                else:
+                    self.add_error(field if field in self.fields else None, errors)
+
     def clean(self):
         cleaned = super().clean()
-        kind = get_kind(cleaned.get("kind") or "")
-        if kind is not None and "config" in cleaned:
-            try:
-                cleaned["config"] = kind.clean_config(cleaned["config"] or {})
-            except ConfigInvalid as exc:
-                self.add_error(
-                    "config", [f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items()]
-                )
         secrets = SecretsForm(
             {"add": cleaned.get("secrets_add", ""), "remove": cleaned.get("secrets_remove", [])},
             existing=sorted(self.instance.secrets) if self.instance.pk else [],

@@ -33,7 +33,7 @@ AGENT_FIELDS = (
 )
 
 
-def _validate(agent: Agent) -> None:
+def agent_validate(*, agent: Agent) -> None:
     """Model validation, the kind's config schema and the operator's limits, in one error."""
     errors: dict[str, list[str]] = {}
     kind = get_kind(agent.kind)
@@ -86,7 +86,7 @@ def agent_create(
         raise TypeError(f"Unknown agent fields: {', '.join(sorted(unknown))}")
     agent = Agent(owner=owner, name=name, kind=kind, config=dict(config or {}), **fields)
     agent.secrets = Secrets(secrets or {})
-    _validate(agent)
+    agent_validate(agent=agent)
     agent.save(force_insert=True)
     return agent
 
@@ -109,7 +109,7 @@ def agent_update(
             else:
                 merged[name] = value
         agent.secrets = Secrets(merged)
-    _validate(agent)
+    agent_validate(agent=agent)
     with transaction.atomic():
         agent.save()
     return agent

@@ -187,3 +187,28 @@ def test_a_periodic_task_can_still_be_created_in_the_beat_admin(staff_client):
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert PeriodicTask.objects.filter(name="ops-probe").exists()
+
+
+def test_the_admin_applies_the_installation_limits_like_the_pages(client, staff, make_agent):
+    from django.test import override_settings
+    from django.urls import reverse
+
+    agent = make_agent()
+    client.force_login(staff)
+    url = reverse("admin:agents_agent_change", args=[agent.pk])
+    form = client.get(url).context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k != "retry_on"}
+    data.update(
+        {
+            "owner": agent.owner_id,
+            "config": '{"function": "demo.echo"}',
+            "retry_on": '["network"]',
+            "timeout": "500",
+        }
+    )
+    with override_settings(CONVEYOR_MAX_TIMEOUT=60):
+        response = client.post(url, data)
+    assert response.status_code == 200  # the form again, with the error
+    assert "At most 60 seconds on this installation." in response.content.decode()
+    agent.refresh_from_db()
+    assert agent.timeout == 30
