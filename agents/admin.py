@@ -22,7 +22,7 @@ from .forms import SecretsForm
 from .kinds import kind_choices
 from .models import Agent, Schedule, SkippedSlot
 from .secrets import Secrets
-from .services import agent_pause, agent_resume, agent_validate
+from .services import AGENT_FIELDS, agent_pause, agent_resume, agent_validate
 
 
 class AgentAdminForm(forms.ModelForm):
@@ -39,24 +39,8 @@ class AgentAdminForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        # Never the encrypted fields themselves: secrets are write-only.
-        fields = (
-            "owner",
-            "name",
-            "description",
-            "kind",
-            "config",
-            "is_paused",
-            "max_retries",
-            "retry_backoff",
-            "retry_backoff_max",
-            "retry_jitter",
-            "retry_on",
-            "timeout",
-            "queue",
-            "priority",
-            "overlap_policy",
-        )
+        # The fields the services accept, plus owner, kind and config; never the encrypted ones.
+        fields = ("owner", "kind", "config", *AGENT_FIELDS)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
