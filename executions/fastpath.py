@@ -1,107 +1,183 @@
 """Postgres: the claim and the successful finish of an attempt, each in one statement.
 
 These are the two steps every execution takes, and the engine's cost is mostly round trips to
-the database (see bench/README.md). On Postgres each becomes a single statement of
-data-modifying CTEs, so it is one round trip and one (implicit) transaction:
+the database (bench/README.md). On Postgres each becomes a single statement of data-modifying
+CTEs, one round trip and one (implicit) transaction:
 
 * claim: lock the row if it waits for exactly this attempt (the compare-and-set on status and
   attempt), move it to running, write the ExecutionEvent, open the ExecutionAttempt;
-* finish: compare-and-set running -> succeeded for this attempt, write the event, close the
-  attempt and write the buffered logs, all only if the compare-and-set won.
+* finish: compare-and-set running -> succeeded for this attempt, write the event and close the
+  attempt only if it won; write the buffered logs either way.
 
-They do what ``runner.claim`` and ``runner._finish_success`` do with the ORM (the path SQLite
-takes, and the reference for behaviour); the engine tests run both, on SQLite and Postgres.
+They are a twin of the ORM path in ``executions.services`` (``_claim``, ``attempt_succeed``),
+not a second set of rules: the values written come from the same functions
+(``claim_fields``, ``success_fields``, ``attempt_closed``, ``new_attempt``, ``new_event``,
+``CLAIM_REASON``), and the statements are built from the models' metadata: table and column
+names, and *every* column of each inserted row, taken from a model instance built in Python,
+so a new field is written with its default like ``save()`` would. Only what depends on the
+locked row is computed in SQL: ``started_at`` kept from the first attempt, ``from_status`` and
+the claim's reason (which names ``max_attempts``). tests/executions/test_fastpath_twin.py
+drives the same scenarios through both paths on Postgres and compares every row they write.
 """
 
+# Every statement here is put together from identifiers that come from the models' metadata
+# (quoted by the backend); every value is a parameter.
+# ruff: noqa: S608
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
-
-from agents.models import Agent
+from django.db import connection, models
 
 from .models import Execution, ExecutionAttempt, ExecutionLog
-
-CLAIM_SQL = """
-WITH old AS (
-    SELECT id, status FROM executions_execution
-    WHERE id = %(id)s AND status IN ('queued', 'retrying') AND attempt = %(expected)s
-    FOR UPDATE
-), claimed AS (
-    UPDATE executions_execution e
-    SET status = 'running', attempt = e.attempt + 1,
-        started_at = COALESCE(e.started_at, %(at)s), heartbeat_at = %(at)s,
-        next_attempt_at = NULL, progress = 0, progress_message = ''
-    FROM old WHERE e.id = old.id
-    RETURNING e.*, old.status AS from_status
-), event AS (
-    INSERT INTO executions_executionevent
-        (execution_id, from_status, to_status, at, attempt, reason, data)
-    SELECT id, from_status, 'running', %(at)s, attempt,
-           'Attempt ' || attempt || ' of ' || max_attempts || ' started', '{}'::jsonb
-    FROM claimed
-), opened AS (
-    INSERT INTO executions_executionattempt
-        (execution_id, number, started_at, outcome, error_category, error_message, worker)
-    SELECT id, attempt, %(at)s, '', '', '', %(worker)s FROM claimed
-    RETURNING id
+from .services import (
+    CLAIM_REASON,
+    attempt_closed,
+    claim_fields,
+    new_attempt,
+    new_event,
+    success_fields,
+    success_reason,
 )
-SELECT claimed.*, opened.id AS attempt_pk FROM claimed, opened
-"""
 
-FINISH_SUCCESS_SQL = """
-WITH done AS (
-    UPDATE executions_execution
-    SET status = 'succeeded', result = %(result)s::jsonb, progress = 100,
-        finished_at = %(at)s, duration = %(at)s - started_at, heartbeat_at = NULL,
-        error_category = '', error_title = '', error_message = '', error_detail = ''
-    WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
-    RETURNING id
-), event AS (
-    INSERT INTO executions_executionevent
-        (execution_id, from_status, to_status, at, attempt, reason, data)
-    SELECT id, 'running', 'succeeded', %(at)s, %(attempt)s, %(reason)s, '{}'::jsonb FROM done
-), closed AS (
-    UPDATE executions_executionattempt
-    SET finished_at = %(at)s, outcome = 'succeeded', error_category = '', error_message = '',
-        retry_delay = NULL
-    WHERE id = %(attempt_pk)s AND finished_at IS NULL AND EXISTS (SELECT 1 FROM done)
-), logs AS (
-    INSERT INTO executions_executionlog (execution_id, attempt, at, level, message, data)
-    SELECT %(id)s, x.attempt, x.at, x.level, x.message, x.data
-    FROM jsonb_to_recordset(%(logs)s::jsonb)
-        AS x(attempt int, at timestamptz, level text, message text, data jsonb)
-)
-SELECT count(*) FROM done
-"""
+Status = Execution.Status
 
 
 def enabled() -> bool:
     return connection.vendor == "postgresql"
 
 
-def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
-    rows = list(
-        Execution.objects.raw(
-            CLAIM_SQL,
-            {"id": execution_id, "expected": expected_attempt, "at": at, "worker": worker},
-        )
+# --- Building statements from the models ------------------------------------------------------
+
+
+def _qn(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _table(model: type[models.Model]) -> str:
+    return _qn(model._meta.db_table)
+
+
+def _col(model: type[models.Model], name: str) -> str:
+    return _qn(model._meta.get_field(name).column)
+
+
+class _Params:
+    """Named parameters, each cast to its column's type (a NULL in a SELECT list has none)."""
+
+    def __init__(self):
+        self.values: dict[str, Any] = {}
+
+    def add(self, field: models.Field, value: Any) -> str:
+        key = f"p{len(self.values)}"
+        self.values[key] = field.get_db_prep_save(value, connection)
+        return f"%({key})s::{field.cast_db_type(connection)}"
+
+    def raw(self, value: Any) -> str:
+        key = f"p{len(self.values)}"
+        self.values[key] = value
+        return f"%({key})s"
+
+
+def _assignments(
+    model: type[models.Model], fields: dict[str, Any], params: _Params, computed=None
+) -> str:
+    """``col = value, ...`` for an UPDATE, from field names (``computed``: SQL by field name)."""
+    computed = computed or {}
+    parts = [f"{_col(model, name)} = {sql}" for name, sql in computed.items()]
+    for name, value in fields.items():
+        parts.append(f"{_col(model, name)} = {params.add(model._meta.get_field(name), value)}")
+    return ", ".join(parts)
+
+
+def _insert(obj: models.Model, params: _Params, *, source: str, computed=None) -> str:
+    """``INSERT INTO t (every column) SELECT ... FROM source``: every concrete field of ``obj``
+    but the key, from its value on the instance unless ``computed`` gives SQL for it."""
+    computed = computed or {}
+    model = type(obj)
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(_qn(f.column) for f in fields)
+    values = ", ".join(
+        computed[f.attname] if f.attname in computed else params.add(f, getattr(obj, f.attname))
+        for f in fields
     )
+    return f"INSERT INTO {_table(model)} ({columns}) SELECT {values} FROM {source}"
+
+
+def _insert_rows(objs: list[models.Model], model: type[models.Model], params: _Params) -> str:
+    """Many rows in one INSERT, one array parameter per column (``unnest`` zips them)."""
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(_qn(f.column) for f in fields)
+    arrays = ", ".join(
+        f"{params.raw([f.get_db_prep_save(getattr(o, f.attname), connection) for o in objs])}"
+        f"::{f.cast_db_type(connection)}[]"
+        for f in fields
+    )
+    return f"INSERT INTO {_table(model)} ({columns}) SELECT * FROM unnest({arrays})"
+
+
+# --- Claim -------------------------------------------------------------------------------------
+
+
+def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
+    E = Execution
+    number = expected_attempt + 1
+    p = _Params()
+    pk, status, attempt = _col(E, "id"), _col(E, "status"), _col(E, "attempt")
+    started_at, max_attempts = _col(E, "started_at"), _col(E, "max_attempts")
+    waiting = ", ".join(
+        p.add(E._meta.get_field("status"), s) for s in (Status.QUEUED, Status.RETRYING)
+    )
+    locked = (
+        f"SELECT {pk}, {status} FROM {_table(E)} WHERE {pk} = {p.raw(execution_id)} "
+        f"AND {status} IN ({waiting}) AND {attempt} = {p.raw(expected_attempt)} FOR UPDATE"
+    )
+    first_start = p.add(E._meta.get_field("started_at"), at)
+    update = (
+        f"UPDATE {_table(E)} e SET "
+        + _assignments(
+            E,
+            {"status": Status.RUNNING, **claim_fields(number=number, at=at)},
+            p,
+            computed={"started_at": f"COALESCE(e.{started_at}, {first_start})"},
+        )
+        + f" FROM old WHERE e.{pk} = old.{pk} RETURNING e.*, old.{status} AS from_status"
+    )
+    event = new_event(
+        execution_id=execution_id, from_status="", to=Status.RUNNING, at=at, attempt=number
+    )
+    event_sql = _insert(
+        event,
+        p,
+        source="claimed",
+        computed={
+            "from_status": "claimed.from_status",
+            "reason": f"format({p.raw(CLAIM_REASON)}, claimed.{attempt}, claimed.{max_attempts})",
+        },
+    )
+    opened = new_attempt(execution_id=execution_id, number=number, at=at, worker=worker)
+    attempt_sql = (
+        _insert(opened, p, source="claimed") + f" RETURNING {_col(ExecutionAttempt, 'id')}"
+    )
+    sql = (
+        f"WITH old AS ({locked}), claimed AS ({update}), event AS ({event_sql}), "
+        f"opened AS ({attempt_sql}) SELECT claimed.*, "
+        f"opened.{_col(ExecutionAttempt, 'id')} AS attempt_pk FROM claimed, opened"
+    )
+    rows = list(Execution.objects.raw(sql, p.values))
     if not rows:
         return None
     execution = rows[0]
+    # The agent is read here, after the claim, like the ORM path's select_related.
+    from agents.models import Agent
+
     execution.agent = Agent.objects.get(pk=execution.agent_id)
-    attempt = ExecutionAttempt(
-        pk=execution.attempt_pk,
-        execution_id=execution.pk,
-        number=execution.attempt,
-        started_at=at,
-        worker=worker,
-    )
-    return execution, attempt
+    opened.pk = execution.attempt_pk
+    return execution, opened
+
+
+# --- Successful finish -------------------------------------------------------------------------
 
 
 def finish_success(
@@ -112,29 +188,44 @@ def finish_success(
     result: Any,
     at: datetime,
 ) -> bool:
-    """Returns whether the compare-and-set won; if not, nothing was written."""
-    rows = [
-        {
-            "attempt": log.attempt,
-            "at": log.at.isoformat(),
-            "level": log.level,
-            "message": log.message,
-            "data": log.data,
-        }
-        for log in logs
+    """Returns whether the compare-and-set won; if not, only the logs were written."""
+    E, A = Execution, ExecutionAttempt
+    p = _Params()
+    pk = _col(E, "id")
+    fields = {
+        "status": Status.SUCCEEDED,
+        **success_fields(result=result, at=at, started_at=execution.started_at),
+    }
+    done = (
+        f"UPDATE {_table(E)} SET {_assignments(E, fields, p)} "
+        f"WHERE {pk} = {p.raw(execution.pk)} "
+        f"AND {_col(E, 'status')} = {p.add(E._meta.get_field('status'), Status.RUNNING)} "
+        f"AND {_col(E, 'attempt')} = {p.raw(attempt.number)} RETURNING {pk}"
+    )
+    event = new_event(
+        execution_id=execution.pk,
+        from_status=Status.RUNNING,
+        to=Status.SUCCEEDED,
+        at=at,
+        attempt=attempt.number,
+        reason=success_reason(attempt.number),
+    )
+    closed = attempt_closed(outcome=A.Outcome.SUCCEEDED, at=at)
+    close = (
+        f"UPDATE {_table(A)} SET {_assignments(A, closed, p)} "
+        f"WHERE {_col(A, 'execution')} = {p.raw(execution.pk)} "
+        f"AND {_col(A, 'number')} = {p.raw(attempt.number)} "
+        f"AND {_col(A, 'finished_at')} IS NULL AND EXISTS (SELECT 1 FROM done)"
+    )
+    parts = [
+        f"done AS ({done})",
+        f"event AS ({_insert(event, p, source='done')})",
+        f"closed AS ({close})",
     ]
+    if logs:
+        parts.append(f"logs AS ({_insert_rows(logs, ExecutionLog, p)})")
+    sql = f"WITH {', '.join(parts)} SELECT count(*) FROM done"
     with connection.cursor() as cursor:
-        cursor.execute(
-            FINISH_SUCCESS_SQL,
-            {
-                "id": execution.pk,
-                "attempt": attempt.number,
-                "at": at,
-                "result": None if result is None else json.dumps(result),
-                "reason": f"Attempt {attempt.number} succeeded",
-                "attempt_pk": attempt.pk,
-                "logs": json.dumps(rows),
-            },
-        )
+        cursor.execute(sql, p.values)
         (won,) = cursor.fetchone()
     return bool(won)

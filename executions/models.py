@@ -1,7 +1,9 @@
 """Executions: one row per run of an agent, the source of truth for its state.
 
-State machine (every change goes through ``executions.services.transition``, a compare-and-set
-UPDATE on the current status and attempt, plus an ExecutionEvent row in the same transaction)::
+State machine (every change is a compare-and-set UPDATE on the current status and attempt, plus
+an ExecutionEvent row in the same transaction: ``executions.services.transition`` with the ORM,
+or the one-statement claim and finish of ``executions.fastpath`` on Postgres, which a twin test
+holds to the ORM path row for row)::
 
     (created) ──> queued ──> running ──> succeeded
                     │          │  ├───> failed        (permanent error, or no attempt left)
@@ -12,6 +14,18 @@ UPDATE on the current status and attempt, plus an ExecutionEvent row in the same
 ``succeeded``, ``failed`` and ``cancelled`` are terminal: nothing moves a terminal execution
 again. ``failed`` is the dead-letter set. A manual retry creates a new execution with
 ``retry_of`` set; it never changes the original.
+
+Waiting is explicit. An execution that waits records why in ``wait_reason`` and until when in
+``wait_until`` (None: until something else happens), set by the service that decides it::
+
+    queued   ── delayed  (until not_before) ──┐
+             ── held     (overlap policy "queue": until the agent's earlier run ends)
+             ── broker   (handed to the broker: until a worker claims it)
+    retrying ── backoff  (until the next attempt is due)
+    running, succeeded, failed, cancelled: no wait reason
+
+Pages, API and admin show ``wait_reason``/``wait_until`` as they are; nothing re-derives them.
+Adding a reason is one line in :class:`WaitReason` plus the service that sets it.
 """
 
 import uuid
@@ -41,6 +55,15 @@ class Execution(models.Model):
         RETRY = "retry", "Retry"
         FLOW = "flow", "Flow"
 
+    class WaitReason(models.TextChoices):
+        """Why an active execution is not running now; the label is what people read."""
+
+        NONE = "", "Not waiting"
+        DELAYED = "delayed", "Delayed until its start time"
+        HELD = "held", "Held until the agent's earlier run ends"
+        BROKER = "broker", "Waiting for a free worker"
+        BACKOFF = "backoff", "Waiting before the next attempt"
+
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     ALLOWED_TRANSITIONS = {
@@ -67,7 +90,15 @@ class Execution(models.Model):
     attempt = models.PositiveSmallIntegerField(default=0)
     # Snapshot of the agent's policy when the execution was created.
     max_attempts = models.PositiveSmallIntegerField(default=1)
+    # Retrying: when the next attempt is due (the API's name for wait_until while retrying).
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Why it waits and until when (see the module docstring); blank while running or finished.
+    wait_reason = models.CharField(
+        max_length=16, choices=WaitReason.choices, blank=True, default=WaitReason.NONE
+    )
+    wait_until = models.DateTimeField(null=True, blank=True)
+    # When its message was last handed to the broker (the republish pass measures from it).
+    published_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     error_category = models.CharField(max_length=20, choices=Category.choices, blank=True)
     error_title = models.CharField(max_length=200, blank=True)
@@ -109,9 +140,10 @@ class Execution(models.Model):
             models.Index(fields=["owner", "-created_at", "-id"], name="execution_owner_recent"),
             # The agent page's recent runs and per-agent stats.
             models.Index(fields=["agent", "-created_at", "-id"], name="execution_agent_recent"),
-            # Dispatcher, reaper and dashboards look only at active executions.
+            # Recovery passes (publish due, republish, reaper) and dashboards look only at active
+            # executions, by why and until when they wait.
             models.Index(
-                fields=["status", "next_attempt_at"],
+                fields=["status", "wait_reason", "wait_until"],
                 condition=Q(status__in=["queued", "running", "retrying"]),
                 name="execution_active",
             ),
@@ -155,6 +187,10 @@ class Execution(models.Model):
     @property
     def can_retry(self) -> bool:
         return self.status in (self.Status.FAILED, self.Status.CANCELLED)
+
+    @property
+    def is_waiting(self) -> bool:
+        return bool(self.wait_reason) and self.is_active
 
     @property
     def status_label(self) -> str:

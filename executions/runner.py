@@ -2,15 +2,16 @@
 
 ``run_attempt`` is what the Celery task calls:
 
-1. **Claim**: in one transaction, read the execution with its agent, check it is waiting for
-   exactly this attempt, compare-and-set it to running and open an ExecutionAttempt. A duplicate
-   or stale message, or an execution that is finished or cancelled, claims nothing and the
-   message is simply acknowledged.
+1. **Claim** (``services.execution_claim``): compare-and-set the execution to running for
+   exactly this attempt and open an ExecutionAttempt. A duplicate or stale message, or an
+   execution that is finished or cancelled, claims nothing and the message is simply
+   acknowledged.
 2. **Run** the agent's kind with an :class:`ExecutionContext`.
-3. **Finish** in one transaction: succeeded (result, duration), retrying (the wait computed from
-   the agent's policy, returned so the task can ``retry(countdown=...)``) or failed, with the
-   attempt closed and the buffered logs written. If the execution was cancelled meanwhile, the
-   compare-and-set loses and the attempt is closed as cancelled instead.
+3. **Finish** through the attempt services: ``attempt_succeed`` (result, duration),
+   ``attempt_fail`` (retrying with the wait from the agent's policy, returned so the task can
+   ``retry(countdown=...)``, or failed) or ``attempt_close_cancelled``; the buffered logs are
+   written with it. If the execution was cancelled meanwhile, the compare-and-set loses and the
+   attempt is closed as cancelled instead.
 """
 
 from __future__ import annotations
@@ -23,18 +24,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from agents.kinds import get_kind
 from agents.kinds.base import CancelledError, ConfigurationError
 from agents.models import Agent
 
-from . import fastpath
-from .errors import CATEGORIES, Category, ClassifiedError, classify
-from .humanize import seconds_in_words
-from .models import Execution, ExecutionAttempt, ExecutionLog
-from .services import enqueue, transition
+from .errors import Category, ClassifiedError, classify
+from .models import Execution, ExecutionLog
+from .services import (
+    attempt_close_cancelled,
+    attempt_fail,
+    attempt_succeed,
+    execution_claim,
+)
 
 logger = logging.getLogger("conveyor.runner")
 Status = Execution.Status
@@ -60,7 +63,7 @@ NOTHING = Decision()
 
 def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -> Decision:
     at = timezone.now()
-    claimed = claim(
+    claimed = execution_claim(
         execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
     )
     if claimed is None:
@@ -74,227 +77,32 @@ def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -
         kind = get_kind(agent.kind)
         if kind is None:
             raise ConfigurationError(f"This agent's kind “{agent.kind}” does not exist.")
-        result = kind.run(ctx, execution.input)
-        result = _json_safe_result(result)
+        result = _json_safe_result(kind.run(ctx, execution.input))
     except Exception as exc:
-        error = classify(exc, timeout=agent.timeout)
         if isinstance(exc, CancelledError) or ctx.is_cancelled(force=True):
-            _close_cancelled(execution, attempt, ctx)
+            attempt_close_cancelled(
+                execution=execution, number=attempt.number, at=timezone.now(), logs=ctx.take_logs()
+            )
             return NOTHING
-        return _finish_failure(execution, agent, attempt, ctx, ctx.scrub_error(error))
-    _finish_success(execution, attempt, ctx, ctx.scrub_json(result))
+        error = ctx.scrub_error(classify(exc, timeout=agent.timeout))
+        countdown = attempt_fail(
+            execution=execution,
+            number=attempt.number,
+            error=error,
+            at=timezone.now(),
+            logs=ctx.take_logs(),
+        )
+        if countdown is None:
+            return NOTHING
+        return Decision(retry_in=countdown, max_retries=execution.max_attempts - 1)
+    attempt_succeed(
+        execution=execution,
+        attempt=attempt,
+        result=ctx.scrub_json(result),
+        at=timezone.now(),
+        logs=ctx.take_logs(),
+    )
     return NOTHING
-
-
-def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
-    """Compare-and-set the execution to running for attempt ``expected_attempt + 1``."""
-    if fastpath.enabled():
-        claimed = fastpath.claim(
-            execution_id=execution_id, expected_attempt=expected_attempt, worker=worker[:200], at=at
-        )
-        if claimed is None:
-            logger.info(
-                "execution not claimable (missing, duplicate, stale or finished message)",
-                extra={"action": "execution_claim_skipped", "execution_pk": execution_id},
-            )
-        return claimed
-    with transaction.atomic():
-        execution = Execution.objects.select_related("agent").filter(pk=execution_id).first()
-        if execution is None:
-            logger.info(
-                "no such execution",
-                extra={"action": "execution_missing", "execution_pk": execution_id},
-            )
-            return None
-        if execution.status not in (Status.QUEUED, Status.RETRYING) or (
-            execution.attempt != expected_attempt
-        ):
-            logger.info(
-                "execution not claimable (duplicate, stale or finished message)",
-                extra={
-                    "action": "execution_claim_skipped",
-                    "execution_id": str(execution.uuid),
-                    "status": execution.status,
-                },
-            )
-            return None
-        number = execution.attempt + 1
-        won = transition(
-            execution,
-            to=Status.RUNNING,
-            at=at,
-            reason=f"Attempt {number} of {execution.max_attempts} started",
-            attempt=number,
-            started_at=execution.started_at or at,
-            heartbeat_at=at,
-            next_attempt_at=None,
-            progress=0,
-            progress_message="",
-        )
-        if not won:
-            return None
-        attempt = ExecutionAttempt.objects.create(
-            execution=execution, number=number, started_at=at, worker=worker[:200]
-        )
-    return execution, attempt
-
-
-def _finish_success(
-    execution: Execution, attempt: ExecutionAttempt, ctx: ExecutionContext, result: Any
-) -> None:
-    at = timezone.now()
-    if fastpath.enabled():
-        won = fastpath.finish_success(
-            execution=execution, attempt=attempt, logs=ctx.pending_logs, result=result, at=at
-        )
-        if won:
-            ctx.pending_logs.clear()
-            execution.status = Status.SUCCEEDED
-            return
-        # Lost the compare-and-set (a cancel came first): nothing was written; record it below.
-    with transaction.atomic():
-        won = transition(
-            execution,
-            to=Status.SUCCEEDED,
-            at=at,
-            reason=f"Attempt {attempt.number} succeeded",
-            result=result,
-            progress=100,
-            finished_at=at,
-            duration=at - execution.started_at,
-            heartbeat_at=None,
-            error_category="",
-            error_title="",
-            error_message="",
-            error_detail="",
-        )
-        outcome = ExecutionAttempt.Outcome.SUCCEEDED if won else _lost_to(execution)
-        _close_attempt(attempt, at, outcome)
-        ctx.flush()
-
-
-def _finish_failure(
-    execution: Execution,
-    agent: Agent,
-    attempt: ExecutionAttempt,
-    ctx: ExecutionContext,
-    error: ClassifiedError,
-) -> Decision:
-    at = timezone.now()
-    policy = agent.retry_policy
-    info = CATEGORIES[error.category]
-    number = attempt.number
-    will_retry = (
-        policy.retries(category=error.category, retryable=error.retryable)
-        and number < execution.max_attempts
-    )
-    common = {
-        "error_category": error.category,
-        "error_title": info.title,
-        "error_detail": error.detail,
-        "heartbeat_at": None,
-    }
-    ctx.log("error", f"Attempt {number} failed: {error.reason}", category=error.category)
-    with transaction.atomic():
-        if will_retry:
-            countdown = policy.countdown(attempt=number, retry_after=error.retry_after)
-            message = (
-                f"{error.reason} Conveyor will try again after a {seconds_in_words(countdown)} "
-                f"wait (attempt {number + 1} of {execution.max_attempts})."
-            )
-            won = transition(
-                execution,
-                to=Status.RETRYING,
-                at=at,
-                reason=f"Attempt {number} failed ({error.category}); retry in {countdown} s",
-                event_data={"countdown": countdown, "category": error.category},
-                next_attempt_at=at + timedelta(seconds=countdown),
-                error_message=message,
-                **common,
-            )
-        else:
-            countdown = None
-            if not error.retryable or error.category not in policy.retry_on:
-                why = "Conveyor does not retry this kind of error."
-            else:
-                why = f"No attempts are left ({number} of {execution.max_attempts} used)."
-            message = f"{error.reason} {why} {info.what_to_do}"
-            won = transition(
-                execution,
-                to=Status.FAILED,
-                at=at,
-                reason=f"Attempt {number} failed ({error.category}); {why}",
-                event_data={"category": error.category},
-                finished_at=at,
-                duration=at - execution.started_at,
-                next_attempt_at=None,
-                error_message=message,
-                **common,
-            )
-        if won:
-            _close_attempt(
-                attempt, at, ExecutionAttempt.Outcome.FAILED, error=error, retry_delay=countdown
-            )
-        else:
-            _close_attempt(attempt, at, _lost_to(execution))
-            countdown = None
-        ctx.flush()
-    logger.info(
-        "attempt failed",
-        extra={
-            "action": "execution_retry_scheduled" if countdown is not None else "execution_failed",
-            "execution_id": str(execution.uuid),
-            "category": error.category,
-            "countdown": countdown,
-        },
-    )
-    if countdown is None:
-        return NOTHING
-    return Decision(retry_in=countdown, max_retries=execution.max_attempts - 1)
-
-
-def _close_cancelled(
-    execution: Execution, attempt: ExecutionAttempt, ctx: ExecutionContext
-) -> None:
-    at = timezone.now()
-    ctx.log("warning", "Stopped: the execution was cancelled.")
-    with transaction.atomic():
-        _close_attempt(
-            attempt,
-            at,
-            ExecutionAttempt.Outcome.CANCELLED,
-            message="Stopped after the execution was cancelled.",
-        )
-        ctx.flush()
-
-
-def _lost_to(execution: Execution) -> str:
-    """The attempt's outcome when our finishing compare-and-set lost (someone cancelled)."""
-    execution.refresh_from_db(fields=["status"])
-    if execution.status == Status.CANCELLED:
-        return ExecutionAttempt.Outcome.CANCELLED
-    return ExecutionAttempt.Outcome.LOST
-
-
-def _close_attempt(
-    attempt: ExecutionAttempt,
-    at: datetime,
-    outcome: str,
-    *,
-    error: ClassifiedError | None = None,
-    retry_delay: float | None = None,
-    message: str = "",
-) -> None:
-    # Guarded on finished_at: a forced cancel may have closed it already.
-    ExecutionAttempt.objects.filter(pk=attempt.pk, finished_at__isnull=True).update(
-        finished_at=at,
-        outcome=outcome,
-        error_category=error.category
-        if error
-        else (Category.CANCELLED if outcome == ExecutionAttempt.Outcome.CANCELLED else ""),
-        error_message=error.reason if error else message,
-        retry_delay=retry_delay,
-    )
 
 
 def _json_safe_result(result: Any) -> Any:
@@ -305,7 +113,7 @@ def _json_safe_result(result: Any) -> Any:
     return result
 
 
-def handle_hard_time_limit(*, execution_id: int) -> Decision:
+def handle_hard_time_limit(*, execution_id: int) -> None:
     """The worker killed an attempt at its hard time limit (it ignored the soft one).
 
     Runs in the worker's main process (Celery calls the task's ``on_failure`` there), so the
@@ -318,28 +126,20 @@ def handle_hard_time_limit(*, execution_id: int) -> Decision:
         .first()
     )
     if execution is None:
-        return NOTHING
-    agent = execution.agent
-    attempt = execution.attempts.filter(number=execution.attempt).first()
-    if attempt is None:
-        return NOTHING
-    error = ClassifiedError(
-        Category.TIMEOUT,
-        True,
-        f"The attempt did not stop at the agent's time limit of {agent.timeout} s and was killed.",
-        "TimeLimitExceeded (hard time limit)",
+        return
+    timeout = execution.agent.timeout
+    attempt_fail(
+        execution=execution,
+        number=execution.attempt,
+        error=ClassifiedError(
+            Category.TIMEOUT,
+            True,
+            f"The attempt did not stop at the agent's time limit of {timeout} s and was killed.",
+            "TimeLimitExceeded (hard time limit)",
+        ),
+        at=timezone.now(),
+        publish_retry=True,
     )
-    ctx = ExecutionContext(execution=execution, agent=agent, deadline=timezone.now())
-    decision = _finish_failure(execution, agent, attempt, ctx, error)
-    if decision.retry_in is not None:
-        enqueue(
-            execution.pk,
-            agent,
-            attempt=execution.attempt,
-            task_id=execution.celery_task_id,
-            countdown=decision.retry_in,
-        )
-    return NOTHING
 
 
 class ExecutionContext:
@@ -424,10 +224,11 @@ class ExecutionContext:
         return self._cancelled
 
     # -- for the runner ----------------------------------------------------------------------
-    @property
-    def pending_logs(self) -> list[ExecutionLog]:
-        """Logs written by the agent and not yet saved."""
-        return self._logs
+    def take_logs(self) -> list[ExecutionLog]:
+        """The logs written by the agent and not yet saved; the runner saves them with the
+        attempt's final step."""
+        logs, self._logs = self._logs, []
+        return logs
 
     def flush(self) -> None:
         if self._logs:

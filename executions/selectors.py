@@ -167,3 +167,21 @@ def executions_page(*, queryset, cursor: str | None, per_page: int = 50):
     rows = list(qs[: per_page + 1])
     next_cursor = encode_cursor(rows[per_page - 1]) if len(rows) > per_page else None
     return rows[:per_page], next_cursor
+
+
+# --- Waiting runs (read by the schedules' slot dispatch and the recovery passes alike) ---------
+
+
+def runs_in_the_way(*, at: datetime):
+    """Active runs that a new run of the same agent would overlap: running, retrying, or queued
+    for any reason but a delay whose time has not come yet."""
+    return Execution.objects.filter(status__in=Execution.ACTIVE_STATUSES).exclude(
+        wait_reason=Execution.WaitReason.DELAYED, wait_until__gt=at
+    )
+
+
+def held_runs(*, schedule):
+    """A schedule's executions held by the ``queue`` overlap policy."""
+    return Execution.objects.filter(
+        schedule=schedule, status=Status.QUEUED, wait_reason=Execution.WaitReason.HELD
+    )

@@ -1,41 +1,58 @@
-"""The verbs of executions. Views, API, admin actions, commands and tasks call these.
+"""The verbs of executions. Views, API, admin actions, commands, tasks and the recovery passes
+call these; each rule lives here once.
 
-Every status change goes through :func:`transition`: a compare-and-set UPDATE on the status and
-attempt number the caller saw, plus an ExecutionEvent in the same transaction. When another
-process got there first the UPDATE changes no row and the caller learns it lost; nothing is
-overwritten. Enqueueing happens only in ``transaction.on_commit``.
+* Starting a run: :func:`execution_request` (every surface), :func:`execution_retry`.
+* An attempt: :func:`execution_claim`, :func:`attempt_succeed`, :func:`attempt_fail` (the one
+  place that words "retry or fail", for the runner, the hard time limit and the reaper alike),
+  :func:`attempt_close_cancelled`.
+* Stopping: :func:`execution_cancel`, :func:`execution_enforce_cancel`.
+
+Every status change is a compare-and-set: :func:`transition` (an UPDATE on the status and
+attempt the caller saw, plus an ExecutionEvent in the same transaction) or, on Postgres, the
+claim and the successful finish of ``executions.fastpath``, which build their statements from
+the same field values (:func:`claim_fields`, :func:`success_fields`, :func:`attempt_closed`) and
+are held to the ORM path by a twin test. When another process got there first nothing is
+overwritten and the caller learns it lost. Publishing happens only in ``transaction.on_commit``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agents.kinds import get_kind
 from agents.models import Agent
 
-from .errors import CATEGORIES, Category
-from .models import Execution, ExecutionAttempt, ExecutionEvent
+from .errors import CATEGORIES, Category, ClassifiedError
+from .humanize import seconds_in_words
+from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
 
 logger = logging.getLogger("conveyor.executions")
 
 Status = Execution.Status
+WaitReason = Execution.WaitReason
 _UNSET: Any = object()
 
 
 class ExecutionRefused(Exception):
-    """The request does not fit the execution's or agent's current state (HTTP 409)."""
+    """The request does not fit the execution's or agent's current state (HTTP 409).
+
+    ``existing``: the execution that stands in the way, when there is one (e.g. the retry
+    that an "already retried" refusal points to).
+    """
 
     code = "conflict"
 
-    def __init__(self, message: str, *, code: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, existing=None):
         super().__init__(message)
         self.message = message
+        self.existing = existing
         if code:
             self.code = code
 
@@ -67,53 +84,68 @@ def transition(
         ).update(status=to, **fields)
         if changed != 1:
             return False
-        ExecutionEvent.objects.create(
+        new_event(
             execution_id=execution.pk,
             from_status=from_status,
-            to_status=to,
+            to=to,
             at=at,
             attempt=fields.get("attempt", execution.attempt),
             reason=reason,
-            data=event_data or {},
-        )
+            data=event_data,
+        ).save(force_insert=True)
     execution.status = to
     for name, value in fields.items():
         setattr(execution, name, value)
     return True
 
 
-def execution_create(
+def execution_request(
     *,
     agent: Agent,
     trigger: str,
     input: Any = None,
     idempotency_key: str | None = None,
+    not_before: datetime | None = None,
+    hold: bool = False,
     retry_of: Execution | None = None,
     parent: Execution | None = None,
     step_index: int | None = None,
-    not_before: datetime | None = None,
     schedule=None,
     scheduled_for: datetime | None = None,
     reason: str = "",
     at: datetime | None = None,
 ) -> Execution:
-    """Write a queued execution and hand it to a worker once the transaction commits.
+    """The one way to start a run: page, API, webhook, schedule, command, retry (and flows).
 
-    With an ``idempotency_key`` already used for this agent, the first execution is returned
-    instead (its ``is_replay`` attribute is True) and nothing new is queued.
+    1. The agent's kind checks the input (``InvalidInputError``, HTTP 422, with its message).
+    2. A paused agent starts nothing (``ExecutionRefused`` "agent_paused", HTTP 409).
+    3. Idempotency: a key already used for this agent returns that execution (``is_replay``
+       True, nothing new is queued) when the input is the same, and is refused
+       (``ExecutionRefused`` "idempotency_key_reused") when it differs.
+    4. The execution is written queued with why it waits: ``delayed`` until ``not_before``,
+       ``held`` (overlap policy; released by the recovery pass) or ``broker``, in which case it
+       is published once the transaction commits.
     """
     at = at or timezone.now()
+    if trigger not in Execution.Trigger.values:
+        raise ValueError(f"Unknown trigger {trigger!r}.")
+    kind = get_kind(agent.kind)
+    if kind is not None:
+        kind.validate_input(agent.config, input)
     if agent.is_paused:
         raise ExecutionRefused(
             f"The agent “{agent.name}” is paused. Resume it to start new runs.", code="agent_paused"
         )
-    if trigger not in Execution.Trigger.values:
-        raise ValueError(f"Unknown trigger {trigger!r}.")
     if idempotency_key is not None:
         existing = Execution.objects.filter(agent=agent, idempotency_key=idempotency_key).first()
         if existing is not None:
-            existing.is_replay = True
-            return existing
+            return _replay(existing, input)
+    if not_before is not None and not_before > at:
+        wait = {"wait_reason": WaitReason.DELAYED, "wait_until": not_before}
+    elif hold:
+        wait = {"wait_reason": WaitReason.HELD}
+    else:
+        wait = {"wait_reason": WaitReason.BROKER, "published_at": at}
     execution = Execution(
         agent=agent,
         owner_id=agent.owner_id,
@@ -130,6 +162,7 @@ def execution_create(
         scheduled_for=scheduled_for,
         created_at=at,
         celery_task_id=str(uuid.uuid4()),
+        **wait,
     )
     try:
         # A savepoint only when a duplicate key can make the insert fail inside a caller's
@@ -142,22 +175,31 @@ def execution_create(
                 to_status=Status.QUEUED,
                 at=at,
                 reason=reason or _created_reason(trigger, retry_of),
+                data={"wait_reason": execution.wait_reason} if execution.wait_reason else {},
             )
     except IntegrityError:
         if idempotency_key is None:
             raise
         # Another request with the same key won the race between our check and our insert.
-        existing = Execution.objects.get(agent=agent, idempotency_key=idempotency_key)
-        existing.is_replay = True
-        return existing
+        return _replay(Execution.objects.get(agent=agent, idempotency_key=idempotency_key), input)
     execution.is_replay = False
-    if not_before is None or not_before <= at:
-        _enqueue_on_commit(execution, agent)
+    if execution.wait_reason == WaitReason.BROKER:
+        publish_on_commit(execution, agent)
     logger.debug(
         "execution created",
         extra={"action": "execution_created", "execution_id": str(execution.uuid)},
     )
     return execution
+
+
+def _replay(existing: Execution, input: Any) -> Execution:
+    if existing.input != input:
+        raise ExecutionRefused(
+            "This idempotency key was already used with a different input.",
+            code="idempotency_key_reused",
+        )
+    existing.is_replay = True
+    return existing
 
 
 def _created_reason(trigger: str, retry_of: Execution | None) -> str:
@@ -166,15 +208,46 @@ def _created_reason(trigger: str, retry_of: Execution | None) -> str:
     return f"Started ({Execution.Trigger(trigger).label.lower()})"
 
 
-def _enqueue_on_commit(execution: Execution, agent: Agent) -> None:
-    # robust: a broker that is down at commit must not turn a saved execution into an error
-    # page; the row stays queued and is published again later.
+def publish_on_commit(
+    execution: Execution, agent: Agent, *, countdown: float | None = None
+) -> None:
+    """Hand the execution's next attempt to the broker once the transaction commits.
+
+    robust: a broker that is down at commit must not turn a saved execution into an error page;
+    the row stays waiting in the broker state and the republish pass sends it again later.
+    """
     execution_id, attempt, task_id = execution.pk, execution.attempt, execution.celery_task_id
 
     def publish():  # named: Django logs a robust callback's failure by its __qualname__
-        enqueue(execution_id, agent, attempt=attempt, task_id=task_id)
+        enqueue(execution_id, agent, attempt=attempt, task_id=task_id, countdown=countdown)
 
     transaction.on_commit(publish, robust=True)
+
+
+def execution_publish(*, execution: Execution, at: datetime) -> bool:
+    """Hand a waiting execution to the broker: a delayed or held one whose turn has come (it now
+    waits for a worker, ``broker``), or one whose message was lost (sent again).
+
+    A compare-and-set on what the caller read (status, attempt, wait reason, last publication),
+    so that of two ticks only one sends it. Published on commit. Returns whether it won.
+    """
+    fields: dict[str, Any] = {"published_at": at}
+    if execution.status == Status.QUEUED:
+        fields.update(wait_reason=WaitReason.BROKER, wait_until=None)
+    with transaction.atomic():
+        won = Execution.objects.filter(
+            pk=execution.pk,
+            status=execution.status,
+            attempt=execution.attempt,
+            wait_reason=execution.wait_reason,
+            published_at=execution.published_at,
+        ).update(**fields)
+        if won:
+            publish_on_commit(execution, execution.agent)
+    if won:
+        for name, value in fields.items():
+            setattr(execution, name, value)
+    return bool(won)
 
 
 def enqueue(
@@ -211,6 +284,341 @@ def enqueue(
     )
 
 
+# --- An attempt ---------------------------------------------------------------------------------
+#
+# The field values below are the rule for each step; the ORM path and executions.fastpath both
+# write exactly these.
+
+# (number, max_attempts); the fast path formats the same text in SQL, where max_attempts is read.
+CLAIM_REASON = "Attempt %s of %s started"
+
+
+def claim_fields(*, number: int, at: datetime) -> dict[str, Any]:
+    """What a claim sets besides ``status`` and ``started_at`` (kept from the first attempt)."""
+    return {
+        "attempt": number,
+        "heartbeat_at": at,
+        "next_attempt_at": None,
+        "wait_reason": WaitReason.NONE,
+        "wait_until": None,
+        "progress": 0,
+        "progress_message": "",
+    }
+
+
+def success_fields(*, result: Any, at: datetime, started_at: datetime) -> dict[str, Any]:
+    return {
+        "result": result,
+        "progress": 100,
+        "finished_at": at,
+        "duration": at - started_at,
+        "heartbeat_at": None,
+        "error_category": "",
+        "error_title": "",
+        "error_message": "",
+        "error_detail": "",
+    }
+
+
+def success_reason(number: int) -> str:
+    return f"Attempt {number} succeeded"
+
+
+def attempt_closed(
+    *,
+    outcome: str,
+    at: datetime,
+    category: str = "",
+    message: str = "",
+    retry_delay: float | None = None,
+) -> dict[str, Any]:
+    """The fields that close an ExecutionAttempt."""
+    if not category and outcome == ExecutionAttempt.Outcome.CANCELLED:
+        category = Category.CANCELLED
+    return {
+        "finished_at": at,
+        "outcome": outcome,
+        "error_category": category,
+        "error_message": message,
+        "retry_delay": retry_delay,
+    }
+
+
+def new_attempt(*, execution_id: int, number: int, at: datetime, worker: str) -> ExecutionAttempt:
+    return ExecutionAttempt(
+        execution_id=execution_id, number=number, started_at=at, worker=worker[:200]
+    )
+
+
+def new_event(
+    *,
+    execution_id: int,
+    from_status: str,
+    to: str,
+    at: datetime,
+    attempt: int,
+    reason: str = "",
+    data: dict | None = None,
+) -> ExecutionEvent:
+    return ExecutionEvent(
+        execution_id=execution_id,
+        from_status=from_status,
+        to_status=to,
+        at=at,
+        attempt=attempt,
+        reason=reason,
+        data=data or {},
+    )
+
+
+def execution_claim(
+    *, execution_id: int, expected_attempt: int, worker: str, at: datetime
+) -> tuple[Execution, ExecutionAttempt] | None:
+    """Compare-and-set the execution to running for attempt ``expected_attempt + 1``.
+
+    Only an execution that is queued or retrying with exactly ``expected_attempt`` attempts made
+    is claimed; a duplicate or stale message, or a finished or cancelled execution, claims
+    nothing (None). The claimed execution comes with its agent; the attempt is opened.
+    """
+    from . import fastpath
+
+    if fastpath.enabled():
+        claimed = fastpath.claim(
+            execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
+        )
+    else:
+        claimed = _claim(
+            execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
+        )
+    if claimed is None:
+        logger.info(
+            "execution not claimable (missing, duplicate, stale or finished message)",
+            extra={"action": "execution_claim_skipped", "execution_pk": execution_id},
+        )
+    return claimed
+
+
+def _claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
+    with transaction.atomic():
+        execution = (
+            Execution.objects.select_related("agent")
+            .filter(
+                pk=execution_id,
+                status__in=(Status.QUEUED, Status.RETRYING),
+                attempt=expected_attempt,
+            )
+            .first()
+        )
+        if execution is None:
+            return None
+        number = expected_attempt + 1
+        won = transition(
+            execution,
+            to=Status.RUNNING,
+            at=at,
+            reason=CLAIM_REASON % (number, execution.max_attempts),
+            started_at=execution.started_at or at,
+            **claim_fields(number=number, at=at),
+        )
+        if not won:
+            return None
+        attempt = new_attempt(execution_id=execution.pk, number=number, at=at, worker=worker)
+        attempt.save(force_insert=True)
+    return execution, attempt
+
+
+def attempt_succeed(
+    *,
+    execution: Execution,
+    attempt: ExecutionAttempt,
+    result: Any,
+    at: datetime,
+    logs: list[ExecutionLog] | tuple = (),
+) -> bool:
+    """Finish a running attempt as succeeded, with its buffered logs. Returns whether it won;
+    if a cancel came first the attempt is closed as cancelled and the execution stays so."""
+    from . import fastpath
+
+    logs = list(logs)
+    if fastpath.enabled():
+        if fastpath.finish_success(
+            execution=execution, attempt=attempt, logs=logs, result=result, at=at
+        ):
+            execution.status = Status.SUCCEEDED
+            for name, value in success_fields(
+                result=result, at=at, started_at=execution.started_at
+            ).items():
+                setattr(execution, name, value)
+            return True
+        logs = []  # the statement wrote them whatever its outcome; the loss is recorded below
+    with transaction.atomic():
+        won = transition(
+            execution,
+            to=Status.SUCCEEDED,
+            at=at,
+            reason=success_reason(attempt.number),
+            **success_fields(result=result, at=at, started_at=execution.started_at),
+        )
+        outcome = ExecutionAttempt.Outcome.SUCCEEDED if won else _lost_to(execution)
+        _close_attempt(execution.pk, attempt.number, **attempt_closed(outcome=outcome, at=at))
+        ExecutionLog.objects.bulk_create(logs)
+    return won
+
+
+def attempt_fail(
+    *,
+    execution: Execution,
+    number: int,
+    error: ClassifiedError,
+    at: datetime,
+    logs: list[ExecutionLog] | tuple = (),
+    publish_retry: bool = False,
+) -> int | None:
+    """A running attempt failed: retry it after a wait, or fail the execution.
+
+    The one place that decides and words it, whoever noticed the failure (the runner, the
+    worker's hard time limit, the reaper). The agent's policy decides whether the error's
+    category is retried and how long to wait; with attempts left the execution moves to
+    ``retrying`` (waiting, ``backoff``), otherwise to ``failed``. The attempt is closed (as
+    ``lost`` for a lost worker), the buffered logs and one error line are written.
+
+    Returns the wait in seconds when a retry follows, else None. With ``publish_retry`` the
+    retry is published on commit with that countdown (the runner instead lets Celery's
+    ``Task.retry`` re-publish its own message).
+    """
+    agent = execution.agent
+    policy = agent.retry_policy
+    info = CATEGORIES[error.category]
+    retries_category = policy.retries(category=error.category, retryable=error.retryable)
+    will_retry = retries_category and number < execution.max_attempts
+    common = {
+        "error_category": error.category,
+        "error_title": info.title,
+        "error_detail": error.detail,
+        "heartbeat_at": None,
+    }
+    countdown = None
+    with transaction.atomic():
+        if will_retry:
+            countdown = policy.countdown(attempt=number, retry_after=error.retry_after)
+            next_at = at + timedelta(seconds=countdown)
+            won = transition(
+                execution,
+                to=Status.RETRYING,
+                at=at,
+                reason=f"Attempt {number} failed ({error.category}); retry in {countdown} s",
+                event_data={"countdown": countdown, "category": error.category},
+                next_attempt_at=next_at,
+                wait_reason=WaitReason.BACKOFF,
+                wait_until=next_at,
+                error_message=(
+                    f"{error.reason} Conveyor will try again after a "
+                    f"{seconds_in_words(countdown)} wait (attempt {number + 1} of "
+                    f"{execution.max_attempts})."
+                ),
+                **common,
+            )
+        else:
+            if not error.retryable:
+                why = "Conveyor does not retry this kind of error."
+            elif not retries_category:
+                why = "This agent is set not to retry this kind of error."
+            else:
+                why = f"No attempts are left ({number} of {execution.max_attempts} used)."
+            won = transition(
+                execution,
+                to=Status.FAILED,
+                at=at,
+                reason=f"Attempt {number} failed ({error.category}); {why}",
+                event_data={"category": error.category},
+                finished_at=at,
+                duration=(at - execution.started_at) if execution.started_at else None,
+                next_attempt_at=None,
+                wait_reason=WaitReason.NONE,
+                wait_until=None,
+                error_message=f"{error.reason} {why} {info.what_to_do}",
+                **common,
+            )
+        if won:
+            lost = error.category == Category.WORKER_LOST
+            closed = attempt_closed(
+                outcome=ExecutionAttempt.Outcome.LOST if lost else ExecutionAttempt.Outcome.FAILED,
+                at=at,
+                category=error.category,
+                message=error.reason,
+                retry_delay=countdown,
+            )
+        else:
+            countdown = None
+            closed = attempt_closed(outcome=_lost_to(execution), at=at)
+        _close_attempt(execution.pk, number, **closed)
+        logs = list(logs)
+        if won:
+            logs.append(
+                ExecutionLog(
+                    execution_id=execution.pk,
+                    attempt=number,
+                    at=at,
+                    level=ExecutionLog.Level.ERROR,
+                    message=f"Attempt {number} failed: {error.reason}",
+                    data={"category": error.category},
+                )
+            )
+        ExecutionLog.objects.bulk_create(logs)
+        if countdown is not None and publish_retry:
+            publish_on_commit(execution, agent, countdown=countdown)
+    logger.info(
+        "attempt failed",
+        extra={
+            "action": "execution_retry_scheduled" if countdown is not None else "execution_failed",
+            "execution_id": str(execution.uuid),
+            "attempt": number,
+            "category": error.category,
+            "countdown": countdown,
+        },
+    )
+    return countdown
+
+
+def attempt_close_cancelled(
+    *, execution: Execution, number: int, at: datetime, logs: list[ExecutionLog] | tuple = ()
+) -> None:
+    """The agent stopped because its execution was cancelled: close the attempt as such."""
+    stopped = ExecutionLog(
+        execution_id=execution.pk,
+        attempt=number,
+        at=at,
+        level=ExecutionLog.Level.WARNING,
+        message="Stopped: the execution was cancelled.",
+    )
+    with transaction.atomic():
+        _close_attempt(
+            execution.pk,
+            number,
+            **attempt_closed(
+                outcome=ExecutionAttempt.Outcome.CANCELLED,
+                at=at,
+                message="Stopped after the execution was cancelled.",
+            ),
+        )
+        ExecutionLog.objects.bulk_create([*logs, stopped])
+
+
+def _lost_to(execution: Execution) -> str:
+    """The attempt's outcome when our finishing compare-and-set lost (someone cancelled)."""
+    execution.refresh_from_db(fields=["status"])
+    if execution.status == Status.CANCELLED:
+        return ExecutionAttempt.Outcome.CANCELLED
+    return ExecutionAttempt.Outcome.LOST
+
+
+def _close_attempt(execution_id: int, number: int, **fields: Any) -> int:
+    # Guarded on finished_at: a forced cancel may have closed it already.
+    return ExecutionAttempt.objects.filter(
+        execution_id=execution_id, number=number, finished_at__isnull=True
+    ).update(**fields)
+
+
 def execution_cancel(*, execution: Execution, by: str = "", at: datetime | None = None) -> bool:
     """Cancel a queued, retrying or running execution. It never runs (again) afterwards.
 
@@ -236,6 +644,8 @@ def execution_cancel(*, execution: Execution, by: str = "", at: datetime | None 
             finished_at=at,
             duration=(at - execution.started_at) if execution.started_at else None,
             next_attempt_at=None,
+            wait_reason=WaitReason.NONE,
+            wait_until=None,
             error_category=Category.CANCELLED,
             error_title=CATEGORIES[Category.CANCELLED].title,
             error_message=f"This execution was cancelled{who}.",
@@ -276,15 +686,16 @@ def execution_enforce_cancel(*, execution_id: int, attempt: int) -> bool:
     if execution is None:
         return False
     at = timezone.now()
-    closed = ExecutionAttempt.objects.filter(
-        execution_id=execution_id, number=attempt, finished_at__isnull=True
-    ).update(
-        finished_at=at,
-        outcome=ExecutionAttempt.Outcome.CANCELLED,
-        error_category=Category.CANCELLED,
-        error_message=(
-            f"Stopped by force: it did not stop by itself within "
-            f"{settings.CONVEYOR_CANCEL_GRACE} s of the cancel."
+    closed = _close_attempt(
+        execution_id,
+        attempt,
+        **attempt_closed(
+            outcome=ExecutionAttempt.Outcome.CANCELLED,
+            at=at,
+            message=(
+                f"Stopped by force: it did not stop by itself within "
+                f"{settings.CONVEYOR_CANCEL_GRACE} s of the cancel."
+            ),
         ),
     )
     if not closed:
@@ -297,10 +708,15 @@ def execution_enforce_cancel(*, execution_id: int, attempt: int) -> bool:
     return True
 
 
-def execution_retry(*, execution: Execution, input: Any = _UNSET, by: str = "") -> Execution:
+def execution_retry(
+    *, execution: Execution, input: Any = _UNSET, by: str = "", at: datetime | None = None
+) -> Execution:
     """Run a failed or cancelled execution again as a new execution (``retry_of`` set).
 
-    The original is never changed. The input is the same unless a new one is given.
+    The original is never changed. The input is the same unless a new one is given (checked by
+    the agent's kind like any other). An execution is retried once: a second retry of the same
+    one is refused with a pointer to the first (retry that one instead); the idempotency key
+    ``retry:<uuid>`` makes two retries at once still create one.
     """
     if not execution.can_retry:
         raise ExecutionRefused(
@@ -308,11 +724,29 @@ def execution_retry(*, execution: Execution, input: Any = _UNSET, by: str = "") 
             f"{execution.get_status_display().lower()}.",
             code="not_retryable",
         )
-    who = f" by {by}" if by else ""
-    return execution_create(
-        agent=execution.agent,
-        trigger=Execution.Trigger.RETRY,
-        input=execution.input if input is _UNSET else input,
-        retry_of=execution,
-        reason=f"Manual retry of {execution.uuid}{who}",
+    key = f"retry:{execution.uuid}"
+    earlier = execution.retried_as.order_by("created_at", "pk").first()
+    if earlier is None:
+        who = f" by {by}" if by else ""
+        try:
+            new = execution_request(
+                agent=execution.agent,
+                trigger=Execution.Trigger.RETRY,
+                input=execution.input if input is _UNSET else input,
+                idempotency_key=key,
+                retry_of=execution,
+                reason=f"Manual retry of {execution.uuid}{who}",
+                at=at,
+            )
+        except ExecutionRefused as exc:
+            if exc.code != "idempotency_key_reused":
+                raise
+            new = None  # another retry, with another input, won the race
+        if new is not None and not new.is_replay:
+            return new
+        earlier = Execution.objects.get(agent_id=execution.agent_id, idempotency_key=key)
+    raise ExecutionRefused(
+        f"This execution was already retried as {earlier.uuid}: open that one to retry again.",
+        code="already_retried",
+        existing=earlier,
     )

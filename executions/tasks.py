@@ -2,9 +2,10 @@
 
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from . import runner, services
+from . import dispatch, runner, services
 
 
 class RunExecutionTask(Task):
@@ -47,5 +48,13 @@ def enforce_cancel(execution_id: int, attempt: int) -> bool:
     return services.execution_enforce_cancel(execution_id=execution_id, attempt=attempt)
 
 
-# The dispatcher's task lives in its own module; autodiscovery imports ``tasks`` modules only.
-from . import dispatch_tasks  # noqa: E402, F401
+@shared_task(
+    name="executions.dispatch",
+    ignore_result=True,
+    # A tick that waited longer than one interval is stale: the next one does its work.
+    expires=settings.CONVEYOR_DISPATCH_INTERVAL,
+)
+def dispatch_tick() -> None:
+    """Start due scheduled slots, publish due delayed runs, re-publish stranded executions and
+    reap attempts whose worker died (``executions.dispatch``). Safe to run several at once."""
+    dispatch.tick()

@@ -6,13 +6,19 @@ from django.utils import timezone
 from agents.functions import agent_function
 from executions import runner
 from executions.models import Execution
-from executions.services import execution_cancel, execution_create, transition
+from executions.services import (
+    attempt_succeed,
+    execution_cancel,
+    execution_claim,
+    execution_request,
+    transition,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 def test_it_runs_an_attempt_to_success(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual", input={"x": [1, 2]})
+    execution = execution_request(agent=make_agent(), trigger="manual", input={"x": [1, 2]})
 
     decision = runner.run_attempt(execution_id=execution.pk, expected_attempt=0, worker="w1")
 
@@ -27,7 +33,7 @@ def test_it_runs_an_attempt_to_success(make_agent):
 
 def test_a_retryable_failure_asks_the_task_to_retry_with_the_policys_wait(make_agent):
     agent = make_agent(config={"function": "demo.flaky"}, max_retries=2, retry_backoff=7)
-    execution = execution_create(agent=agent, trigger="manual")
+    execution = execution_request(agent=agent, trigger="manual")
 
     decision = runner.run_attempt(execution_id=execution.pk, expected_attempt=0)
 
@@ -41,7 +47,7 @@ def test_a_retryable_failure_asks_the_task_to_retry_with_the_policys_wait(make_a
 
 
 def test_a_message_for_another_attempt_does_nothing(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
 
     assert runner.run_attempt(execution_id=execution.pk, expected_attempt=1) == runner.NOTHING
 
@@ -50,7 +56,7 @@ def test_a_message_for_another_attempt_does_nothing(make_agent):
 
 
 def test_a_message_for_a_finished_or_missing_execution_does_nothing(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
     runner.run_attempt(execution_id=execution.pk, expected_attempt=0)
 
     assert runner.run_attempt(execution_id=execution.pk, expected_attempt=0) == runner.NOTHING
@@ -65,7 +71,7 @@ def test_a_result_that_is_not_json_is_an_internal_error(make_agent):
         return {1, 2}
 
     agent = make_agent(config={"function": "tests.returns_a_set"})
-    execution = execution_create(agent=agent, trigger="manual")
+    execution = execution_request(agent=agent, trigger="manual")
 
     runner.run_attempt(execution_id=execution.pk, expected_attempt=0)
 
@@ -77,7 +83,7 @@ def test_a_result_that_is_not_json_is_an_internal_error(make_agent):
 def test_an_unknown_function_fails_as_a_configuration_problem(make_agent):
     agent = make_agent()
     agent.__class__.objects.filter(pk=agent.pk).update(config={"function": "gone.away"})
-    execution = execution_create(agent=agent, trigger="manual")
+    execution = execution_request(agent=agent, trigger="manual")
 
     runner.run_attempt(execution_id=execution.pk, expected_attempt=0)
 
@@ -88,14 +94,15 @@ def test_an_unknown_function_fails_as_a_configuration_problem(make_agent):
 
 
 def test_a_result_arriving_after_a_cancel_is_discarded(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual", input={"x": 1})
-    claimed, attempt = runner.claim(
+    execution = execution_request(agent=make_agent(), trigger="manual", input={"x": 1})
+    claimed, attempt = execution_claim(
         execution_id=execution.pk, expected_attempt=0, worker="", at=timezone.now()
     )
     execution_cancel(execution=Execution.objects.get(pk=execution.pk))
-    ctx = runner.ExecutionContext(execution=claimed, agent=claimed.agent, deadline=timezone.now())
 
-    runner._finish_success(claimed, attempt, ctx, {"x": 1})
+    assert not attempt_succeed(
+        execution=claimed, attempt=attempt, result={"x": 1}, at=timezone.now()
+    )
 
     execution.refresh_from_db()
     attempt.refresh_from_db()
@@ -105,8 +112,8 @@ def test_a_result_arriving_after_a_cancel_is_discarded(make_agent):
 
 def test_the_context_masks_secrets_in_logs_and_results(make_agent):
     agent = make_agent(secrets={"token": "tok-123456"})
-    execution = execution_create(agent=agent, trigger="manual")
-    claimed, _ = runner.claim(
+    execution = execution_request(agent=agent, trigger="manual")
+    claimed, _ = execution_claim(
         execution_id=execution.pk, expected_attempt=0, worker="", at=timezone.now()
     )
     ctx = runner.ExecutionContext(execution=claimed, agent=claimed.agent, deadline=timezone.now())
@@ -122,8 +129,8 @@ def test_the_context_masks_secrets_in_logs_and_results(make_agent):
 
 
 def test_progress_is_written_while_running_and_ignored_once_cancelled(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
-    claimed, _ = runner.claim(
+    execution = execution_request(agent=make_agent(), trigger="manual")
+    claimed, _ = execution_claim(
         execution_id=execution.pk, expected_attempt=0, worker="", at=timezone.now()
     )
     ctx = runner.ExecutionContext(execution=claimed, agent=claimed.agent, deadline=timezone.now())

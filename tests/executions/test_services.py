@@ -8,7 +8,7 @@ from executions.models import Execution
 from executions.services import (
     ExecutionRefused,
     execution_cancel,
-    execution_create,
+    execution_request,
     execution_retry,
     transition,
 )
@@ -21,7 +21,7 @@ def test_creating_an_execution_queues_it_and_enqueues_only_on_commit(
 ):
     agent = make_agent(max_retries=4)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        execution = execution_create(agent=agent, trigger="api", input={"a": 1})
+        execution = execution_request(agent=agent, trigger="api", input={"a": 1})
     assert len(callbacks) == 1
     assert execution.status == "queued" and execution.owner == agent.owner
     assert execution.max_attempts == 5 and execution.attempt == 0
@@ -34,8 +34,8 @@ def test_the_same_idempotency_key_twice_gives_one_execution(
 ):
     agent = make_agent()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        first = execution_create(agent=agent, trigger="api", input={}, idempotency_key="k-1")
-        second = execution_create(agent=agent, trigger="api", input={}, idempotency_key="k-1")
+        first = execution_request(agent=agent, trigger="api", input={}, idempotency_key="k-1")
+        second = execution_request(agent=agent, trigger="api", input={}, idempotency_key="k-1")
     assert first.pk == second.pk
     assert (first.is_replay, second.is_replay) == (False, True)
     assert Execution.objects.filter(agent=agent).count() == 1
@@ -44,26 +44,26 @@ def test_the_same_idempotency_key_twice_gives_one_execution(
 
 def test_idempotency_keys_are_per_agent(make_agent):
     a, b = make_agent(), make_agent()
-    assert execution_create(agent=a, trigger="api", idempotency_key="same").agent == a
-    assert execution_create(agent=b, trigger="api", idempotency_key="same").agent == b
+    assert execution_request(agent=a, trigger="api", idempotency_key="same").agent == a
+    assert execution_request(agent=b, trigger="api", idempotency_key="same").agent == b
 
 
 def test_a_paused_agent_refuses_new_runs(make_agent):
     agent = make_agent(is_paused=True)
     with pytest.raises(ExecutionRefused, match="paused"):
-        execution_create(agent=agent, trigger="manual")
+        execution_request(agent=agent, trigger="manual")
 
 
 def test_a_delayed_run_waits_in_the_database(make_agent, django_capture_on_commit_callbacks):
     agent = make_agent()
     later = timezone.now() + timezone.timedelta(hours=3)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        execution = execution_create(agent=agent, trigger="api", not_before=later)
+        execution = execution_request(agent=agent, trigger="api", not_before=later)
     assert execution.not_before == later and callbacks == []
 
 
 def test_a_transition_loses_when_the_row_moved_on(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
     stale = Execution.objects.get(pk=execution.pk)
     now = timezone.now()
     assert transition(execution, to="running", at=now, attempt=1)
@@ -74,14 +74,14 @@ def test_a_transition_loses_when_the_row_moved_on(make_agent):
 
 
 def test_a_transition_the_state_machine_forbids_does_nothing(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
     assert not transition(execution, to="succeeded", at=timezone.now())
     execution.refresh_from_db()
     assert execution.status == "queued"
 
 
 def test_a_queued_execution_is_cancelled_at_once(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
     assert execution_cancel(execution=execution, by="alice")
     execution.refresh_from_db()
     assert execution.status == "cancelled" and execution.finished_at
@@ -89,14 +89,14 @@ def test_a_queued_execution_is_cancelled_at_once(make_agent):
 
 
 def test_a_finished_execution_cannot_be_cancelled(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
     execution_cancel(execution=execution)
     with pytest.raises(ExecutionRefused, match="already finished"):
         execution_cancel(execution=execution)
 
 
 def test_a_cancel_on_a_stale_copy_follows_the_row(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
     stale = Execution.objects.get(pk=execution.pk)
     transition(execution, to="running", at=timezone.now(), attempt=1)
     assert execution_cancel(execution=stale)
@@ -108,21 +108,38 @@ def test_a_cancel_on_a_stale_copy_follows_the_row(make_agent):
 
 
 def test_a_manual_retry_creates_a_new_execution_and_leaves_the_original(make_agent):
-    original = execution_create(agent=make_agent(), trigger="manual", input={"v": 1})
+    original = execution_request(agent=make_agent(), trigger="manual", input={"v": 1})
     execution_cancel(execution=original)
     before = Execution.objects.filter(pk=original.pk).values().get()
 
     same_input = execution_retry(execution=original, by="alice")
-    new_input = execution_retry(execution=original, input={"v": 2})
 
     assert Execution.objects.filter(pk=original.pk).values().get() == before
     assert same_input.retry_of == original and same_input.trigger == "retry"
-    assert same_input.input == {"v": 1} and new_input.input == {"v": 2}
-    assert same_input.status == "queued"
+    assert same_input.input == {"v": 1} and same_input.status == "queued"
+
+
+def test_a_retry_can_take_a_new_input(make_agent):
+    original = execution_request(agent=make_agent(), trigger="manual", input={"v": 1})
+    execution_cancel(execution=original)
+
+    assert execution_retry(execution=original, input={"v": 2}).input == {"v": 2}
+
+
+def test_an_execution_is_retried_once_and_the_refusal_points_to_the_retry(make_agent):
+    original = execution_request(agent=make_agent(), trigger="manual", input={"v": 1})
+    execution_cancel(execution=original)
+    first = execution_retry(execution=original)
+
+    for again in ({}, {"input": {"v": 2}}):
+        with pytest.raises(ExecutionRefused, match=str(first.uuid)) as refused:
+            execution_retry(execution=original, **again)
+        assert refused.value.code == "already_retried" and refused.value.existing == first
+    assert original.retried_as.count() == 1
 
 
 def test_only_failed_or_cancelled_executions_can_be_retried(make_agent):
-    execution = execution_create(agent=make_agent(), trigger="manual")
+    execution = execution_request(agent=make_agent(), trigger="manual")
     with pytest.raises(ExecutionRefused, match="Only failed or cancelled"):
         execution_retry(execution=execution)
 

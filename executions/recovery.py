@@ -1,0 +1,195 @@
+"""The executions' recovery passes: nothing waits forever, nothing stays running without a worker.
+
+The dispatcher's tick (``executions.dispatch.tick``) runs these after the schedules' slot
+dispatch. Each reads why and until when an execution waits from its own fields
+(``wait_reason``, ``wait_until``, ``published_at``) and changes it through a service, so every
+pass is a compare-and-set and safe on several machines at once.
+
+1. **Publish due waits** (:func:`publish_due`): an execution created with ``not_before`` in the
+   future waits ``delayed`` in the database, not in the broker (a Celery ETA longer than the
+   broker's visibility timeout would be redelivered, and a database row survives a broker
+   restart). When it is due it is handed to the broker. A ``held`` slot (overlap policy
+   ``queue``) is handed over when no earlier run of its agent is in the way.
+2. **Re-publish stranded executions** (:func:`republish_stranded`): queued executions handed to
+   the broker more than ``CONVEYOR_REPUBLISH_AFTER`` seconds ago and never claimed (the broker
+   was down at commit, or lost the message), and ``retrying`` ones whose retry is that much
+   overdue (the worker holding the retry's message died). The worker's claim checks status and
+   attempt, so a duplicate message does nothing. The wait before each re-publish of a queued
+   run doubles with the time it had already waited, so a long but healthy backlog costs a
+   handful of duplicates per execution, not one per minute.
+3. **Reap lost attempts** (:func:`reap_lost_attempts`): an execution still ``running`` longer
+   than its agent's timeout + ``CONVEYOR_TIME_LIMIT_GRACE`` (the hard kill) +
+   ``CONVEYOR_REAPER_GRACE`` since its current attempt started, with no heartbeat in the last
+   ``CONVEYOR_REAPER_GRACE`` seconds, lost its worker (a live worker would have killed and
+   finished it). ``services.attempt_fail`` closes the attempt as ``lost`` and retries or fails
+   the execution, in the same words as any other failed attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import (
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce, Greatest
+
+from .errors import CATEGORIES, Category, ClassifiedError
+from .humanize import seconds_in_words
+from .models import Execution, ExecutionAttempt
+from .selectors import runs_in_the_way
+from .services import attempt_fail, execution_publish
+
+logger = logging.getLogger("conveyor.recovery")
+Status = Execution.Status
+WaitReason = Execution.WaitReason
+
+# Rows handled per pass and per tick.
+PASS_LIMIT = 1000
+
+
+def publish_due(*, at: datetime, limit: int = PASS_LIMIT) -> int:
+    """Hand due delayed executions, and held slots whose turn has come, to the broker."""
+    queued = Execution.objects.filter(status=Status.QUEUED).select_related("agent")
+    published = 0
+    delayed = queued.filter(wait_reason=WaitReason.DELAYED, wait_until__lte=at)
+    for execution in delayed.order_by("wait_until", "pk")[:limit]:
+        published += _publish(execution, at=at)
+    # Held slots: per agent, only the oldest can be next.
+    seen: set[int] = set()
+    for execution in queued.filter(wait_reason=WaitReason.HELD).order_by("pk")[:limit]:
+        if execution.agent_id in seen:
+            continue
+        seen.add(execution.agent_id)
+        in_the_way = (
+            runs_in_the_way(at=at)
+            .filter(agent_id=execution.agent_id)
+            .exclude(pk=execution.pk)
+            .exclude(wait_reason=WaitReason.HELD, pk__gt=execution.pk)
+        )
+        if execution.agent.overlap_policy == execution.agent.Overlap.QUEUE and (
+            in_the_way.exists()
+        ):
+            continue
+        published += _publish(execution, at=at)
+    return published
+
+
+def _publish(execution: Execution, *, at: datetime) -> bool:
+    reason = execution.wait_reason
+    won = execution_publish(execution=execution, at=at)
+    if won:
+        logger.info(
+            "waiting execution handed to the broker",
+            extra={
+                "action": "execution_published",
+                "execution_id": str(execution.uuid),
+                "wait_reason": reason,
+            },
+        )
+    return won
+
+
+def republish_stranded(*, at: datetime, limit: int = PASS_LIMIT) -> int:
+    """Publish again what was handed to the broker but never claimed.
+
+    * queued (waiting ``broker``): last published at least ``CONVEYOR_REPUBLISH_AFTER``
+      seconds ago, and at least as long ago as it had already waited then (so the waits double:
+      60 s, 2 min, 4 min... of a backlog cost a few duplicates);
+    * retrying: the retry was due, and last published, at least ``CONVEYOR_REPUBLISH_AFTER``
+      seconds ago.
+    """
+    cutoff = at - timedelta(seconds=settings.CONVEYOR_REPUBLISH_AFTER)
+    queued = (
+        Execution.objects.filter(status=Status.QUEUED, wait_reason=WaitReason.BROKER)
+        .annotate(first_due=Greatest("created_at", Coalesce("not_before", "created_at")))
+        .annotate(
+            waited=ExpressionWrapper(
+                F("published_at") - F("first_due"), output_field=DurationField()
+            ),
+            since_sent=ExpressionWrapper(
+                Value(at, output_field=DateTimeField()) - F("published_at"),
+                output_field=DurationField(),
+            ),
+        )
+        .filter(published_at__lte=cutoff, waited__lte=F("since_sent"))
+    )
+    retrying = Execution.objects.filter(status=Status.RETRYING, wait_until__lte=cutoff).filter(
+        Q(published_at__isnull=True) | Q(published_at__lte=cutoff)
+    )
+    republished = 0
+    for source in (queued, retrying):
+        for execution in source.select_related("agent").order_by("pk")[:limit]:
+            if execution_publish(execution=execution, at=at):
+                republished += 1
+                logger.warning(
+                    "stranded execution published again",
+                    extra={
+                        "action": "execution_republished",
+                        "execution_id": str(execution.uuid),
+                        "status": execution.status,
+                        "attempt": execution.attempt,
+                    },
+                )
+    return republished
+
+
+def reap_lost_attempts(*, at: datetime, limit: int = PASS_LIMIT) -> int:
+    """Finish the attempts whose worker died: retry them, or fail them as ``worker_lost``."""
+    grace = settings.CONVEYOR_TIME_LIMIT_GRACE + settings.CONVEYOR_REAPER_GRACE
+    silent_since = at - timedelta(seconds=settings.CONVEYOR_REAPER_GRACE)
+    current_attempt = ExecutionAttempt.objects.filter(
+        execution=OuterRef("pk"), number=OuterRef("attempt")
+    ).values("started_at")[:1]
+    candidates = (
+        Execution.objects.filter(status=Status.RUNNING)
+        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lte=silent_since))
+        .annotate(attempt_started_at=Subquery(current_attempt))
+        # The shortest possible limit (a 1 s timeout); the agent's own is checked below.
+        .filter(attempt_started_at__lte=at - timedelta(seconds=1 + grace))
+        .select_related("agent")
+        .order_by("pk")[:limit]
+    )
+    reaped = 0
+    for execution in candidates:
+        limit_s = execution.agent.timeout + grace
+        if execution.attempt_started_at > at - timedelta(seconds=limit_s):
+            continue
+        reaped += reap(execution, at=at, silent_for=limit_s)
+    return reaped
+
+
+def reap(execution: Execution, *, at: datetime, silent_for: float) -> bool:
+    """Close a running execution's lost attempt and retry or fail it. Returns whether it won."""
+    number = execution.attempt
+    error = ClassifiedError(
+        Category.WORKER_LOST,
+        CATEGORIES[Category.WORKER_LOST].retryable,
+        f"The worker running attempt {number} stopped before the attempt finished (it was "
+        f"killed, or its machine restarted).",
+        f"Attempt {number} was still marked running {seconds_in_words(silent_for)} after it "
+        f"started, past the agent's time limit of {execution.agent.timeout} s and the worker's "
+        f"hard kill; its worker is presumed lost.",
+    )
+    attempt_fail(execution=execution, number=number, error=error, at=at, publish_retry=True)
+    won = execution.status != Status.RUNNING
+    if won:
+        logger.warning(
+            "lost attempt reaped",
+            extra={
+                "action": "execution_reaped",
+                "execution_id": str(execution.uuid),
+                "attempt": number,
+                "status": execution.status,
+            },
+        )
+    return won
