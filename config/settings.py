@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from common.rates import parse_rate
+
 from .env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -179,10 +181,13 @@ CONVEYOR_CANCEL_GRACE = env_int("CONVEYOR_CANCEL_GRACE", 5, minimum=0)
 CONVEYOR_PROGRESS_INTERVAL = env_float("CONVEYOR_PROGRESS_INTERVAL", 0.5, minimum=0)
 CONVEYOR_LOG_FLUSH_INTERVAL = env_float("CONVEYOR_LOG_FLUSH_INTERVAL", 1.0, minimum=0)
 CONVEYOR_CANCEL_CHECK_INTERVAL = env_float("CONVEYOR_CANCEL_CHECK_INTERVAL", 0.5, minimum=0)
+# On Postgres the claim and the successful finish of an attempt are one statement each
+# (executions/fastpath.py); off, they take the ORM path that SQLite uses. Both write the same rows.
+CONVEYOR_FASTPATH = env_bool("CONVEYOR_FASTPATH", True)
 CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
 CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance")
-# The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, delayed
-# runs, re-publishing, reaping); seconds a slot may be late before it counts as missed (and its
+# The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, then the
+# recovery passes: due delayed and held runs, re-publishing, reaping); seconds a slot may be late before it counts as missed (and its
 # schedule's catch-up policy applies); seconds a handed-over execution may wait unclaimed before
 # it is published again; seconds past an attempt's hard time limit before its worker is
 # presumed lost and the attempt is reaped.
@@ -207,6 +212,8 @@ CONVEYOR_METRICS_TOKEN = env_str("CONVEYOR_METRICS_TOKEN") or None
 CONVEYOR_API_MAX_BODY_BYTES = env_int("CONVEYOR_API_MAX_BODY_BYTES", 1_048_576, minimum=1)
 CONVEYOR_API_RUN_RATE = env_str("CONVEYOR_API_RUN_RATE", "60/min")
 CONVEYOR_WEBHOOK_RATE = env_str("CONVEYOR_WEBHOOK_RATE", "120/min")
+parse_rate(CONVEYOR_API_RUN_RATE, setting="CONVEYOR_API_RUN_RATE")
+parse_rate(CONVEYOR_WEBHOOK_RATE, setting="CONVEYOR_WEBHOOK_RATE")
 # Password of the demo user created by `seed_demo` (random and printed when unset).
 CONVEYOR_DEMO_PASSWORD = env_str("CONVEYOR_DEMO_PASSWORD")
 

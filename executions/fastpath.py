@@ -28,6 +28,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, models
 
 from .models import Execution, ExecutionAttempt, ExecutionLog
@@ -45,7 +46,7 @@ Status = Execution.Status
 
 
 def enabled() -> bool:
-    return connection.vendor == "postgresql"
+    return connection.vendor == "postgresql" and settings.CONVEYOR_FASTPATH
 
 
 # --- Building statements from the models ------------------------------------------------------
