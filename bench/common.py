@@ -63,11 +63,31 @@ def setup() -> None:
     """Point this process at the benchmark's Postgres and Redis, create and migrate the
     database if needed, and start Django."""
     os.environ.update(environment())
+    start_django({"DATABASE_URL": DEFAULT_DATABASE_URL})
+
+
+def start_django(defaults: dict[str, str]) -> None:
+    """Start Django in this process on a benchmark's Postgres database, created and migrated
+    if needed (every benchmark script starts here).
+
+    ``defaults`` (the database URL at least) fill what the environment leaves unset, as do the
+    benchmark's fixed keys; Django runs with the production settings and DEBUG off (with
+    DEBUG on it keeps every query in memory).
+    """
+    for key, value in {
+        "SECRET_KEY": BENCH_SECRET_KEY,
+        "CONVEYOR_SECRET_KEYS": BENCH_FERNET_KEY,
+        **defaults,
+    }.items():
+        if not os.environ.get(key):
+            os.environ[key] = value
+    os.environ["DEBUG"] = "false"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     url = os.environ["DATABASE_URL"]
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit(
             f"The benchmarks need Postgres: DATABASE_URL is {url.split(':', 1)[0]}://... "
-            f"(unset it to use {DEFAULT_DATABASE_URL})."
+            f"(unset it to use {defaults['DATABASE_URL']})."
         )
     _create_database(url)
     import django
@@ -419,12 +439,12 @@ def create_executions(agent, n: int, input: Any = None) -> tuple[int, float]:
     """
     from django.db import transaction
 
-    from executions.services import execution_create
+    from executions.services import execution_request
 
     with transaction.atomic():
-        first = execution_create(agent=agent, trigger="api", input=input)
+        first = execution_request(agent=agent, trigger="api", input=input)
         for _ in range(n - 1):
-            execution_create(agent=agent, trigger="api", input=input)
+            execution_request(agent=agent, trigger="api", input=input)
         committing_at = time.time()
     return first.pk, committing_at
 

@@ -1,6 +1,6 @@
 """Latency at idle: from creating an execution to it running, one at a time, beside raw Celery.
 
-Conveyor: ``execution_create`` in a transaction; the clock starts just before its commit (which
+Conveyor: ``execution_request`` in a transaction; the clock starts just before its commit (which
 publishes the message) and stops at the attempt's ``started_at``, written by the worker when it
 claims the execution. The next execution is created once the previous one has finished, so the
 worker is idle each time. Raw Celery: the clock starts just before ``apply_async`` and stops at
@@ -39,12 +39,12 @@ def conveyor_round(worker: common.Worker, agent, n: int) -> list[float]:
     from django.db import transaction
 
     from executions.models import Execution, ExecutionAttempt
-    from executions.services import execution_create
+    from executions.services import execution_request
 
     latencies = []
     for _ in range(n):
         with transaction.atomic():
-            execution = execution_create(agent=agent, trigger="api", input=None)
+            execution = execution_request(agent=agent, trigger="api", input=None)
             committing_at = time.time()
         deadline = time.monotonic() + 30
         rows = Execution.objects.filter(pk=execution.pk, status__in=Execution.TERMINAL_STATUSES)

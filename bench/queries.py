@@ -52,7 +52,7 @@ def main() -> None:
 
     from executions import runner
     from executions.models import Execution
-    from executions.services import execution_create
+    from executions.services import execution_request
 
     queue = f"bench-nobody-{common.RUN_ID}"
     agent = common.bench_agent(label="queries", queue=queue)
@@ -60,7 +60,7 @@ def main() -> None:
 
     def produce():
         with transaction.atomic():
-            created.append(execution_create(agent=agent, trigger="api", input=None))
+            created.append(execution_request(agent=agent, trigger="api", input=None))
 
     def work():
         runner.run_attempt(execution_id=created[0].pk, expected_attempt=0, worker="bench")
@@ -69,7 +69,7 @@ def main() -> None:
         print("== SQL of one no-op execution (demo.echo, input null)")
         figures = {
             "producer": capture(
-                "producer (execution_create, publish on commit)", produce, show_sql=args.sql
+                "producer (execution_request, publish on commit)", produce, show_sql=args.sql
             ),
             "worker": capture("worker (run_attempt)", work, show_sql=args.sql),
         }

@@ -57,12 +57,12 @@ def conveyor_round(worker: common.Worker, agent, n: int) -> dict:
     # publishes them, so the figures cover only what happens from there on.
     from django.db import transaction
 
-    from executions.services import execution_create
+    from executions.services import execution_request
 
     with transaction.atomic():
-        first = execution_create(agent=agent, trigger="api", input=None)
+        first = execution_request(agent=agent, trigger="api", input=None)
         for _ in range(n - 1):
-            execution_create(agent=agent, trigger="api", input=None)
+            execution_request(agent=agent, trigger="api", input=None)
         create_seconds = time.perf_counter() - created
         meter.start()
         started = time.time()

@@ -60,9 +60,9 @@ class Execution(models.Model):
 
         NONE = "", "Not waiting"
         DELAYED = "delayed", "Delayed until its start time"
-        HELD = "held", "Held until the agent's earlier run ends"
-        BROKER = "broker", "Waiting for a free worker"
-        BACKOFF = "backoff", "Waiting before the next attempt"
+        HELD = "held", "Waiting for the agent's earlier run to finish"
+        BROKER = "broker", "Waiting for a worker"
+        BACKOFF = "backoff", "Waiting to retry"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

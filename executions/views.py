@@ -10,6 +10,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from agents.kinds.base import InvalidInputError
+
 from .forms import ExecutionFilterForm, RetryForm
 from .models import Execution
 from .selectors import agent_median_duration, agents_overview, executions_page
@@ -139,6 +141,8 @@ def execution_retry_view(request, uuid):
                 )
             else:
                 new = execution_retry(execution=execution, by=request.user.get_username())
+        except InvalidInputError as exc:
+            form.add_error("input", exc.message)
         except ExecutionRefused as exc:
             form.add_error(None, exc.message)
         else:

@@ -57,9 +57,9 @@ class Migration(migrations.Migration):
                 choices=[
                     ("", "Not waiting"),
                     ("delayed", "Delayed until its start time"),
-                    ("held", "Held until the agent's earlier run ends"),
-                    ("broker", "Waiting for a free worker"),
-                    ("backoff", "Waiting before the next attempt"),
+                    ("held", "Waiting for the agent's earlier run to finish"),
+                    ("broker", "Waiting for a worker"),
+                    ("backoff", "Waiting to retry"),
                 ],
                 default="",
                 max_length=16,

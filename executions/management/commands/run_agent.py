@@ -26,11 +26,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from agents.kinds.base import InvalidInputError
 from agents.models import Agent
 from executions.errors import CATEGORIES
 from executions.humanize import seconds_in_words
 from executions.models import Execution, ExecutionAttempt, ExecutionLog
-from executions.services import ExecutionRefused, execution_create
+from executions.services import ExecutionRefused, execution_request
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the row while waiting
 QUEUED_HINT_AFTER = 10  # seconds queued before suggesting that no worker may be running
@@ -146,9 +147,11 @@ class Command(BaseCommand):
         agent = find_agent(options["agent"])
         payload = parse_input(options["input"])
         try:
-            execution = execution_create(
+            execution = execution_request(
                 agent=agent, trigger=Execution.Trigger.MANUAL, input=payload
             )
+        except InvalidInputError as exc:
+            raise CommandError(f"The input was refused: {exc.message}") from None
         except ExecutionRefused as exc:
             raise CommandError(exc.message) from None
         ref = f"{agent.owner.get_username()}/{agent.name}"
