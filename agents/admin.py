@@ -1,4 +1,8 @@
-"""The agent admin: every user's agents, their schedules and last run; pause and resume.
+"""The agent admin: every user's agents, their schedules and last run; pause, resume, delete.
+
+Agents are written through ``agents.services`` like everywhere else: ``agent_create`` and
+``agent_update`` save them (the form validates with ``agent_validate`` first, for messages next
+to the fields), ``agent_delete`` deletes them, and refuses while runs are in progress.
 
 Secrets and webhook secrets are write-only: the admin shows which names are set, never a value.
 Secrets can be added, replaced or removed here (the same form as the agent's own page).
@@ -10,19 +14,43 @@ from collections import Counter
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import actions as admin_actions
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
 from executions.models import Execution
+from ops.admin_actions import ActionReport, PauseResumeActions
 
 from .forms import SecretsForm
 from .kinds import kind_choices
 from .models import Agent, Schedule, SkippedSlot
-from .secrets import Secrets
-from .services import AGENT_FIELDS, agent_pause, agent_resume, agent_validate
+from .schedule_services import schedule_pause, schedule_resume
+from .services import (
+    AGENT_FIELDS,
+    RUN_POLICY_FIELDS,
+    AgentBusy,
+    agent_create,
+    agent_delete,
+    agent_delete_preview,
+    agent_pause,
+    agent_resume,
+    agent_update,
+    agent_validate,
+)
+
+
+class ServiceRefused(Exception):
+    """``agent_create`` or ``agent_update`` refused what the form accepted (a rule of the
+    services that ``agent_validate`` does not hold): the change form shows it again."""
+
+    def __init__(self, error: ValidationError):
+        super().__init__(error)
+        self.error = error
 
 
 class AgentAdminForm(forms.ModelForm):
@@ -49,6 +77,9 @@ class AgentAdminForm(forms.ModelForm):
         if not names:
             del self.fields["secrets_remove"]
 
+    #: Set by AgentAdmin when the services refused the last attempt to save this form.
+    service_error: ValidationError | None = None
+
     def _post_clean(self):
         super()._post_clean()
         if self.errors:
@@ -58,12 +89,22 @@ class AgentAdminForm(forms.ModelForm):
         try:
             agent_validate(agent=self.instance)
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                if field.startswith("config."):
-                    name = field.removeprefix("config.")
-                    self.add_error("config", [f"{name}: {e}" for e in errors])
-                else:
-                    self.add_error(field if field in self.fields else None, errors)
+            self.add_agent_errors(exc)
+        else:
+            if self.service_error is not None:
+                self.add_agent_errors(self.service_error)
+
+    def add_agent_errors(self, exc: ValidationError) -> None:
+        """The services' per-field messages, next to the fields they name."""
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc.messages)
+            return
+        for field, errors in exc.message_dict.items():
+            if field.startswith("config."):
+                name = field.removeprefix("config.")
+                self.add_error("config", [f"{name}: {e}" for e in errors])
+            else:
+                self.add_error(field if field in self.fields else None, errors)
 
     def clean(self):
         cleaned = super().clean()
@@ -82,8 +123,8 @@ class AgentAdminForm(forms.ModelForm):
 
 
 class ScheduleInline(admin.TabularInline):
-    """Read-only here: schedules are edited on the agent's page, which keeps their next run and
-    the beat entries in step."""
+    """Read-only here: schedules are edited on the agent's page, whose services keep their next
+    run in step."""
 
     model = Schedule
     extra = 0
@@ -101,7 +142,7 @@ class ScheduleInline(admin.TabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
     form = AgentAdminForm
     list_display = (
         "name",
@@ -117,7 +158,7 @@ class AgentAdmin(admin.ModelAdmin):
     search_help_text = "Part of an agent name or owner username, or an agent's UUID."
     list_select_related = ("owner",)
     autocomplete_fields = ("owner",)
-    actions = ("pause_selected", "resume_selected")
+    actions = ("pause_selected", "resume_selected", "delete_selected")
     inlines = (ScheduleInline,)
     readonly_fields = (
         "uuid",
@@ -131,22 +172,7 @@ class AgentAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("uuid", "owner", "name", "description", "kind", "config", "is_paused")}),
         ("Secrets (write-only)", {"fields": ("secrets_set", "secrets_add", "secrets_remove")}),
-        (
-            "Retries and limits",
-            {
-                "fields": (
-                    "max_retries",
-                    "retry_backoff",
-                    "retry_backoff_max",
-                    "retry_jitter",
-                    "retry_on",
-                    "timeout",
-                    "queue",
-                    "priority",
-                    "overlap_policy",
-                )
-            },
-        ),
+        ("Retries and limits", {"fields": RUN_POLICY_FIELDS}),
         ("Webhook trigger", {"fields": ("webhook_enabled", "webhook_secrets_set")}),
         (None, {"fields": ("runs_link", "created_at", "updated_at")}),
     )
@@ -187,17 +213,99 @@ class AgentAdmin(admin.ModelAdmin):
             )
         )
 
+    # --- Writing through the services ----------------------------------------------------------
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        refused = getattr(request, "conveyor_agent_refused", None)
+        if refused is not None:
+            form = type(form.__name__, (form,), {"service_error": refused})
+        return form
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ServiceRefused as refused:
+            # Nothing was saved (the view's transaction rolled back): the same form again,
+            # with the services' messages on it.
+            request.conveyor_agent_refused = refused.error
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
     def save_model(self, request, obj, form, change):
-        changes = getattr(form, "secret_changes", {})
-        if changes:
-            merged = obj.secrets.reveal()
-            for name, value in changes.items():
-                if value is None:
-                    merged.pop(name, None)
-                else:
-                    merged[name] = value
-            obj.secrets = Secrets(merged)
-        super().save_model(request, obj, form, change)
+        """``obj`` carries the form's values; the services save them (secrets: the form's
+        changes, merged by ``agent_update`` and given whole to ``agent_create``)."""
+        secrets = getattr(form, "secret_changes", {})
+        fields = {name: getattr(obj, name) for name in AGENT_FIELDS}
+        try:
+            if change:
+                agent_update(agent=obj, kind=obj.kind, config=obj.config, secrets=secrets, **fields)
+            else:
+                created = agent_create(
+                    owner=obj.owner,
+                    kind=obj.kind,
+                    config=obj.config,
+                    secrets={name: value for name, value in secrets.items() if value is not None},
+                    **fields,
+                )
+        except ValidationError as exc:
+            raise ServiceRefused(exc) from exc
+        if not change:
+            # The admin goes on with ``obj`` (inlines, history, redirect): the saved agent.
+            obj.pk = created.pk
+            obj.refresh_from_db()
+            obj._state.adding = False
+
+    def delete_model(self, request, obj):
+        agent_delete(agent=obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except AgentBusy as exc:
+            # Refused by agent_delete; the view's transaction (its history entry too) rolled back.
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect("admin:agents_agent_change", object_id)
+
+    def delete_queryset(self, request, queryset):
+        """One agent at a time through ``agent_delete``; the ones it refuses are kept, and the
+        message says how many and why."""
+        report = ActionReport("deleted")
+        for agent in queryset:
+            try:
+                with transaction.atomic():
+                    self.log_deletions(request, [agent])
+                    agent_delete(agent=agent)
+            except AgentBusy:
+                report.skip("runs in progress")
+            else:
+                report.done()
+        report.send(self, request)
+
+    def get_deleted_objects(self, objs, request):
+        """What the confirmation pages list: each agent with the number of executions and
+        schedules that go with it, rather than every execution, attempt and log line.
+
+        The executions go as part of the agent (``agent_delete``), so deleting an agent needs
+        no permission to delete executions one by one (which their admin never grants).
+        """
+        listed, totals = [], Counter()
+        for agent in objs:
+            going = agent_delete_preview(agent=agent)
+            totals.update(agents=1, executions=going.executions, schedules=going.schedules)
+            url = reverse("admin:agents_agent_change", args=[agent.pk])
+            details = [
+                f"{_count(going.executions, 'execution')}, with "
+                f"{'its' if going.executions == 1 else 'their'} attempts, status changes and logs",
+                _count(going.schedules, "schedule"),
+            ]
+            if going.in_progress:
+                details.append(
+                    f"Runs in progress: {going.in_progress}. The agent is kept until they are "
+                    "cancelled or finish."
+                )
+            listed += [format_html('Agent: <a href="{}">{}</a>', url, agent.name), details]
+        model_count = {name: n for name, n in totals.items() if n}
+        return listed, model_count, set(), []
 
     # --- Columns and fields ------------------------------------------------------------------
 
@@ -246,25 +354,24 @@ class AgentAdmin(admin.ModelAdmin):
 
     # --- Actions -------------------------------------------------------------------------------
 
-    @admin.action(description="Pause selected agents", permissions=["change"])
-    def pause_selected(self, request, queryset):
-        changed, skipped = 0, Counter()
-        for agent in queryset:
-            if agent_pause(agent=agent):
-                changed += 1
-            else:
-                skipped["already paused"] += 1
-        self.message_user(request, *_report(changed, "paused", skipped))
+    def pause(self, agent):
+        return agent_pause(agent=agent)
 
-    @admin.action(description="Resume selected agents", permissions=["change"])
-    def resume_selected(self, request, queryset):
-        changed, skipped = 0, Counter()
-        for agent in queryset:
-            if agent_resume(agent=agent):
-                changed += 1
-            else:
-                skipped["not paused"] += 1
-        self.message_user(request, *_report(changed, "resumed", skipped))
+    def resume(self, agent):
+        return agent_resume(agent=agent)
+
+    @admin.action(description="Delete selected agents", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        """Django's delete action and its confirmation page, deleting through
+        ``delete_queryset`` (which reports what it deleted and what it kept)."""
+        if not request.POST.get("post"):
+            return admin_actions.delete_selected(self, request, queryset)
+        self.delete_queryset(request, queryset)
+        return None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _names_set(secrets) -> str:
@@ -274,16 +381,8 @@ def _names_set(secrets) -> str:
     return "set: " + ", ".join(names)
 
 
-def _report(done: int, verb: str, skipped: Counter) -> tuple[str, int]:
-    text = f"{done} {verb}."
-    if skipped:
-        reasons = "; ".join(f"{reason} ({n})" for reason, n in skipped.most_common())
-        text += f" {sum(skipped.values())} skipped: {reasons}."
-    return text, messages.SUCCESS if done and not skipped else messages.WARNING
-
-
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(PauseResumeActions, admin.ModelAdmin):
     """Read-mostly: schedules are edited on the agent's page, where they are validated and
     their next run computed; here operators find them and pause or resume them."""
 
@@ -306,29 +405,11 @@ class ScheduleAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Pause selected schedules", permissions=["change"])
-    def pause_selected(self, request, queryset):
-        from .schedule_services import schedule_pause
+    def pause(self, schedule):
+        return schedule_pause(schedule=schedule)
 
-        changed, skipped = 0, Counter()
-        for schedule in queryset:
-            if schedule_pause(schedule=schedule):
-                changed += 1
-            else:
-                skipped["already paused"] += 1
-        self.message_user(request, *_report(changed, "paused", skipped))
-
-    @admin.action(description="Resume selected schedules", permissions=["change"])
-    def resume_selected(self, request, queryset):
-        from .schedule_services import schedule_resume
-
-        changed, skipped = 0, Counter()
-        for schedule in queryset:
-            if schedule_resume(schedule=schedule):
-                changed += 1
-            else:
-                skipped["not paused"] += 1
-        self.message_user(request, *_report(changed, "resumed", skipped))
+    def resume(self, schedule):
+        return schedule_resume(schedule=schedule)
 
 
 @admin.register(SkippedSlot)

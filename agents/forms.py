@@ -10,6 +10,7 @@ from django.utils import timezone
 from executions.errors import CATEGORIES
 
 from .models import Agent
+from .services import RUN_POLICY_FIELDS
 
 
 def parse_json_text(text: str) -> Any:
@@ -94,19 +95,7 @@ class AgentForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        fields = (
-            "name",
-            "description",
-            "max_retries",
-            "retry_backoff",
-            "retry_backoff_max",
-            "retry_jitter",
-            "retry_on",
-            "timeout",
-            "priority",
-            "queue",
-            "overlap_policy",
-        )
+        fields = ("name", "description", *RUN_POLICY_FIELDS)
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
         labels = {
             "overlap_policy": "When a scheduled run comes while a run is still active",

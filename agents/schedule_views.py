@@ -1,8 +1,8 @@
 """The owner's schedule pages: add and edit a schedule, pause, resume and delete it.
 
-The agent page shows the schedules through ``{% schedule_panel agent %}``
-(agents/templatetags/schedule_panel.py). Validation lives in ``agents.schedule_services``; the
-form only parses what a person typed (JSON, a local date and time).
+The agent page's view shows the schedules with ``agents.schedule_selectors.schedule_panel``.
+Validation lives in ``agents.schedule_services``; the form only parses what a person typed
+(JSON, a local date and time).
 """
 
 from __future__ import annotations

@@ -1,26 +1,28 @@
-"""The verbs of agents: create, update, pause, resume, set secrets."""
+"""The verbs of agents: create, update, delete, pause, resume, set secrets."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count, Q
 
 from executions.errors import CATEGORIES
+from executions.models import Execution
 
 from .kinds import KINDS, get_kind
 from .kinds.base import ConfigInvalid
 from .models import Agent
 from .secrets import Secrets
 
-# Fields a caller may set besides kind, config and secrets.
-AGENT_FIELDS = (
-    "name",
-    "description",
-    "is_paused",
+logger = logging.getLogger("conveyor.agents")
+
+# How an agent's runs are retried and limited (the pages and the admin show them together).
+RUN_POLICY_FIELDS = (
     "max_retries",
     "retry_backoff",
     "retry_backoff_max",
@@ -31,6 +33,18 @@ AGENT_FIELDS = (
     "priority",
     "overlap_policy",
 )
+# Fields a caller may set besides kind, config and secrets.
+AGENT_FIELDS = ("name", "description", "is_paused", *RUN_POLICY_FIELDS)
+
+
+class AgentBusy(Exception):
+    """This agent has runs in progress: cancel them (or wait) before deleting it."""
+
+    code = "agent_busy"
+
+    def __init__(self, message: str | None = None):
+        self.message = message or self.__doc__
+        super().__init__(self.message)
 
 
 def agent_validate(*, agent: Agent) -> None:
@@ -113,6 +127,54 @@ def agent_update(
     with transaction.atomic():
         agent.save()
     return agent
+
+
+class AgentDeletion(NamedTuple):
+    """What deleting an agent takes with it, and how many of its runs stand in the way."""
+
+    executions: int
+    schedules: int
+    in_progress: int
+
+
+def agent_delete_preview(*, agent: Agent) -> AgentDeletion:
+    """For the confirmation pages; the rule itself is applied by :func:`agent_delete`."""
+    runs = Execution.objects.filter(agent=agent).aggregate(
+        total=Count("pk"), in_progress=Count("pk", filter=_in_progress())
+    )
+    return AgentDeletion(runs["total"], agent.schedules.count(), runs["in_progress"])
+
+
+def agent_delete(*, agent: Agent) -> None:
+    """Delete an agent with its executions (attempts, events, logs) and schedules.
+
+    Refused with :class:`AgentBusy` while any of its runs is queued, running or retrying: a
+    worker would be left holding a run whose rows are gone. The check runs with the agent's row
+    locked. A run being started meanwhile cannot outlive the agent: Postgres checks its foreign
+    key when its transaction commits, with a key-share lock on that row, so the run either
+    committed before the lock (and is counted here) or its commit waits for this one and then
+    fails, the agent being gone. An agent already deleted is a no-op.
+    """
+    with transaction.atomic():
+        locked = Agent.objects.select_for_update().filter(pk=agent.pk).first()
+        if locked is None:
+            return
+        busy = Execution.objects.filter(_in_progress(), agent=locked).count()
+        if busy:
+            runs = "1 run" if busy == 1 else f"{busy} runs"
+            raise AgentBusy(
+                f"“{locked.name}” has {runs} in progress (queued, running or retrying): "
+                "cancel them, or wait for them to finish, before deleting it."
+            )
+        locked.delete()
+    logger.info(
+        "agent deleted",
+        extra={"action": "agent_deleted", "agent_id": str(agent.uuid), "owner": agent.owner_id},
+    )
+
+
+def _in_progress() -> Q:
+    return Q(status__in=Execution.ACTIVE_STATUSES)
 
 
 def agent_pause(*, agent: Agent) -> bool:

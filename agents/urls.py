@@ -12,6 +12,7 @@ urlpatterns = [
     path("<uuid:uuid>/run/", views.agent_run, name="run"),
     path("<uuid:uuid>/pause/", views.agent_pause, name="pause"),
     path("<uuid:uuid>/resume/", views.agent_resume, name="resume"),
+    path("<uuid:uuid>/delete/", views.agent_delete, name="delete"),
     path("<uuid:uuid>/schedules/new/", schedule_views.schedule_new, name="schedule_new"),
     path(
         "<uuid:uuid>/schedules/<uuid:schedule_uuid>/edit/",

@@ -1,4 +1,5 @@
-"""The owner's agent pages: list, detail with Run now, create and edit, pause and resume."""
+"""The owner's agent pages: list, detail with Run now, create and edit, pause and resume,
+delete."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -6,17 +7,20 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from executions.selectors import agent_stats, agents_overview
-from executions.services import ExecutionRefused, execution_create
+from executions.services import ExecutionRefused, execution_request
 
 from . import services
 from .forms import AgentForm, RunForm, SecretsForm
 from .kinds import KINDS, get_kind
 from .kinds.base import InvalidInputError
 from .models import Agent
+from .schedule_selectors import schedule_panel
+from .webhook_views import panel_context
 
 
 def _owned_agent(request, uuid) -> Agent:
@@ -35,13 +39,15 @@ def agent_detail(request, uuid):
         request,
         "agents/detail.html",
         {
-            **_detail_context(agent),
+            **_detail_context(request, agent),
             "run_form": RunForm(),
         },
     )
 
 
-def _detail_context(agent: Agent) -> dict:
+def _detail_context(request, agent: Agent) -> dict:
+    """Everything the agent page shows; consumes a pending one-time reveal of the webhook
+    secret, so build it once per render."""
     kind = get_kind(agent.kind)
     return {
         "agent": agent,
@@ -52,6 +58,8 @@ def _detail_context(agent: Agent) -> dict:
         "secret_names": sorted(agent.secrets),
         "stats": agent_stats(agent=agent),
         "recent": agent.executions.order_by("-created_at", "-id")[:15],
+        "schedule_panel": schedule_panel(agent=agent, at=timezone.now()),
+        "webhook_panel": panel_context(request, agent),
     }
 
 
@@ -64,10 +72,7 @@ def agent_run(request, uuid):
     if form.is_valid():
         value = form.cleaned_data["input"]
         try:
-            kind = get_kind(agent.kind)
-            if kind is not None:
-                kind.validate_input(agent.config, value)
-            execution = execution_create(
+            execution = execution_request(
                 agent=agent,
                 trigger="manual",
                 input=value,
@@ -85,7 +90,10 @@ def agent_run(request, uuid):
     if request.htmx:
         return render(request, "agents/_run_form.html", {"agent": agent, "run_form": form})
     return render(
-        request, "agents/detail.html", {**_detail_context(agent), "run_form": form}, status=422
+        request,
+        "agents/detail.html",
+        {**_detail_context(request, agent), "run_form": form},
+        status=422,
     )
 
 
@@ -177,3 +185,25 @@ def agent_resume(request, uuid):
     services.agent_resume(agent=agent)
     messages.success(request, f"“{agent.name}” is running again.")
     return redirect("agents:detail", uuid=agent.uuid)
+
+
+@login_required
+def agent_delete(request, uuid):
+    """Delete an agent: GET says what goes with it and asks; POST deletes, unless
+    ``agents.services.agent_delete`` refuses (runs in progress), which the page then says."""
+    agent = _owned_agent(request, uuid)
+    refused = None
+    if request.method == "POST":
+        try:
+            services.agent_delete(agent=agent)
+        except services.AgentBusy as exc:
+            refused = exc.message
+        else:
+            messages.success(request, f"Agent “{agent.name}” deleted, with its runs and schedules.")
+            return redirect("agents:list")
+    return render(
+        request,
+        "agents/delete.html",
+        {"agent": agent, "going": services.agent_delete_preview(agent=agent), "refused": refused},
+        status=409 if refused else 200,
+    )

@@ -1,12 +1,10 @@
-"""One error format for the API and the webhook endpoint::
+"""The API's errors, in the one error format of ``common.errors``::
 
     {"error": {"code": "invalid", "message": "What went wrong, in words.", "details": {...}}}
 
-``code`` is stable and meant for programs; ``message`` is for people; ``details`` is an object
-(field name to messages for 422, empty otherwise). Statuses: 400 malformed request, 401 no or
-bad credentials, 403 refused (a browser session without its CSRF token), 404 not found (also
-for other people's objects), 405, 409 conflict with the current state, 413 too large, 415 not
-JSON, 422 valid JSON with invalid content, 429 too many requests (with Retry-After).
+The exceptions API views raise (each kind names its status, code and default message in its
+class line), DRF's ``EXCEPTION_HANDLER`` that turns every error into the format, and the
+format's description in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -17,10 +15,13 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
+
+# error_response is the format as a plain Django response; API views import it from here.
+from common.errors import error_body, error_response  # noqa: F401
 
 
 class ApiError(exceptions.APIException):
@@ -30,6 +31,10 @@ class ApiError(exceptions.APIException):
     default_code = "bad_request"
     default_detail = "The request is malformed."
 
+    def __init_subclass__(cls, *, status_code: int, code: str, detail: str, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.status_code, cls.default_code, cls.default_detail = status_code, code, detail
+
     def __init__(self, message: str | None = None, *, code: str | None = None, details=None):
         super().__init__(message or self.default_detail, code or self.default_code)
         self.message = str(self.detail)
@@ -37,63 +42,37 @@ class ApiError(exceptions.APIException):
         self.details = dict(details or {})
 
 
-class Malformed(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "malformed"
-    default_detail = "The request is malformed."
+class Malformed(ApiError, status_code=400, code="malformed", detail="The request is malformed."):
+    """Not JSON, nested too deeply, or a header that cannot be read."""
 
 
-class InvalidQuery(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid_query"
-    default_detail = "A query parameter is not valid."
+class InvalidQuery(
+    ApiError, status_code=400, code="invalid_query", detail="A query parameter is not valid."
+):
+    """A filter, ordering or cursor in the query string that does not parse."""
 
 
-class Unauthorized(ApiError):
-    status_code = status.HTTP_401_UNAUTHORIZED
-    default_code = "not_authenticated"
-    default_detail = "Authentication is required."
+class Conflict(
+    ApiError,
+    status_code=409,
+    code="conflict",
+    detail="The request conflicts with the current state.",
+):
+    """A paused agent, a finished execution, an Idempotency-Key reused with another input."""
 
 
-class Conflict(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "The request conflicts with the current state."
+class PayloadTooLarge(
+    ApiError, status_code=413, code="too_large", detail="The request body is too large."
+):
+    """A body over CONVEYOR_API_MAX_BODY_BYTES."""
 
 
-class PayloadTooLarge(ApiError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = "The request body is too large."
-
-
-class Unprocessable(ApiError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "invalid"
-    default_detail = "The request is not valid."
+class Unprocessable(ApiError, status_code=422, code="invalid", detail="The request is not valid."):
+    """Valid JSON whose content is not valid; ``details`` name the fields."""
 
 
 def body_too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-
-
-def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "details": dict(details or {})}}
-
-
-def error_response(
-    status_code: int,
-    code: str,
-    message: str,
-    details: Mapping[str, Any] | None = None,
-    *,
-    headers: Mapping[str, str] | None = None,
-) -> JsonResponse:
-    """The error format as a plain Django response (for views outside DRF: webhooks, 404s)."""
-    response = JsonResponse(error_body(code, message, details), status=status_code)
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
 
 
 def validation_details(error: DjangoValidationError) -> dict[str, list[str]]:

@@ -1,12 +1,15 @@
-"""The API's only parser: JSON, size-limited, refusing what cannot be stored (see jsonbody)."""
+"""The API's only parser: JSON, size-limited, refusing what cannot be stored
+(see ``common.jsonbody``)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from rest_framework.parsers import BaseParser
 
-from .errors import body_too_large
-from .jsonbody import parse_json_bytes
+from common import errors as common_errors
+from common.jsonbody import parse_json_bytes
+
+from .errors import Malformed, body_too_large
 
 
 class JSONParser(BaseParser):
@@ -18,4 +21,7 @@ class JSONParser(BaseParser):
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
             raise body_too_large(limit)
-        return parse_json_bytes(raw)
+        try:
+            return parse_json_bytes(raw)
+        except common_errors.Malformed as exc:
+            raise Malformed(exc.message, code=exc.error_code) from None

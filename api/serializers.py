@@ -13,7 +13,7 @@ from rest_framework import serializers
 
 from agents.kinds import kind_choices
 from agents.models import Agent
-from agents.webhooks import webhook_rotation_in_progress
+from agents.webhook_services import webhook_rotation_in_progress
 from executions.errors import CATEGORIES
 from executions.models import Execution, ExecutionLog
 
@@ -174,7 +174,21 @@ class ExecutionSerializer(serializers.Serializer):
     progress_message = serializers.CharField(read_only=True)
     attempt = serializers.IntegerField(read_only=True, help_text="0 until the first attempt.")
     max_attempts = serializers.IntegerField(read_only=True)
-    next_attempt_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    next_attempt_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="While retrying: when the next attempt is due."
+    )
+    wait_reason = serializers.ChoiceField(
+        choices=Execution.WaitReason.choices,
+        read_only=True,
+        help_text="Why an active execution is not running now: delayed, held, broker, backoff; "
+        "empty when it is not waiting.",
+    )
+    wait_label = serializers.CharField(
+        source="get_wait_reason_display", read_only=True, help_text="The wait reason in words."
+    )
+    wait_until = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Until when it waits, when that is known."
+    )
     not_before = serializers.DateTimeField(
         read_only=True, allow_null=True, help_text="A delayed run starts no earlier than this."
     )

@@ -23,8 +23,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from agents import services as agent_services
-from agents import webhooks
-from agents.kinds import get_kind
+from agents import webhook_services
 from agents.kinds.base import InvalidInputError
 from agents.models import Agent
 from executions.models import Execution
@@ -32,7 +31,7 @@ from executions.selectors import agent_stats
 from executions.services import (
     ExecutionRefused,
     execution_cancel,
-    execution_create,
+    execution_request,
     execution_retry,
 )
 
@@ -88,16 +87,8 @@ class ApiViewMixin:
         return self.request.user.get_username()
 
 
-def _check_input(agent: Agent, value) -> None:
-    kind = get_kind(agent.kind)
-    if kind is None:
-        return
-    try:
-        kind.validate_input(agent.config, value)
-    except InvalidInputError as exc:
-        raise Unprocessable(
-            exc.message, code="invalid_input", details={"input": [exc.message]}
-        ) from None
+def _invalid_input(exc: InvalidInputError) -> Unprocessable:
+    return Unprocessable(exc.message, code="invalid_input", details={"input": [exc.message]})
 
 
 def _created(serializer_data: dict, *, status_code: int) -> Response:
@@ -208,13 +199,10 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
         },
     )
     def destroy(self, request, id=None):
-        agent = self.get_object()
-        if agent.executions.filter(status__in=Execution.ACTIVE_STATUSES).exists():
-            raise Conflict(
-                "This agent has runs in progress: cancel them (or wait) before deleting it.",
-                code="agent_busy",
-            )
-        agent.delete()
+        try:
+            agent_services.agent_delete(agent=self.get_object())
+        except agent_services.AgentBusy as exc:
+            raise Conflict(exc.message, code=exc.code) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -281,30 +269,23 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         value = data.get("input")
-        _check_input(agent, value)
-
         now = timezone.now()
         not_before = data.get("run_at")
         if data.get("delay_seconds"):
             not_before = now + timedelta(seconds=data["delay_seconds"])
-        idempotency_key = f"api:{key}" if key is not None else None
-        if idempotency_key is not None:
-            earlier = Execution.objects.filter(agent=agent, idempotency_key=idempotency_key).first()
-            if earlier is not None and earlier.input != value:
-                raise _key_reused()
         try:
-            execution = execution_create(
+            execution = execution_request(
                 agent=agent,
                 trigger=Execution.Trigger.API,
                 input=value,
-                idempotency_key=idempotency_key,
+                idempotency_key=f"api:{key}" if key is not None else None,
                 not_before=not_before,
                 at=now,
             )
+        except InvalidInputError as exc:
+            raise _invalid_input(exc) from None
         except ExecutionRefused as exc:
             raise Conflict(exc.message, code=exc.code) from None
-        if execution.is_replay and execution.input != value:
-            raise _key_reused()  # another request with this key won the race
         body = s.ExecutionSerializer(execution, context=self.get_serializer_context()).data
         if execution.is_replay:
             return Response(body, status=status.HTTP_200_OK, headers={"Location": body["url"]})
@@ -369,7 +350,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path="webhook/enable")
     def webhook_enable(self, request, id=None):
         agent = self.get_object()
-        return self._webhook(agent, webhooks.webhook_enable(agent=agent))
+        return self._webhook(agent, webhook_services.webhook_enable(agent=agent))
 
     @extend_schema(
         summary="Turn the webhook off (calls get 404; secrets are kept)",
@@ -379,7 +360,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path="webhook/disable")
     def webhook_disable(self, request, id=None):
         agent = self.get_object()
-        webhooks.webhook_disable(agent=agent)
+        webhook_services.webhook_disable(agent=agent)
         return self._webhook(agent)
 
     @extend_schema(
@@ -394,7 +375,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path="webhook/rotate")
     def webhook_rotate(self, request, id=None):
         agent = self.get_object()
-        return self._webhook(agent, webhooks.webhook_rotate_start(agent=agent))
+        return self._webhook(agent, webhook_services.webhook_rotate_start(agent=agent))
 
     @extend_schema(
         summary="Finish the rotation: the old secret stops working",
@@ -405,17 +386,10 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     def webhook_rotate_finish(self, request, id=None):
         agent = self.get_object()
         try:
-            webhooks.webhook_rotate_finish(agent=agent)
-        except webhooks.WebhookStateError as exc:
+            webhook_services.webhook_rotate_finish(agent=agent)
+        except webhook_services.WebhookStateError as exc:
             raise Conflict(exc.message, code=exc.code) from None
         return self._webhook(agent)
-
-
-def _key_reused() -> Conflict:
-    return Conflict(
-        "This Idempotency-Key was already used with a different input.",
-        code="idempotency_key_reused",
-    )
 
 
 def _invalid_query(name: str, message: str) -> InvalidQuery:
@@ -489,12 +463,11 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         serializer = s.RetryRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            if "input" in serializer.validated_data:
-                value = serializer.validated_data["input"]
-                _check_input(execution.agent, value)
-                new = execution_retry(execution=execution, input=value, by=self.username())
-            else:
-                new = execution_retry(execution=execution, by=self.username())
+            new = execution_retry(
+                execution=execution, by=self.username(), **serializer.validated_data
+            )
+        except InvalidInputError as exc:
+            raise _invalid_input(exc) from None
         except ExecutionRefused as exc:
             raise Conflict(exc.message, code=exc.code) from None
         return _created(self._execution(new), status_code=status.HTTP_201_CREATED)

@@ -15,18 +15,18 @@ The database is created and migrated if needed. Existing executions in it are re
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# Run as a script: the repository root on the path, for Conveyor's and this folder's modules.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/conveyor_bench_read"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
-# The benchmark database holds nothing secret: fixed keys, so that no .env is needed.
-BENCH_SECRET_KEY = "conveyor-bench-not-a-secret"  # noqa: S105
-BENCH_FERNET_KEY = "78aMSWNUTbrt4-mJnRnusTp58aMeVEsp1oJI86c63wc="
 
 STAFF = "bench-staff"
 USERS = [f"bench-user-{i}" for i in range(1, 6)]
@@ -34,46 +34,14 @@ USERS = [f"bench-user-{i}" for i in range(1, 6)]
 
 def setup() -> None:
     """Point Django at the benchmark database (creating and migrating it) and start it."""
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
-    os.environ.setdefault("SECRET_KEY", BENCH_SECRET_KEY)
-    os.environ.setdefault("CONVEYOR_SECRET_KEYS", BENCH_FERNET_KEY)
-    os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # Production settings: with DEBUG on, Django keeps every query in memory.
-    os.environ["DEBUG"] = "false"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    url = os.environ["DATABASE_URL"]
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("bench/bulk_load.py needs Postgres: set DATABASE_URL=postgres://...")
-    _create_database(url)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-
-
-def _create_database(url: str) -> None:
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
-
-    db = dj_database_url.parse(url)
-    with psycopg.connect(
-        dbname="postgres",
-        user=db["USER"] or None,
-        password=db["PASSWORD"] or None,
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-        autocommit=True,
-    ) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
-        if exists.fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-            print(f"created database {db['NAME']}")
+    common.start_django(
+        {
+            "DATABASE_URL": DEFAULT_DATABASE_URL,
+            "REDIS_URL": DEFAULT_REDIS_URL,
+            "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
 
 
 def ensure_people_and_agents(n_agents: int) -> None:
@@ -136,7 +104,7 @@ INSERT INTO executions_execution (
     max_attempts, next_attempt_at, result, error_category, error_title, error_message,
     error_detail, created_at, started_at, finished_at, duration, celery_task_id,
     idempotency_key, retry_of_id, parent_id, step_index, not_before, heartbeat_at, notified,
-    schedule_id, scheduled_for
+    schedule_id, scheduled_for, wait_reason, wait_until
 )
 SELECT
     -- md5, not gen_random_uuid(): the latter reads the kernel's random source per row.
@@ -177,7 +145,9 @@ SELECT
     NULL, NULL, NULL, NULL, NULL,
     CASE WHEN status = 'running' THEN now() END,
     status IN ('succeeded', 'failed'),
-    NULL, NULL
+    NULL, NULL,
+    CASE status WHEN 'queued' THEN 'broker' WHEN 'retrying' THEN 'backoff' ELSE '' END,
+    CASE WHEN status = 'retrying' THEN now() + interval '30 seconds' END
 FROM t
 -- In time order, as a live installation writes them (and ids grow with time).
 ORDER BY created

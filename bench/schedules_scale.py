@@ -31,55 +31,29 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parent.parent
+# Run as a script: the repository root on the path, for Conveyor's and this folder's modules.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/conveyor_bench_schedules"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
-BENCH_SECRET_KEY = "conveyor-bench-not-a-secret"  # noqa: S105
-BENCH_FERNET_KEY = "78aMSWNUTbrt4-mJnRnusTp58aMeVEsp1oJI86c63wc="
 OWNER = "bench-schedules"
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
 
 
 def setup() -> None:
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
-    os.environ.setdefault("SECRET_KEY", BENCH_SECRET_KEY)
-    os.environ.setdefault("CONVEYOR_SECRET_KEYS", BENCH_FERNET_KEY)
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # No worker consumes this run's queue: without this, once the dispatch takes longer than a
-    # minute the republish pass would rightly send the first, unclaimed runs again.
-    os.environ.setdefault("CONVEYOR_REPUBLISH_AFTER", "3600")
-    os.environ["DEBUG"] = "false"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    url = os.environ["DATABASE_URL"]
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("bench/schedules_scale.py measures Postgres: set DATABASE_URL=postgres://...")
-    _create_database(url)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-
-
-def _create_database(url: str) -> None:
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
-
-    db = dj_database_url.parse(url)
-    params = {
-        "host": db.get("HOST") or None,
-        "port": db.get("PORT") or None,
-        "user": db.get("USER") or None,
-        "password": db.get("PASSWORD") or None,
-    }
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
-        if not exists.fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+    common.start_django(
+        {
+            "DATABASE_URL": DEFAULT_DATABASE_URL,
+            "REDIS_URL": DEFAULT_REDIS_URL,
+            "LOG_LEVEL": "WARNING",
+            # No worker consumes this run's queue: without this, once the dispatch takes longer
+            # than a minute the republish pass would rightly send the first, unclaimed runs
+            # again.
+            "CONVEYOR_REPUBLISH_AFTER": "3600",
+        }
+    )
 
 
 def backend_cpu() -> float:

@@ -187,10 +187,10 @@ CONVEYOR_FASTPATH = env_bool("CONVEYOR_FASTPATH", True)
 CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
 CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance")
 # The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, then the
-# recovery passes: due delayed and held runs, re-publishing, reaping); seconds a slot may be late before it counts as missed (and its
-# schedule's catch-up policy applies); seconds a handed-over execution may wait unclaimed before
-# it is published again; seconds past an attempt's hard time limit before its worker is
-# presumed lost and the attempt is reaped.
+# recovery passes: due delayed and held runs, re-publishing, reaping); seconds a slot may be
+# late before it counts as missed (and its schedule's catch-up policy applies); seconds an
+# execution handed to the broker may wait unclaimed before it is published again; seconds past
+# an attempt's hard time limit before its worker is presumed lost and the attempt is reaped.
 CONVEYOR_DISPATCH_INTERVAL = env_int("CONVEYOR_DISPATCH_INTERVAL", 2, minimum=1)
 CONVEYOR_SCHEDULE_MISFIRE_GRACE = env_int("CONVEYOR_SCHEDULE_MISFIRE_GRACE", 60, minimum=0)
 CONVEYOR_REPUBLISH_AFTER = env_int("CONVEYOR_REPUBLISH_AFTER", 60, minimum=1)

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from agents.webhooks import webhook_receive
+from agents.webhook_views import webhook_receive
 from executions.views import home
 from ops.views import healthz, metrics
 

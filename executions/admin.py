@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
 from datetime import timedelta
 from functools import cached_property
 
@@ -33,6 +32,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from agents.models import Agent
+from ops.admin_actions import ActionReport
 
 from .humanize import seconds_in_words
 from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
@@ -202,16 +202,6 @@ class LogInline(ReadOnlyInline):
     fields = ("when", "attempt", "level", "message")
 
 
-def _report(done: int, verb: str, skipped: Counter) -> tuple[str, int]:
-    """ "3 retried. 2 skipped: not failed or cancelled (2)." and the message level."""
-    text = f"{done} {verb}."
-    if skipped:
-        reasons = "; ".join(f"{reason} ({n})" for reason, n in skipped.most_common())
-        text += f" {sum(skipped.values())} skipped: {reasons}."
-    level = messages.SUCCESS if done and not skipped else messages.WARNING
-    return text, level
-
-
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = (
@@ -228,6 +218,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     list_display_links = ("short_uuid",)
     list_filter = (
         "status",
+        "wait_reason",
         RetriedFilter,
         "error_category",
         "trigger",
@@ -258,8 +249,10 @@ class ExecutionAdmin(admin.ModelAdmin):
         "started_time",
         "finished_time",
         "duration_display",
+        "wait_display",
         "next_attempt_time",
         "not_before_time",
+        "published_time",
         "heartbeat_time",
         "error_category",
         "error_title",
@@ -289,8 +282,10 @@ class ExecutionAdmin(admin.ModelAdmin):
                     "started_time",
                     "finished_time",
                     "duration_display",
+                    "wait_display",
                     "next_attempt_time",
                     "not_before_time",
+                    "published_time",
                     "heartbeat_time",
                 )
             },
@@ -324,6 +319,17 @@ class ExecutionAdmin(admin.ModelAdmin):
     finished_time = precise_time("finished_at", "Finished")
     next_attempt_time = precise_time("next_attempt_at", "Next attempt")
     not_before_time = precise_time("not_before", "Not before")
+    published_time = precise_time("published_at", "Last sent to the broker")
+
+    @admin.display(description="Waiting")
+    def wait_display(self, obj):
+        if not obj.is_waiting:
+            return "—"
+        if obj.wait_until is None:
+            return obj.get_wait_reason_display()
+        local = timezone.localtime(obj.wait_until)
+        return f"{obj.get_wait_reason_display()} (until {local:%Y-%m-%d %H:%M:%S})"
+
     heartbeat_time = precise_time("heartbeat_at", "Heartbeat")
     scheduled_for_time = precise_time("scheduled_for", "Scheduled for")
 
@@ -336,7 +342,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        # Old executions go through the retention clean-up, not a select-all in the admin.
+        # Executions are the record of what ran: they go only with their agent (agent_delete).
         return False
 
     def has_retry_permission(self, request):
@@ -522,62 +528,40 @@ class ExecutionAdmin(admin.ModelAdmin):
         description="Retry selected failed or cancelled executions", permissions=["retry"]
     )
     def retry_selected(self, request, queryset):
-        done, skipped = 0, Counter()
-        rows, beyond = self._bounded(
-            queryset.select_related("agent").annotate(
-                already_retried=Exists(Execution.objects.filter(retry_of=OuterRef("pk")))
-            )
-        )
-        by = request.user.get_username()
-        for execution in rows:
-            if not execution.can_retry:
-                skipped["not failed or cancelled"] += 1
-            elif execution.already_retried:
-                skipped["already retried"] += 1
-            else:
-                try:
-                    execution_retry(execution=execution, by=by)
-                except ExecutionRefused as exc:
-                    skipped[_refusal(exc)] += 1
-                else:
-                    done += 1
-        if beyond:
-            skipped[f"beyond the {BULK_LIMIT} handled at once; run the action again"] += beyond
-        self.message_user(request, *_report(done, "retried", skipped))
+        self._each(request, queryset.select_related("agent"), execution_retry, verb="retried")
 
     @admin.action(
         description="Cancel selected queued, retrying or running executions", permissions=["cancel"]
     )
     def cancel_selected(self, request, queryset):
-        done, skipped = 0, Counter()
-        rows, beyond = self._bounded(queryset)
-        by = request.user.get_username()
-        for execution in rows:
-            if execution.is_terminal:
-                skipped["already finished"] += 1
-                continue
-            try:
-                execution_cancel(execution=execution, by=by)
-            except ExecutionRefused as exc:
-                skipped[_refusal(exc)] += 1
-            else:
-                done += 1
-        if beyond:
-            skipped[f"beyond the {BULK_LIMIT} handled at once; run the action again"] += beyond
-        self.message_user(request, *_report(done, "cancelled", skipped))
+        self._each(request, queryset, execution_cancel, verb="cancelled")
 
-    def _bounded(self, queryset):
-        """At most BULK_LIMIT rows (oldest first), and how many more were selected."""
+    def _each(self, request, queryset, service, *, verb: str) -> None:
+        """Call ``service`` on each selected execution (at most BULK_LIMIT, oldest first) and
+        report; the service's refusals are the reasons for skipping (see ``_refusal``)."""
+        report = ActionReport(verb)
         rows = list(queryset.order_by("created_at", "id")[: BULK_LIMIT + 1])
-        if len(rows) <= BULK_LIMIT:
-            return rows, 0
-        return rows[:BULK_LIMIT], queryset.count() - BULK_LIMIT
+        by = request.user.get_username()
+        for execution in rows[:BULK_LIMIT]:
+            try:
+                service(execution=execution, by=by)
+            except ExecutionRefused as exc:
+                report.skip(_refusal(exc))
+            else:
+                report.done()
+        if len(rows) > BULK_LIMIT:
+            report.skip(
+                f"beyond the {BULK_LIMIT} handled at once; run the action again",
+                queryset.count() - BULK_LIMIT,
+            )
+        report.send(self, request)
 
 
 def _refusal(exc: ExecutionRefused) -> str:
     return {
         "agent_paused": "agent paused",
         "already_finished": "already finished",
+        "already_retried": "already retried",
         "not_retryable": "not failed or cancelled",
         "busy": "status kept changing",
     }.get(exc.code, exc.code.replace("_", " "))

@@ -128,33 +128,14 @@ class TimeWindow:
         return floored + self.bucket - self.span
 
 
+MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 WINDOWS = {
     w.key: w
     for w in (
-        TimeWindow(
-            "1h",
-            "Last hour",
-            timedelta(hours=1),
-            timedelta(minutes=1),
-            TruncMinute,
-            timedelta(minutes=1),
-        ),
-        TimeWindow(
-            "24h",
-            "Last 24 hours",
-            timedelta(hours=24),
-            timedelta(minutes=1),
-            TruncMinute,
-            timedelta(hours=1),
-        ),
-        TimeWindow(
-            "7d",
-            "Last 7 days",
-            timedelta(days=7),
-            timedelta(hours=1),
-            TruncHour,
-            timedelta(hours=1),
-        ),
+        # key, label, span, width of a bar and its SQL truncation, width of a clickable slice
+        TimeWindow("1h", "Last hour", HOUR, MINUTE, TruncMinute, MINUTE),
+        TimeWindow("24h", "Last 24 hours", DAY, MINUTE, TruncMinute, HOUR),
+        TimeWindow("7d", "Last 7 days", 7 * DAY, HOUR, TruncHour, HOUR),
     )
 }
 DEFAULT_WINDOW = "24h"
@@ -163,32 +144,11 @@ DEFAULT_WINDOW = "24h"
 # --- The window's figures ----------------------------------------------------------------------
 
 
-@dataclass
-class Overview:
-    started: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    active: int = 0
-    p50: float | None = None
-    p95: float | None = None
+class Outcomes:
+    """Rates over the finished runs (succeeded or failed) of a row that counts them."""
 
-    @property
-    def success_rate(self) -> float | None:
-        finished = self.succeeded + self.failed
-        return self.succeeded / finished if finished else None
-
-
-@dataclass
-class AgentFigures:
-    agent_id: int
-    name: str
-    owner: str
-    runs: int
     succeeded: int
     failed: int
-    p50: float | None = None
-    p95: float | None = None
 
     @property
     def success_rate(self) -> float | None:
@@ -199,6 +159,49 @@ class AgentFigures:
     def failure_rate(self) -> float | None:
         finished = self.succeeded + self.failed
         return self.failed / finished if finished else None
+
+
+@dataclass
+class Overview(Outcomes):
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    active: int = 0
+    p50: float | None = None
+    p95: float | None = None
+
+    @classmethod
+    def from_row(cls, row: dict, p50: float | None = None, p95: float | None = None) -> Overview:
+        return cls(**{name: row[name] for name in WINDOW_COUNTS}, p50=p50, p95=p95)
+
+
+@dataclass
+class AgentFigures(Outcomes):
+    agent_id: int
+    name: str
+    owner: str
+    runs: int
+    succeeded: int
+    failed: int
+    p50: float | None = None
+    p95: float | None = None
+
+    @classmethod
+    def from_row(
+        cls, row: dict, p50: float | None = None, p95: float | None = None
+    ) -> AgentFigures:
+        """From a row of per-agent counts with the agent's ``agent_name`` and ``owner_name``."""
+        return cls(
+            agent_id=row["agent_id"],
+            name=row["agent_name"],
+            owner=row["owner_name"],
+            runs=row["started"],
+            succeeded=row["succeeded"],
+            failed=row["failed"],
+            p50=p50,
+            p95=p95,
+        )
 
 
 @dataclass
@@ -213,52 +216,45 @@ class Bucket:
         return self.succeeded + self.failed + self.other
 
 
-def _window_counts():
-    return {
-        "started": Count("status"),
-        "succeeded": Count("status", filter=Q(status=Status.SUCCEEDED)),
-        "failed": Count("status", filter=Q(status=Status.FAILED)),
-        "cancelled": Count("status", filter=Q(status=Status.CANCELLED)),
-        "active": Count("status", filter=Q(status__in=Execution.ACTIVE_STATUSES)),
-    }
+# The window's counts by outcome (the Postgres query of window_figures counts the same).
+WINDOW_COUNTS = {
+    "started": None,
+    "succeeded": Q(status=Status.SUCCEEDED),
+    "failed": Q(status=Status.FAILED),
+    "cancelled": Q(status=Status.CANCELLED),
+    "active": Q(status__in=Execution.ACTIVE_STATUSES),
+}
+
+
+def _counts(*names: str) -> dict[str, Count]:
+    """``COUNT(status)`` with the filters of WINDOW_COUNTS named, for aggregate or annotate."""
+    return {name: Count("status", filter=WINDOW_COUNTS[name]) for name in names}
 
 
 def _sqlite_overview(*, since: datetime) -> Overview:
     """SQLite: the window's counts, and p50/p95 from its latest successful runs."""
     recent = Execution.objects.filter(created_at__gte=since)
-    row = recent.aggregate(**_window_counts())
+    row = recent.aggregate(**_counts(*WINDOW_COUNTS))
     sample = sorted(
         d.total_seconds()
         for d in recent.filter(status=Status.SUCCEEDED, duration__isnull=False)
         .order_by("-created_at")
         .values_list("duration", flat=True)[:SAMPLE_OVERALL]
     )
-    return Overview(**row, p50=percentile(sample, 0.5), p95=percentile(sample, 0.95))
+    return Overview.from_row(row, percentile(sample, 0.5), percentile(sample, 0.95))
 
 
 def _sqlite_agents(*, since: datetime) -> list[AgentFigures]:
     """SQLite: per-agent counts in one GROUP BY, percentiles of the busiest from a sample."""
     recent = Execution.objects.filter(created_at__gte=since)
     rows = (
-        recent.values("agent_id", "agent__name", "agent__owner__username")
-        .annotate(
-            runs=Count("status"),
-            succeeded=Count("status", filter=Q(status=Status.SUCCEEDED)),
-            failed=Count("status", filter=Q(status=Status.FAILED)),
+        recent.values(
+            "agent_id", agent_name=F("agent__name"), owner_name=F("agent__owner__username")
         )
-        .order_by("-runs", "agent_id")
+        .annotate(**_counts("started", "succeeded", "failed"))
+        .order_by("-started", "agent_id")
     )
-    figures = [
-        AgentFigures(
-            agent_id=row["agent_id"],
-            name=row["agent__name"],
-            owner=row["agent__owner__username"],
-            runs=row["runs"],
-            succeeded=row["succeeded"],
-            failed=row["failed"],
-        )
-        for row in rows
-    ]
+    figures = [AgentFigures.from_row(row) for row in rows]
     if figures:
         _sample_agent_percentiles(recent, figures[:TOP_AGENTS])
     return figures
@@ -298,7 +294,7 @@ def window_figures(*, since: datetime) -> tuple[Overview, list[AgentFigures]]:
     agent = Agent._meta.db_table
     user = Agent._meta.get_field("owner").related_model._meta.db_table
     sql = f"""
-        SELECT s.*, a.name, u.username FROM (
+        SELECT s.*, a.name AS agent_name, u.username AS owner_name FROM (
             SELECT e.agent_id,
                    COUNT(e.status) AS started,
                    COUNT(e.status) FILTER (WHERE e.status = %(succeeded)s) AS succeeded,
@@ -335,28 +331,9 @@ def window_figures(*, since: datetime) -> tuple[Overview, list[AgentFigures]]:
     for row in rows:
         p50, p95 = row["pcts"] or (None, None)
         if row["agent_id"] is None:
-            overview = Overview(
-                started=row["started"],
-                succeeded=row["succeeded"],
-                failed=row["failed"],
-                cancelled=row["cancelled"],
-                active=row["active"],
-                p50=p50,
-                p95=p95,
-            )
+            overview = Overview.from_row(row, p50, p95)
         else:
-            agents.append(
-                AgentFigures(
-                    agent_id=row["agent_id"],
-                    name=row["name"],
-                    owner=row["username"],
-                    runs=row["started"],
-                    succeeded=row["succeeded"],
-                    failed=row["failed"],
-                    p50=p50,
-                    p95=p95,
-                )
-            )
+            agents.append(AgentFigures.from_row(row, p50, p95))
     return overview, agents
 
 
@@ -378,11 +355,7 @@ def window_throughput(*, window: TimeWindow, since: datetime, now: datetime) -> 
         Execution.objects.filter(created_at__gte=since)
         .annotate(bucket=window.trunc("created_at", tzinfo=UTC))
         .values("bucket")
-        .annotate(
-            succeeded=Count("status", filter=Q(status=Status.SUCCEEDED)),
-            failed=Count("status", filter=Q(status=Status.FAILED)),
-            total=Count("status"),
-        )
+        .annotate(**_counts("started", "succeeded", "failed"))
         .order_by("bucket")
     )
     found = {row["bucket"]: row for row in rows}
@@ -394,7 +367,7 @@ def window_throughput(*, window: TimeWindow, since: datetime, now: datetime) -> 
             buckets.append(Bucket(start))
         else:
             ok, bad = row["succeeded"], row["failed"]
-            buckets.append(Bucket(start, ok, bad, row["total"] - ok - bad))
+            buckets.append(Bucket(start, ok, bad, row["started"] - ok - bad))
         start += window.bucket
     return buckets
 
@@ -440,11 +413,12 @@ def running_over_timeout(*, now: datetime, limit: int = STUCK_LIMIT) -> list[Exe
 
 
 def queued_too_long(*, now: datetime, limit: int = STUCK_LIMIT) -> list[Execution]:
-    """Queued executions waiting for a worker for more than CONVEYOR_STUCK_QUEUED_AFTER seconds
-    (counted from their ``not_before`` for delayed runs)."""
+    """Queued executions waiting for a worker (not for their start time or an earlier run) for
+    more than CONVEYOR_STUCK_QUEUED_AFTER seconds (counted from ``not_before`` for delayed
+    runs)."""
     cutoff = now - timedelta(seconds=settings.CONVEYOR_STUCK_QUEUED_AFTER)
     return list(
-        Execution.objects.filter(status=Status.QUEUED)
+        Execution.objects.filter(status=Status.QUEUED, wait_reason=Execution.WaitReason.BROKER)
         .filter(Q(not_before__isnull=True, created_at__lt=cutoff) | Q(not_before__lt=cutoff))
         .select_related("agent", "owner")
         .order_by("created_at")[:limit]

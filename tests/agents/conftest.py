@@ -1,4 +1,5 @@
-"""Fixtures for the agents tests: a local HTTP server on 127.0.0.1 and a context to run kinds.
+"""Fixtures for the agents tests: a local HTTP server on 127.0.0.1, a context to run kinds, and
+an agent with its webhook on.
 
 The server is real (pytest-httpserver, werkzeug on a thread); nothing here stands in for HTTP.
 """
@@ -16,6 +17,7 @@ from pytest_httpserver import HTTPServer
 
 from agents.kinds.http import kind as http_kind
 from agents.secrets import Secrets
+from agents.webhook_services import webhook_enable
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +90,11 @@ def http_context(
 ) -> RecordingContext:
     """A context for the http kind, its config validated as the agent's form would."""
     return RecordingContext(http_kind.clean_config(config), secrets=secrets, **kwargs)
+
+
+@pytest.fixture
+def hooked(make_agent, alice):
+    """Alice's echo agent with its webhook on: (agent, secret)."""
+    agent = make_agent(alice, name="hooked")
+    secret = webhook_enable(agent=agent)
+    return agent, secret

@@ -61,13 +61,3 @@ def bob_api(bob, make_token):
 @pytest.fixture
 def anonymous_api():
     return ApiClient(None)
-
-
-def error_of(response) -> dict:
-    """The ``error`` object of an error response, after checking the one format."""
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert isinstance(body["error"]["details"], dict)
-    return body["error"]

@@ -4,13 +4,10 @@ checked by the kind's schema, secrets write-only."""
 from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from agents.models import Agent
-from executions.models import Execution
-from executions.services import execution_create
-
-from .conftest import error_of
+from executions.services import execution_cancel, execution_request
+from tests.conftest import error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -171,27 +168,35 @@ def test_pause_refuses_runs_until_resume(api, make_agent, alice):
 
 def test_deleting_an_agent_with_active_runs_is_refused_then_allowed(api, make_agent, alice):
     agent = make_agent(alice)
-    execution = execution_create(agent=agent, trigger="manual")
+    execution = execution_request(agent=agent, trigger="manual")
     response = api.delete(url(agent))
     assert response.status_code == 409
     assert error_of(response)["code"] == "agent_busy"
-    Execution.objects.filter(pk=execution.pk).update(status="succeeded")
+    execution_cancel(execution=execution)
     assert api.delete(url(agent)).status_code == 204
     assert not Agent.objects.filter(pk=agent.pk).exists()
     assert api.get(url(agent)).status_code == 404
 
 
-def test_stats_count_runs_and_durations_over_the_window(api, make_agent, alice):
+def test_a_refused_delete_says_why_in_the_services_words(api, make_agent, make_execution, alice):
+    agent = make_agent(alice, name="busy-one")
+    make_execution(agent, "running")
+    make_execution(agent, "retrying")
+
+    response = api.delete(url(agent))
+
+    assert response.status_code == 409
+    assert error_of(response)["message"] == (
+        "“busy-one” has 2 runs in progress (queued, running or retrying): cancel them, or wait "
+        "for them to finish, before deleting it."
+    )
+
+
+def test_stats_count_runs_and_durations_over_the_window(api, make_agent, make_execution, alice):
     agent = make_agent(alice)
-    now = timezone.now()
-    for seconds, status, age in [(1, "succeeded", 1), (3, "succeeded", 2), (None, "failed", 3),
+    for seconds, status, age in [(1, "succeeded", 1), (3, "succeeded", 2), (2, "failed", 3),
                                  (9, "succeeded", 24 * 10)]:  # fmt: skip
-        execution = execution_create(agent=agent, trigger="api")
-        Execution.objects.filter(pk=execution.pk).update(
-            status=status,
-            created_at=now - timedelta(hours=age),
-            duration=timedelta(seconds=seconds) if seconds else None,
-        )
+        make_execution(agent, status, trigger="api", ago=timedelta(hours=age), seconds=seconds)
     day = api.get(url(agent, "/stats"), {"window": "24h"}).json()
     assert day["window"] == "24h"
     assert (day["runs"], day["succeeded"], day["failed"]) == (3, 2, 1)

@@ -14,9 +14,9 @@ from django.test import override_settings
 from api.errors import PayloadTooLarge
 from api.parsers import JSONParser
 from executions.models import Execution
-from executions.services import execution_create
+from tests.conftest import error_of
 
-from .conftest import ApiClient, error_of
+from .conftest import ApiClient
 
 pytestmark = pytest.mark.django_db
 
@@ -134,10 +134,9 @@ def test_run_requests_past_the_rate_are_429_with_retry_after(api, make_agent, al
 
 
 @override_settings(CONVEYOR_API_RUN_RATE="1/min")
-def test_retries_count_as_run_requests(api, make_agent, alice):
+def test_retries_count_as_run_requests(api, make_agent, make_execution, alice):
     agent = make_agent(alice)
-    execution = execution_create(agent=agent, trigger="api")
-    Execution.objects.filter(pk=execution.pk).update(status="failed")
+    execution = make_execution(agent, "failed", trigger="api")
     assert api.post(f"/api/v1/executions/{execution.uuid}/retry").status_code == 201
     assert api.post(f"/api/v1/executions/{execution.uuid}/retry").status_code == 429
 
@@ -145,7 +144,7 @@ def test_retries_count_as_run_requests(api, make_agent, alice):
 @override_settings(CONVEYOR_API_RUN_RATE="1/min")
 def test_the_count_is_kept_in_redis_where_every_web_process_sees_it(api, make_agent, alice):
     from api.models import ApiToken
-    from api.throttling import redis_client
+    from common.rates import redis_client
 
     api.post(runs(make_agent(alice)), {"input": 1})
     token = ApiToken.objects.get(name="alice's token")
@@ -166,7 +165,7 @@ def test_when_redis_cannot_be_reached_runs_are_still_accepted(api, make_agent, a
 def test_a_malformed_rate_setting_stops_the_process():
     from django.core.exceptions import ImproperlyConfigured
 
-    from api.rates import parse_rate
+    from common.rates import parse_rate
 
     assert parse_rate("60/min") == (60, 60)
     assert parse_rate("5/sec") == (5, 1)
@@ -224,13 +223,12 @@ def _query(rng):
     return {key: str(_junk(rng)) for key in rng.sample(QUERY_KEYS, rng.randint(1, 4))}
 
 
-def test_no_malformed_request_gets_a_500(api, make_agent, alice):
+def test_no_malformed_request_gets_a_500(api, make_agent, make_execution, alice):
     """Several hundred malformed bodies, headers and parameters: each answered 2xx or 4xx in
     the error format. Seeded, so a failure can be replayed."""
     rng = random.Random(20261123)
     agent = make_agent(alice, name="target")
-    execution = execution_create(agent=agent, trigger="api")
-    Execution.objects.filter(pk=execution.pk).update(status="failed")
+    execution = make_execution(agent, "failed", trigger="api")
     agent_url, execution_url = f"{AGENTS}/{agent.uuid}", f"/api/v1/executions/{execution.uuid}"
     content_types = [
         "application/json",

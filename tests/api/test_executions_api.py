@@ -7,9 +7,10 @@ import pytest
 from django.utils import timezone
 
 from executions.models import Execution, ExecutionLog
-from executions.services import execution_create
+from executions.services import execution_request
+from tests.conftest import error_of
 
-from .conftest import ApiClient, error_of
+from .conftest import ApiClient
 
 pytestmark = pytest.mark.django_db
 
@@ -20,26 +21,30 @@ def url(execution, suffix=""):
     return f"{EXECUTIONS}/{execution.uuid}{suffix}"
 
 
-def failed(agent, **fields):
-    execution = execution_create(agent=agent, trigger="api", input={"n": 1})
-    Execution.objects.filter(pk=execution.pk).update(
-        status="failed",
-        attempt=3,
-        max_attempts=3,
-        error_category="network",
-        error_title="Could not reach the service",
-        error_message="Connection refused by example.com.",
-        error_detail="Traceback (most recent call last): secret-sauce",
-        **fields,
-    )
-    execution.refresh_from_db()
-    return execution
+@pytest.fixture
+def failed(make_execution):
+    """``failed(agent)``: an API run that could not reach its service on any of its attempts."""
+
+    def make(agent, *, seconds=1.5):
+        return make_execution(
+            agent,
+            "failed",
+            trigger="api",
+            input={"n": 1},
+            attempt=agent.max_retries + 1,
+            seconds=seconds,
+            error_category="network",
+            reason="Connection refused by example.com.",
+            detail="Traceback (most recent call last): secret-sauce",
+        )
+
+    return make
 
 
 def test_the_detail_has_status_progress_attempts_timings_and_a_friendly_error(
-    api, make_agent, alice
+    api, make_agent, failed, alice
 ):
-    execution = failed(make_agent(alice), duration=timedelta(seconds=2.5))
+    execution = failed(make_agent(alice, max_retries=2), seconds=2.5)
     body = api.get(url(execution)).json()
     assert body["id"] == str(execution.uuid)
     assert body["status"] == "failed" and body["status_label"] == "Failed after 3 attempts"
@@ -48,30 +53,29 @@ def test_the_detail_has_status_progress_attempts_timings_and_a_friendly_error(
     assert body["duration_seconds"] == 2.5
     assert body["error"]["category"] == "network"
     assert body["error"]["title"] == "Could not reach the service"
-    assert body["error"]["message"] == "Connection refused by example.com."
+    assert body["error"]["message"].startswith("Connection refused by example.com. No attempts")
     assert body["error"]["what_to_do"]
     assert "error_detail" not in body
     assert "secret-sauce" not in api.get(url(execution)).content.decode()
     assert "secret-sauce" not in api.get(EXECUTIONS).content.decode()
 
 
-def test_staff_see_the_traceback_of_their_own_executions(staff, make_agent, make_token):
+def test_staff_see_the_traceback_of_their_own_executions(staff, make_agent, make_token, failed):
     execution = failed(make_agent(staff))
     body = ApiClient(make_token(staff)).get(url(execution)).json()
     assert body["error_detail"].endswith("secret-sauce")
 
 
 def test_a_queued_execution_has_no_error(api, make_agent, alice):
-    body = api.get(url(execution_create(agent=make_agent(alice), trigger="api"))).json()
+    body = api.get(url(execution_request(agent=make_agent(alice), trigger="api"))).json()
     assert body["error"] is None and body["status_label"] == "Queued"
 
 
-def test_the_list_filters_by_status_agent_trigger_and_time(api, make_agent, alice):
+def test_the_list_filters_by_status_agent_trigger_and_time(api, make_agent, alice, failed):
     a, b = make_agent(alice, name="a"), make_agent(alice, name="b")
-    old = execution_create(agent=a, trigger="schedule")
-    Execution.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
-    queued = execution_create(agent=a, trigger="api")
-    from_hook = execution_create(agent=b, trigger="webhook")
+    old = execution_request(agent=a, trigger="schedule", at=timezone.now() - timedelta(days=3))
+    queued = execution_request(agent=a, trigger="api")
+    from_hook = execution_request(agent=b, trigger="webhook")
     broken = failed(b)
 
     def ids(**params):
@@ -117,9 +121,10 @@ def test_cursor_pages_walk_every_execution_once_newest_first(api, make_agent, al
     now = timezone.now()
     made = []
     for n in range(7):
-        execution = execution_create(agent=agent, trigger="api")
         # Two share a timestamp: the id breaks the tie.
-        Execution.objects.filter(pk=execution.pk).update(created_at=now - timedelta(minutes=n // 2))
+        execution = execution_request(
+            agent=agent, trigger="api", at=now - timedelta(minutes=n // 2)
+        )
         made.append(execution)
     seen, page = [], api.get(EXECUTIONS, {"limit": 3}).json()
     while True:
@@ -132,7 +137,7 @@ def test_cursor_pages_walk_every_execution_once_newest_first(api, make_agent, al
 
 
 def test_logs_come_oldest_first_in_pages(api, make_agent, alice):
-    execution = execution_create(agent=make_agent(alice), trigger="api")
+    execution = execution_request(agent=make_agent(alice), trigger="api")
     for n in range(5):
         ExecutionLog.objects.create(
             execution=execution, attempt=1, at=timezone.now(), level="info", message=f"line {n}"
@@ -144,7 +149,7 @@ def test_logs_come_oldest_first_in_pages(api, make_agent, alice):
     assert second["next"] is None
 
 
-def test_retry_creates_a_new_execution_with_the_same_or_a_new_input(api, make_agent, alice):
+def test_retry_creates_a_new_execution_with_the_same_or_a_new_input(api, make_agent, alice, failed):
     original = failed(make_agent(alice))
     same = api.post(url(original, "/retry"))
     assert same.status_code == 201, same.content
@@ -152,13 +157,27 @@ def test_retry_creates_a_new_execution_with_the_same_or_a_new_input(api, make_ag
     new = Execution.objects.get(uuid=same.json()["id"])
     assert (new.retry_of, new.input, new.trigger) == (original, {"n": 1}, "retry")
     assert same.json()["retry_of"] == str(original.uuid)
-    edited = api.post(url(original, "/retry"), {"input": {"n": 2}}).json()
-    assert Execution.objects.get(uuid=edited["id"]).input == {"n": 2}
     original.refresh_from_db()
     assert original.status == "failed"
 
 
-def test_retrying_with_an_input_the_agent_refuses_is_a_422(api, make_agent, alice):
+def test_retry_with_a_new_input(api, make_agent, alice, failed):
+    original = failed(make_agent(alice))
+    edited = api.post(url(original, "/retry"), {"input": {"n": 2}}).json()
+    assert Execution.objects.get(uuid=edited["id"]).input == {"n": 2}
+
+
+def test_an_execution_already_retried_is_a_409_naming_its_retry(api, make_agent, alice, failed):
+    original = failed(make_agent(alice))
+    first = api.post(url(original, "/retry")).json()
+    again = api.post(url(original, "/retry"), {"input": {"n": 2}})
+    assert again.status_code == 409
+    assert error_of(again)["code"] == "already_retried"
+    assert first["id"] in error_of(again)["message"]
+    assert original.retried_as.count() == 1
+
+
+def test_retrying_with_an_input_the_agent_refuses_is_a_422(api, make_agent, alice, failed):
     original = failed(make_agent(alice, config={"function": "demo.slow"}))
     response = api.post(url(original, "/retry"), {"input": {"seconds": "x"}})
     assert response.status_code == 422
@@ -166,14 +185,14 @@ def test_retrying_with_an_input_the_agent_refuses_is_a_422(api, make_agent, alic
 
 
 def test_retrying_an_active_execution_is_a_409(api, make_agent, alice):
-    execution = execution_create(agent=make_agent(alice), trigger="api")
+    execution = execution_request(agent=make_agent(alice), trigger="api")
     response = api.post(url(execution, "/retry"))
     assert response.status_code == 409
     assert error_of(response)["code"] == "not_retryable"
 
 
 def test_cancel_is_accepted_once_then_409(api, make_agent, alice):
-    execution = execution_create(agent=make_agent(alice), trigger="api")
+    execution = execution_request(agent=make_agent(alice), trigger="api")
     response = api.post(url(execution, "/cancel"))
     assert response.status_code == 202
     assert response.json()["status"] == "cancelled"

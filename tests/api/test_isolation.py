@@ -10,9 +10,7 @@ from django.urls import reverse
 from agents.models import Agent
 from api.urls import router
 from executions.models import Execution
-from executions.services import execution_create
-
-from .conftest import error_of
+from tests.conftest import error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -32,10 +30,9 @@ def detail_endpoints():
 
 
 @pytest.fixture
-def alices(make_agent, alice):
+def alices(make_agent, make_execution, alice):
     agent = make_agent(alice, name="alices-agent", secrets={"token": "alice-token-1"})
-    execution = execution_create(agent=agent, trigger="api", input={"private": "data"})
-    Execution.objects.filter(pk=execution.pk).update(status="failed")
+    execution = make_execution(agent, "failed", trigger="api", input={"private": "data"})
     return {"agent": agent, "execution": execution}
 
 

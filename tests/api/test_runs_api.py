@@ -7,8 +7,7 @@ import pytest
 from django.utils import timezone
 
 from executions.models import Execution
-
-from .conftest import error_of
+from tests.conftest import error_of
 
 pytestmark = pytest.mark.django_db
 

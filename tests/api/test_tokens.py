@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from api.models import ApiToken
-from api.services import token_create, token_touch
+from api.services import token_create, token_revoke, token_touch
+from tests.conftest import error_of
 
-from .conftest import ApiClient, error_of
+from .conftest import ApiClient
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +59,7 @@ def test_a_name_in_use_is_refused_until_that_token_is_revoked(client, alice):
     response = client.post(reverse("tokens:list"), {"name": "ci"})
     assert response.status_code == 422
     assert "already have a token with this name" in response.content.decode()
-    ApiToken.objects.filter(owner=alice).update(revoked_at=timezone.now())
+    token_revoke(token=ApiToken.objects.get(owner=alice))
     assert client.post(reverse("tokens:list"), {"name": "ci"}).status_code == 200
 
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 from django.conf import settings
 
-from tests.conftest import ROOT, _database_url
+from tests.stack import ROOT, database_url
 
 needs_postgres = pytest.mark.skipif(
     "postgresql" not in settings.DATABASES["default"]["ENGINE"],
@@ -31,7 +31,7 @@ TINY = [
 
 
 def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL}
+    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL}
     return subprocess.run(
         [sys.executable, "-m", "bench", *args],
         cwd=ROOT,

@@ -3,17 +3,13 @@ test broker refuses requests without its basic-auth login and serves them with i
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings
 
-from .conftest import ROOT, free_port
+from tests.stack import celery_environment, free_port, spawn, stop, tail
 
 START_TIMEOUT = 30
 LOGIN = ("operator", "flower-test-password")
@@ -23,33 +19,14 @@ LOGIN = ("operator", "flower-test-password")
 def flower(broker, tmp_path: Path):
     port = free_port()
     log = tmp_path / "flower.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings_test",
-        "REDIS_URL": settings.REDIS_URL,
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "flower",
-                "--address=127.0.0.1",
-                f"--port={port}",
-                f"--basic-auth={LOGIN[0]}:{LOGIN[1]}",
-                # A private database of its own: never the developer's flower.db.
-                "--persistent=False",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn(
+        ["flower", "--address=127.0.0.1", f"--port={port}",
+         f"--basic-auth={LOGIN[0]}:{LOGIN[1]}",
+         # A private database of its own: never the developer's flower.db.
+         "--persistent=False"],
+        log=log,
+        env=celery_environment(database=False),
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + START_TIMEOUT
     why = ""
@@ -66,18 +43,11 @@ def flower(broker, tmp_path: Path):
             break
         time.sleep(0.25)
     if proc.poll() is not None or time.monotonic() > deadline:
-        proc.kill()
-        proc.wait(timeout=10)
-        tail = log.read_text(errors="replace")[-1500:]
-        print(f"Flower did not start within {START_TIMEOUT} s: {why}\n{tail}")
+        stop(proc, timeout=10)
+        print(f"Flower did not start within {START_TIMEOUT} s: {why}\n{tail(log, 30)}")
         pytest.skip(f"Flower did not start within {START_TIMEOUT} s: {why}")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    stop(proc, timeout=10)
 
 
 def test_flower_refuses_requests_without_its_login(flower):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from executions.services import execution_create
+from executions.services import execution_request
 from tests.conftest import wait_for
 
 TOKEN = "metrics-token-for-tests-0123456789"
@@ -34,10 +34,10 @@ def test_it_reflects_executions_that_just_ran_on_a_real_worker(
     flaky = make_agent(name="flaky", config={"function": "demo.flaky"})
     broken = make_agent(name="broken", config={"function": "demo.broken"})
     runs = [
-        execution_create(agent=echo, trigger="api", input={"n": 1}),
-        execution_create(agent=echo, trigger="api", input={"n": 2}),
-        execution_create(agent=flaky, trigger="api", input={"fail_times": 1}),
-        execution_create(agent=broken, trigger="api"),
+        execution_request(agent=echo, trigger="api", input={"n": 1}),
+        execution_request(agent=echo, trigger="api", input={"n": 2}),
+        execution_request(agent=flaky, trigger="api", input={"fail_times": 1}),
+        execution_request(agent=broken, trigger="api"),
     ]
     for run in runs:
         wait_for(run, "succeeded", "failed")
