@@ -237,39 +237,6 @@ class ExecutionAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     actions = ("retry_selected", "cancel_selected")
     inlines = (AttemptInline, EventInline, LogInline)
-    readonly_fields = (
-        "uuid",
-        "agent_link",
-        "owner",
-        "trigger",
-        "status_badge",
-        "attempts",
-        "progress_display",
-        "created_time",
-        "started_time",
-        "finished_time",
-        "duration_display",
-        "wait_display",
-        "next_attempt_time",
-        "not_before_time",
-        "published_time",
-        "heartbeat_time",
-        "error_category",
-        "error_title",
-        "error_message",
-        "traceback",
-        "input_json",
-        "result_json",
-        "retry_of_link",
-        "retried_as_links",
-        "parent_link",
-        "step_index",
-        "schedule",
-        "scheduled_for_time",
-        "idempotency_key",
-        "celery_task_id",
-        "notified",
-    )
     fieldsets = (
         (None, {"fields": ("uuid", "agent_link", "owner", "trigger", "status_badge")}),
         (
@@ -313,6 +280,9 @@ class ExecutionAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    # The detail page is read-only: every field it shows, in the fieldsets' order.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     created_time = precise_time("created_at", "Created")
     started_time = precise_time("started_at", "Started")
