@@ -26,6 +26,7 @@ drives the same scenarios through both paths on Postgres and compares every row 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -52,16 +53,38 @@ def enabled() -> bool:
 # --- Building statements from the models ------------------------------------------------------
 
 
+# The statements' text depends only on the models, so the metadata they are built from is looked
+# up once per process; only the values are computed per call.
+
+
+@cache
 def _qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+@cache
 def _table(model: type[models.Model]) -> str:
     return _qn(model._meta.db_table)
 
 
+@cache
+def _field(model: type[models.Model], name: str) -> models.Field:
+    return model._meta.get_field(name)
+
+
 def _col(model: type[models.Model], name: str) -> str:
-    return _qn(model._meta.get_field(name).column)
+    return _qn(_field(model, name).column)
+
+
+@cache
+def _cast(field: models.Field) -> str:
+    return field.cast_db_type(connection)
+
+
+@cache
+def _inserted(model: type[models.Model]) -> tuple[models.Field, ...]:
+    """Every concrete field but the key: what an INSERT of ``model`` writes."""
+    return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
 
 
 class _Params:
@@ -73,7 +96,7 @@ class _Params:
     def add(self, field: models.Field, value: Any) -> str:
         key = f"p{len(self.values)}"
         self.values[key] = field.get_db_prep_save(value, connection)
-        return f"%({key})s::{field.cast_db_type(connection)}"
+        return f"%({key})s::{_cast(field)}"
 
     def raw(self, value: Any) -> str:
         key = f"p{len(self.values)}"
@@ -88,7 +111,7 @@ def _assignments(
     computed = computed or {}
     parts = [f"{_col(model, name)} = {sql}" for name, sql in computed.items()]
     for name, value in fields.items():
-        parts.append(f"{_col(model, name)} = {params.add(model._meta.get_field(name), value)}")
+        parts.append(f"{_col(model, name)} = {params.add(_field(model, name), value)}")
     return ", ".join(parts)
 
 
@@ -97,7 +120,7 @@ def _insert(obj: models.Model, params: _Params, *, source: str, computed=None) -
     but the key, from its value on the instance unless ``computed`` gives SQL for it."""
     computed = computed or {}
     model = type(obj)
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    fields = _inserted(model)
     columns = ", ".join(_qn(f.column) for f in fields)
     values = ", ".join(
         computed[f.attname] if f.attname in computed else params.add(f, getattr(obj, f.attname))
@@ -108,11 +131,11 @@ def _insert(obj: models.Model, params: _Params, *, source: str, computed=None) -
 
 def _insert_rows(objs: list[models.Model], model: type[models.Model], params: _Params) -> str:
     """Many rows in one INSERT, one array parameter per column (``unnest`` zips them)."""
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    fields = _inserted(model)
     columns = ", ".join(_qn(f.column) for f in fields)
     arrays = ", ".join(
         f"{params.raw([f.get_db_prep_save(getattr(o, f.attname), connection) for o in objs])}"
-        f"::{f.cast_db_type(connection)}[]"
+        f"::{_cast(f)}[]"
         for f in fields
     )
     return f"INSERT INTO {_table(model)} ({columns}) SELECT * FROM unnest({arrays})"
@@ -127,14 +150,12 @@ def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime
     p = _Params()
     pk, status, attempt = _col(E, "id"), _col(E, "status"), _col(E, "attempt")
     started_at, max_attempts = _col(E, "started_at"), _col(E, "max_attempts")
-    waiting = ", ".join(
-        p.add(E._meta.get_field("status"), s) for s in (Status.QUEUED, Status.RETRYING)
-    )
+    waiting = ", ".join(p.add(_field(E, "status"), s) for s in (Status.QUEUED, Status.RETRYING))
     locked = (
         f"SELECT {pk}, {status} FROM {_table(E)} WHERE {pk} = {p.raw(execution_id)} "
         f"AND {status} IN ({waiting}) AND {attempt} = {p.raw(expected_attempt)} FOR UPDATE"
     )
-    first_start = p.add(E._meta.get_field("started_at"), at)
+    first_start = p.add(_field(E, "started_at"), at)
     update = (
         f"UPDATE {_table(E)} e SET "
         + _assignments(
@@ -200,7 +221,7 @@ def finish_success(
     done = (
         f"UPDATE {_table(E)} SET {_assignments(E, fields, p)} "
         f"WHERE {pk} = {p.raw(execution.pk)} "
-        f"AND {_col(E, 'status')} = {p.add(E._meta.get_field('status'), Status.RUNNING)} "
+        f"AND {_col(E, 'status')} = {p.add(_field(E, 'status'), Status.RUNNING)} "
         f"AND {_col(E, 'attempt')} = {p.raw(attempt.number)} RETURNING {pk}"
     )
     event = new_event(
