@@ -94,8 +94,13 @@ class _Params:
         self.values: dict[str, Any] = {}
 
     def add(self, field: models.Field, value: Any) -> str:
+        value = field.get_db_prep_save(value, connection)
+        if value is None or value == "":
+            # Most columns a step writes are empty: written as literals, they cost no parameter.
+            literal = "NULL" if value is None else "''"
+            return f"{literal}::{_cast(field)}"
         key = f"p{len(self.values)}"
-        self.values[key] = field.get_db_prep_save(value, connection)
+        self.values[key] = value
         return f"%({key})s::{_cast(field)}"
 
     def raw(self, value: Any) -> str:
