@@ -20,8 +20,19 @@ def status_badge(execution_or_status, label=None):
     status = getattr(execution_or_status, "status", execution_or_status) or "none"
     if label is None:
         label = getattr(execution_or_status, "status_label", None) or str(status).title()
+    # A waiting execution says why on hover, as recorded (wait_reason, wait_until).
+    why = ""
+    if getattr(execution_or_status, "is_waiting", False):
+        why = execution_or_status.get_wait_reason_display()
+        until = execution_or_status.wait_until
+        if until is not None:
+            why += f" (until {date_format(timezone.localtime(until), 'DATETIME_FORMAT')})"
     return format_html(
-        '<span class="badge badge-{}" data-status="{}">{}</span>', status, status, label
+        '<span class="badge badge-{}" data-status="{}" title="{}">{}</span>',
+        status,
+        status,
+        why,
+        label,
     )
 
 

@@ -1,8 +1,11 @@
 """The execution pages, through Django's test client: the live part, cancel, retry, the list
 (browser tests live in test_views_browser.py)."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from executions.models import Execution
 from executions.services import execution_cancel, execution_request
@@ -124,3 +127,10 @@ def test_pages_explain_themselves_when_empty(alice_client):
 def test_an_unknown_page_is_a_friendly_404(alice_client):
     response = alice_client.get("/executions/00000000-0000-0000-0000-000000000000/")
     assert response.status_code == 404
+
+
+def test_the_list_says_on_hover_why_a_queued_run_waits(alice_client, make_agent):
+    start = timezone.now() + timedelta(hours=1)
+    execution_request(agent=make_agent(), trigger="api", not_before=start)
+    html = alice_client.get(reverse("executions:list")).content.decode()
+    assert 'data-status="queued" title="Delayed until its start time (until ' in html
