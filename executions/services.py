@@ -169,14 +169,15 @@ def execution_request(
         # transaction (bulk creation in one transaction pays no extra round trips otherwise).
         with transaction.atomic(savepoint=idempotency_key is not None):
             execution.save(force_insert=True)
-            ExecutionEvent.objects.create(
-                execution=execution,
+            new_event(
+                execution_id=execution.pk,
                 from_status="",
-                to_status=Status.QUEUED,
+                to=Status.QUEUED,
                 at=at,
+                attempt=0,
                 reason=reason or _created_reason(trigger, retry_of),
-                data={"wait_reason": execution.wait_reason} if execution.wait_reason else {},
-            )
+                data={"wait_reason": execution.wait_reason},
+            ).save(force_insert=True)
     except IntegrityError:
         if idempotency_key is None:
             raise
