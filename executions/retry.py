@@ -3,13 +3,16 @@
 The waits come from Celery's own exponential backoff (``get_exponential_backoff_interval``,
 the formula behind ``retry_backoff``/``retry_backoff_max``/``retry_jitter``), so an agent's
 policy and Celery's defaults agree: the wait after attempt *n* is
-``min(backoff_max, backoff * 2 ** (n - 1))`` seconds, and with jitter a whole number of
-seconds picked at random between 0 and that ("full jitter").
+``min(backoff_max, backoff * 2 ** (n - 1))`` seconds. With jitter it is a whole number of
+seconds picked at random between half of that and all of it ("equal jitter"): retries of many
+runs that failed together still spread out, but none comes back at once (Celery's own full
+jitter picks anywhere from 0, so a planned "2 s" wait could be 1 ms).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 from celery.utils.time import get_exponential_backoff_interval
@@ -46,9 +49,10 @@ class RetryPolicy:
         longer, up to ``CONVEYOR_MAX_BACKOFF`` so that the wait stays below the broker's
         visibility timeout.
         """
-        delay = get_exponential_backoff_interval(
-            self.backoff, attempt - 1, self.backoff_max, full_jitter=self.jitter
-        )
+        delay = self.ceiling(attempt=attempt)
+        if self.jitter:
+            floor = math.ceil(delay / 2)
+            delay = random.randint(floor, delay)
         if retry_after is not None and retry_after > delay:
             delay = math.ceil(retry_after)
         return min(delay, settings.CONVEYOR_MAX_BACKOFF)
@@ -67,5 +71,5 @@ class RetryPolicy:
             waits = f"{first} apart"
         else:
             waits = f"{first} then doubling, at most {seconds_in_words(self.backoff_max)} apart"
-        jitter = " (randomised)" if self.jitter else ""
+        jitter = " (randomised: each wait between half and all of it)" if self.jitter else ""
         return f"{retries}, {waits}{jitter}"

@@ -22,11 +22,16 @@ def test_waits_double_from_the_initial_backoff_up_to_the_maximum():
     assert [p.countdown(attempt=n) for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
 
 
-def test_jitter_picks_a_wait_between_zero_and_the_ceiling():
+def test_jitter_picks_a_wait_between_half_the_ceiling_and_the_ceiling():
     p = policy(backoff=4, jitter=True)
     waits = {p.countdown(attempt=3) for _ in range(300)}
-    assert waits <= set(range(17)) and p.ceiling(attempt=3) == 16
-    assert len(waits) > 5  # really random, not a constant
+    assert p.ceiling(attempt=3) == 16 and waits <= set(range(8, 17))
+    assert len(waits) > 4  # really random, not a constant
+
+
+def test_with_jitter_even_a_one_second_wait_is_never_zero():
+    p = policy(backoff=1, jitter=True)
+    assert {p.countdown(attempt=1) for _ in range(100)} == {1}
 
 
 def test_a_longer_retry_after_wins_but_stays_below_the_installation_maximum():
@@ -50,7 +55,8 @@ def test_only_temporary_errors_of_listed_categories_are_retried():
         ({}, "up to 3 retries, 30 s then doubling, at most 10 min apart"),
         (
             {"jitter": True},
-            "up to 3 retries, 30 s then doubling, at most 10 min apart (randomised)",
+            "up to 3 retries, 30 s then doubling, at most 10 min apart "
+            "(randomised: each wait between half and all of it)",
         ),
         ({"max_retries": 0}, "no retries"),
         ({"max_retries": 1, "backoff": 90}, "1 retry, 1 min 30 s apart"),

@@ -134,3 +134,18 @@ def test_the_list_says_on_hover_why_a_queued_run_waits(alice_client, make_agent)
     execution_request(agent=make_agent(), trigger="api", not_before=start)
     html = alice_client.get(reverse("executions:list")).content.decode()
     assert 'data-status="queued" title="Delayed until its start time (until ' in html
+
+
+def test_a_retrying_run_says_it_is_waiting_and_that_the_wait_is_randomised(
+    alice_client, make_agent, make_execution
+):
+    execution = make_execution(make_agent(retry_jitter=True), "retrying", ago=timedelta(0))
+    html = alice_client.get(reverse("executions:detail", args=[execution.uuid])).content.decode()
+    assert "now waiting" in html and "then waited" not in html
+    assert "the wait is randomised" in html
+
+
+def test_a_finished_run_says_how_long_each_wait_was(alice_client, make_agent, make_execution):
+    execution = make_execution(make_agent(retry_jitter=False), "succeeded", attempt=2)
+    html = alice_client.get(reverse("executions:detail", args=[execution.uuid])).content.decode()
+    assert "then waited" in html and "now waiting" not in html
