@@ -52,10 +52,12 @@ _LEVELS = {
 
 @dataclass(frozen=True)
 class Decision:
-    """What the task does after an attempt: nothing, or retry after ``retry_in`` seconds."""
+    """What the task does after an attempt: nothing, retry after ``retry_in`` seconds, or
+    report the execution's final failure (``failed``: what its owner reads)."""
 
     retry_in: int | None = None
     max_retries: int | None = None
+    failed: str | None = None
 
 
 NOTHING = Decision()
@@ -92,9 +94,11 @@ def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -
             at=timezone.now(),
             logs=ctx.take_logs(),
         )
-        if countdown is None:
-            return NOTHING
-        return Decision(retry_in=countdown, max_retries=execution.max_attempts - 1)
+        if countdown is not None:
+            return Decision(retry_in=countdown, max_retries=execution.max_attempts - 1)
+        if execution.status == Status.FAILED:
+            return Decision(failed=f"{execution.error_title}: {execution.error_message}")
+        return NOTHING
     attempt_succeed(
         execution=execution,
         attempt=attempt,

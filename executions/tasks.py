@@ -8,6 +8,11 @@ from django.db import InterfaceError, OperationalError
 from . import dispatch, runner, services
 
 
+class ExecutionFailed(Exception):
+    """The execution ended failed. Raised so that the task's state (in Flower, in the worker's
+    log) says what the execution's row says; the row already holds everything."""
+
+
 class RunExecutionTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         # Celery calls this in the worker's main process when it killed an attempt at its hard
@@ -16,7 +21,14 @@ class RunExecutionTask(Task):
             runner.handle_hard_time_limit(execution_id=args[0])
 
 
-@shared_task(bind=True, base=RunExecutionTask, name="executions.run_execution", ignore_result=True)
+@shared_task(
+    bind=True,
+    base=RunExecutionTask,
+    name="executions.run_execution",
+    ignore_result=True,
+    # An expected outcome, not a bug: logged on one line, without a traceback.
+    throws=(ExecutionFailed,),
+)
 def run_execution(self, execution_id: int) -> None:
     """Run the next attempt of execution ``execution_id``.
 
@@ -33,6 +45,8 @@ def run_execution(self, execution_id: int) -> None:
     )
     if decision.retry_in is not None:
         raise self.retry(countdown=decision.retry_in, max_retries=decision.max_retries)
+    if decision.failed is not None:
+        raise ExecutionFailed(decision.failed)
 
 
 @shared_task(
@@ -51,6 +65,8 @@ def enforce_cancel(execution_id: int, attempt: int) -> bool:
 @shared_task(
     name="executions.dispatch",
     ignore_result=True,
+    # Every few seconds: its events would bury the agent runs in Flower's task list.
+    send_events=False,
     # A tick that waited longer than one interval is stale: the next one does its work.
     expires=settings.CONVEYOR_DISPATCH_INTERVAL,
 )
