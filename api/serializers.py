@@ -5,6 +5,7 @@ with the same field names ("config.url")."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -244,7 +245,26 @@ class ExecutionLogSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RunRequestSerializer(serializers.Serializer):
+class InputWrapped(serializers.Serializer):
+    """A run request's body is an envelope: the agent's input goes under ``input``. Any other
+    top-level key is refused (422), so a body sent without the envelope is not run with a
+    null input."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                hint = (
+                    'Put the agent\'s input under "input", e.g. {"input": {...}}. '
+                    f"Accepted fields: {', '.join(self.fields)}."
+                )
+                raise serializers.ValidationError(
+                    {key: [f"Unknown field. {hint}"] for key in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class RunRequestSerializer(InputWrapped):
     input = serializers.JSONField(
         required=False, allow_null=True, help_text="Any JSON; the agent's input."
     )
@@ -267,7 +287,7 @@ class RunRequestSerializer(serializers.Serializer):
         return attrs
 
 
-class RetryRequestSerializer(serializers.Serializer):
+class RetryRequestSerializer(InputWrapped):
     input = serializers.JSONField(
         required=False,
         allow_null=True,

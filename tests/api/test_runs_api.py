@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from executions.models import Execution
+from executions.services import execution_cancel, execution_request
 from tests.conftest import error_of
 
 pytestmark = pytest.mark.django_db
@@ -123,3 +124,22 @@ def test_a_paused_agent_is_a_409(api, make_agent, alice):
     response = api.post(runs(agent), {"input": 1})
     assert response.status_code == 409
     assert "paused" in error_of(response)["message"]
+
+
+@pytest.mark.parametrize("path", ["runs", "retry"])
+def test_a_body_without_the_input_envelope_is_a_422_that_says_so(api, make_agent, alice, path):
+    agent = make_agent(alice)
+    if path == "runs":
+        url = f"/api/v1/agents/{agent.uuid}/runs"
+    else:
+        failed = execution_request(agent=agent, trigger="api", input={"n": 1})
+        execution_cancel(execution=failed)
+        url = f"/api/v1/executions/{failed.uuid}/retry"
+    before = Execution.objects.count()
+
+    response = api.post(url, {"fail_times": 1})
+
+    assert response.status_code == 422, response.content
+    details = response.json()["error"]["details"]
+    assert 'under "input"' in details["fail_times"][0]
+    assert Execution.objects.count() == before
