@@ -24,7 +24,9 @@ def _number(input, key, default, *, minimum=0.0, maximum=3600.0):
     return value
 
 
-@agent_function("demo.echo", description="Returns its input unchanged.")
+@agent_function(
+    "demo.echo", description="Returns its input unchanged.", input_example={"hello": "world"}
+)
 def echo(ctx, input):
     ctx.log("info", "Echoing the input back.")
     return input
@@ -39,6 +41,7 @@ def _flaky_input(input):
     "demo.flaky",
     description="Fails with a temporary error on the first attempts, then succeeds.",
     validate_input=_flaky_input,
+    input_example={"fail_times": 2, "seconds": 0},
 )
 def flaky(ctx, input):
     fail_times, seconds = _flaky_input(input)
@@ -65,6 +68,7 @@ def _slow_input(input):
     "demo.slow",
     description="Works for a while in steps, reporting progress; stops when cancelled.",
     validate_input=_slow_input,
+    input_example={"seconds": 10, "steps": 10},
 )
 def slow(ctx, input):
     seconds, steps = _slow_input(input)

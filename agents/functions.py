@@ -5,7 +5,11 @@ Any installed app can plug in its own agents: put an ``agent_functions.py`` next
 
     from agents.functions import agent_function
 
-    @agent_function("billing.sync_invoices", description="Pull new invoices from the ledger.")
+    @agent_function(
+        "billing.sync_invoices",
+        description="Pull new invoices from the ledger.",
+        input_example={"since": "2026-01-01"},
+    )
     def sync_invoices(ctx, input):
         ctx.progress(10, "Fetching")
         ...
@@ -19,6 +23,7 @@ JSON-safe result. It raises ``agents.kinds.base.RetryableError`` for a temporary
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,18 +38,27 @@ class AgentFunction:
     description: str
     #: Optional check of an input before it is queued; raises InvalidInputError.
     validate_input: Callable[[Any], None] | None = None
+    #: What the function expects, as an example input (JSON); pre-fills Run now.
+    input_example: Any = None
 
 
 _registry: dict[str, AgentFunction] = {}
 
 
 def agent_function(
-    name: str, *, description: str = "", validate_input: Callable[[Any], None] | None = None
+    name: str,
+    *,
+    description: str = "",
+    validate_input: Callable[[Any], None] | None = None,
+    input_example: Any = None,
 ) -> Callable:
     """Register ``func`` under ``name`` (dotted, e.g. ``"demo.echo"``).
 
-    ``validate_input(input)``, if given, runs when a run is requested (page, API, command) and
-    raises ``InvalidInputError`` so the person sees the problem before anything is queued.
+    ``validate_input(input)``, if given, runs when a run is requested (page, API, webhook,
+    schedule, command, retry) and raises ``InvalidInputError`` so the person sees the problem
+    before anything is queued. ``input_example`` is the function's input contract in one JSON
+    value: the agent page pre-fills Run now with it and the API returns it with the agent (it is
+    checked with ``validate_input`` when registered, so the example always runs).
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,8 +67,16 @@ def agent_function(
             raise ValueError(f"An agent function named {name!r} is already registered.")
         doc = description or (func.__doc__ or "").strip().splitlines()[0:1]
         text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        if input_example is not None:
+            json.dumps(input_example)  # a TypeError here: the example must be JSON
+            if validate_input is not None:
+                validate_input(input_example)
         _registry[name] = AgentFunction(
-            name=name, func=func, description=text, validate_input=validate_input
+            name=name,
+            func=func,
+            description=text,
+            validate_input=validate_input,
+            input_example=input_example,
         )
         return func
 

@@ -1,6 +1,8 @@
 """The owner's agent pages: list, detail with Run now, create and edit, pause and resume,
 delete."""
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -40,9 +42,23 @@ def agent_detail(request, uuid):
         "agents/detail.html",
         {
             **_detail_context(request, agent),
-            "run_form": RunForm(),
+            "run_form": _run_form(agent),
         },
     )
+
+
+def _run_form(agent: Agent) -> RunForm:
+    """Run now, pre-filled with the input the agent's kind says it expects (if it says)."""
+    kind = get_kind(agent.kind)
+    example = kind.input_example(agent.config) if kind is not None else None
+    if example is None:
+        return RunForm()
+    form = RunForm(initial={"input": json.dumps(example, indent=2, ensure_ascii=False)})
+    form.fields["input"].help_text = (
+        "Pre-filled with an example of what this agent expects: change the values, or empty "
+        "the box to run without input."
+    )
+    return form
 
 
 def _detail_context(request, agent: Agent) -> dict:

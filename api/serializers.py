@@ -12,7 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.kinds import kind_choices
+from agents.kinds import get_kind, kind_choices
 from agents.models import Agent
 from agents.webhook_services import webhook_rotation_in_progress
 from executions.errors import CATEGORIES
@@ -118,6 +118,10 @@ class AgentSerializer(serializers.Serializer):
         help_text="What a scheduled slot does while the previous run is still active.",
     )
     webhook = serializers.SerializerMethodField()
+    input_example = serializers.SerializerMethodField(
+        help_text="An input this agent accepts, as its kind declares it (null: none declared). "
+        'Send it as {"input": ...} to the runs endpoint.'
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
@@ -138,6 +142,11 @@ class AgentSerializer(serializers.Serializer):
 
     def get_secret_names(self, agent) -> list[str]:
         return sorted(agent.secrets)
+
+    @extend_schema_field(OpenApiTypes.ANY)
+    def get_input_example(self, agent):
+        kind = get_kind(agent.kind)
+        return kind.input_example(agent.config) if kind is not None else None
 
     @extend_schema_field(WebhookStateSerializer)
     def get_webhook(self, agent) -> dict:

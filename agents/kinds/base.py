@@ -148,5 +148,9 @@ class Kind:
     def validate_input(self, config: Mapping[str, Any], input: Any) -> None:
         """Raise InvalidInputError if ``input`` cannot work, before anything is queued."""
 
+    def input_example(self, config: Mapping[str, Any]) -> Any:
+        """An input this agent accepts, as a person would type it (None: no contract)."""
+        return None
+
     def run(self, ctx: RunContext, input: Any) -> Any:
         raise NotImplementedError

@@ -46,6 +46,10 @@ class FunctionKind(Kind):
         if fn is not None and fn.validate_input is not None:
             fn.validate_input(input)
 
+    def input_example(self, config):
+        fn = get_function(config.get("function", ""))
+        return fn.input_example if fn is not None else None
+
     def run(self, ctx: RunContext, input: Any) -> Any:
         name = ctx.config.get("function", "")
         fn = get_function(name)

@@ -140,4 +140,11 @@ def test_a_duplicate_name_is_explained(alice_client, make_agent):
             "config-function": "demo.echo",
         },
     )
-    assert "You already have an agent with this name." in response.content.decode()
+    assert "You already have an agent named" in response.content.decode()
+
+
+def test_run_now_is_prefilled_with_the_input_the_function_expects(alice_client, make_agent):
+    agent = make_agent(config={"function": "demo.flaky"})
+    html = alice_client.get(reverse("agents:detail", args=[agent.uuid])).content.decode()
+    assert "&quot;fail_times&quot;: 2" in html
+    assert "an example of what this agent expects" in html

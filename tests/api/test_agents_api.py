@@ -52,6 +52,31 @@ def test_config_is_checked_by_the_kinds_schema_with_field_names(api):
     assert not Agent.objects.filter(name="caller").exists()
 
 
+def test_an_internal_address_is_refused_at_save_time_as_a_422_on_config_url(api, settings):
+    settings.CONVEYOR_OUTBOUND_ALLOW = []
+    body = {"name": "inside", "kind": "http", "config": {"url": "http://169.254.169.254/"}}
+
+    response = api.post(AGENTS, body)
+
+    assert response.status_code == 422
+    messages = error_of(response)["details"]["config.url"]
+    assert messages == [
+        "The address “169.254.169.254” is a private or internal network address "
+        "(169.254.169.254 — a cloud metadata service), which Conveyor does not call for safety. "
+        "An operator can allow it with CONVEYOR_OUTBOUND_ALLOW."
+    ]
+    assert not Agent.objects.filter(name="inside").exists()
+
+
+def test_an_address_the_operator_allowed_is_accepted(api, settings):
+    settings.CONVEYOR_OUTBOUND_ALLOW = ["127.0.0.1"]
+    body = {"name": "local", "kind": "http", "config": {"url": "http://127.0.0.1:8080/"}}
+
+    response = api.post(AGENTS, body)
+
+    assert response.status_code == 201, response.content
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -217,3 +242,11 @@ def test_an_unknown_stats_window_is_a_400(api, make_agent, alice):
 def test_stats_of_an_agent_without_runs_are_empty_not_an_error(api, make_agent, alice):
     body = api.get(url(make_agent(alice), "/stats")).json()
     assert body["runs"] == 0 and body["success_rate"] is None and body["p95_seconds"] is None
+
+
+def test_an_agent_comes_with_the_input_its_function_expects(api, make_agent, alice):
+    flaky = make_agent(alice, config={"function": "demo.flaky"})
+    body = api.get(f"/api/v1/agents/{flaky.uuid}").json()
+    assert body["input_example"] == {"fail_times": 2, "seconds": 0}
+    run = api.post(f"/api/v1/agents/{flaky.uuid}/runs", {"input": body["input_example"]})
+    assert run.status_code == 202
