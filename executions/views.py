@@ -13,6 +13,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from agents.kinds.base import InvalidInputError
 
 from .forms import ExecutionFilterForm, RetryForm
+from .humanize import time_left
 from .models import Execution
 from .selectors import agent_median_duration, agents_overview, executions_page
 from .services import ExecutionRefused, execution_cancel, execution_retry
@@ -71,16 +72,13 @@ def live_context(request, execution: Execution) -> dict:
     if len(logs) == LOG_LINES:
         total_logs = execution.logs.count()
     estimate = None
-    if execution.status == Execution.Status.RUNNING:
-        median = agent_median_duration(agent_id=execution.agent_id)
-        current = attempts[-1] if attempts else None
-        if median and current:
-            elapsed = (timezone.now() - current.started_at).total_seconds()
-            estimate = {
-                "left": max(0.0, median - elapsed),
-                "over": elapsed > median * 1.5,
-                "median": median,
-            }
+    current = attempts[-1] if attempts else None
+    if execution.status == Execution.Status.RUNNING and current is not None:
+        estimate = time_left(
+            progress=execution.progress,
+            elapsed=(timezone.now() - current.started_at).total_seconds(),
+            median=agent_median_duration(agent_id=execution.agent_id),
+        )
     return {
         "execution": execution,
         "attempts": attempts,
