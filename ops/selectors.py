@@ -115,7 +115,8 @@ class TimeWindow:
     key: str
     label: str
     span: timedelta
-    #: Width of one bar of the throughput chart, and the SQL that truncates to it.
+    #: Width of one bar of the throughput chart, and the SQL truncation its bars are added up
+    #: from (a bar may hold several truncated units: five minutes of a day).
     bucket: timedelta
     trunc: type
     #: Width of one clickable slice of the chart (several bars when bars are minutes of a day).
@@ -132,9 +133,10 @@ MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 WINDOWS = {
     w.key: w
     for w in (
-        # key, label, span, width of a bar and its SQL truncation, width of a clickable slice
+        # key, label, span, width of a bar and its SQL truncation, width of a clickable slice;
+        # about 60 to 300 bars a window.
         TimeWindow("1h", "Last hour", HOUR, MINUTE, TruncMinute, MINUTE),
-        TimeWindow("24h", "Last 24 hours", DAY, MINUTE, TruncMinute, HOUR),
+        TimeWindow("24h", "Last 24 hours", DAY, 5 * MINUTE, TruncMinute, HOUR),
         TimeWindow("7d", "Last 7 days", 7 * DAY, HOUR, TruncHour, HOUR),
     )
 }
@@ -358,16 +360,19 @@ def window_throughput(*, window: TimeWindow, since: datetime, now: datetime) -> 
         .annotate(**_counts("started", "succeeded", "failed"))
         .order_by("bucket")
     )
-    found = {row["bucket"]: row for row in rows}
+    found: dict[datetime, list[int]] = {}
+    for row in rows:
+        # The bar this truncated unit falls in (the window starts on a bar's edge).
+        start = since + (row["bucket"] - since) // window.bucket * window.bucket
+        sums = found.setdefault(start, [0, 0, 0])
+        sums[0] += row["started"]
+        sums[1] += row["succeeded"]
+        sums[2] += row["failed"]
     buckets = []
     start = since
     while start <= now:
-        row = found.get(start)
-        if row is None:
-            buckets.append(Bucket(start))
-        else:
-            ok, bad = row["succeeded"], row["failed"]
-            buckets.append(Bucket(start, ok, bad, row["started"] - ok - bad))
+        started, ok, bad = found.get(start, (0, 0, 0))
+        buckets.append(Bucket(start, ok, bad, started - ok - bad))
         start += window.bucket
     return buckets
 

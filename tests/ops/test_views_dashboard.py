@@ -47,14 +47,18 @@ def test_an_anonymous_visitor_is_sent_to_the_admin_login(client):
     assert response["Location"].startswith(reverse("admin:login"))
 
 
-def test_a_signed_in_user_who_is_not_staff_is_sent_to_the_admin_login(alice_client):
+def test_a_signed_in_user_who_is_not_staff_gets_a_plain_403_page(alice_client):
     response = alice_client.get(DASHBOARD)
-    assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "This page is for operators." in html
+    assert "Go to your home page" in html and 'name="password"' not in html
 
 
-def test_the_workers_panel_is_staff_only_too(alice_client):
-    assert alice_client.get(reverse("ops:workers")).status_code == 302
+def test_the_workers_panel_is_staff_only_too(alice_client, client):
+    assert alice_client.get(reverse("ops:workers")).status_code == 403
+    client.logout()
+    assert client.get(reverse("ops:workers")).status_code == 302
 
 
 def test_the_admin_links_to_the_dashboard(staff_client):
@@ -192,7 +196,9 @@ def test_the_throughput_chart_has_a_bar_per_minute_and_links_per_slice(
     assert staff_client.get(link).context["cl"].result_count == 2
 
     day = staff_client.get(DASHBOARD + "?window=24h")
-    assert len(day.context["d"].throughput) == 24 * 60
+    five_minutes = day.context["d"].throughput
+    assert len(five_minutes) == 24 * 12  # a bar per 5 minutes
+    assert sum(b.succeeded for b in five_minutes) == 2 and sum(b.failed for b in five_minutes) == 1
     assert str(day.context["chart"]).count("<a href=") == 24  # one slice per hour
     week = staff_client.get(DASHBOARD + "?window=7d")
     assert len(week.context["d"].throughput) == 7 * 24
