@@ -276,6 +276,11 @@ class Watch:
         if execution.status == Execution.Status.RETRYING and execution.next_attempt_at:
             at = timezone.localtime(execution.next_attempt_at)
             text += f", next attempt at {at:%H:%M:%S}"
+        elif execution.status == Execution.Status.QUEUED and execution.is_waiting:
+            text += f" ({execution.get_wait_reason_display().lower()}"
+            if execution.wait_until is not None:
+                text += f": {timezone.localtime(execution.wait_until):%Y-%m-%d %H:%M:%S}"
+            text += ")"
         return text
 
     def log_line(self, log: ExecutionLog):
@@ -330,8 +335,8 @@ class Watch:
         if execution.status == Execution.Status.RETRYING and execution.next_attempt_at:
             left = (execution.next_attempt_at - timezone.now()).total_seconds()
             text += f" · next attempt in {max(0, round(left))} s"
-        elif execution.status == Execution.Status.QUEUED and execution.attempt == 0:
-            text += " · waiting for a worker"
+        elif execution.status == Execution.Status.QUEUED and execution.is_waiting:
+            text += f" · {execution.get_wait_reason_display().lower()}"
         elif execution.progress_message:
             text += f" · {execution.progress_message}"
         text += f"  ({round(time.monotonic() - self.started)} s)"
