@@ -60,3 +60,38 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_origins(name: str) -> list[str]:
+    """A comma-separated list of origins, each ``scheme://host[:port]``."""
+    origins = env_list(name)
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or "/" in host:
+            raise ImproperlyConfigured(
+                f"{name} lists origins such as https://conveyor.example.com (scheme and host, "
+                f"no path), not {origin!r}."
+            )
+    return origins
+
+
+def env_header_value(name: str) -> tuple[str, str] | None:
+    """``HEADER,value`` as Django's ``("HTTP_HEADER", "value")``; unset or empty is None.
+
+    The header may be written as sent (``X-Forwarded-Proto``) or as Django names it in
+    ``request.META`` (``HTTP_X_FORWARDED_PROTO``).
+    """
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) != 2 or not all(parts) or not all(part.isprintable() for part in parts):
+        raise ImproperlyConfigured(
+            f"{name} must be a header and its value, such as X-Forwarded-Proto,https, not {raw!r}."
+        )
+    header = parts[0].upper().replace("-", "_")
+    if not header.replace("_", "").isalnum():
+        raise ImproperlyConfigured(f"{name} names a header that is not valid: {parts[0]!r}.")
+    if not header.startswith("HTTP_"):
+        header = "HTTP_" + header
+    return header, parts[1]

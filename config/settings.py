@@ -6,6 +6,7 @@ Every key is listed in ``.env.example``. Bad values stop the process at start-up
 
 import base64
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -13,7 +14,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from common.rates import parse_rate
 
-from .env import env_bool, env_float, env_int, env_list, env_str
+from .env import (
+    env_bool,
+    env_float,
+    env_header_value,
+    env_int,
+    env_list,
+    env_origins,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime files of the zero-setup default: the SQLite database and the embedded Redis socket.
@@ -32,7 +41,34 @@ if not SECRET_KEY:
     SECRET_KEY = "conveyor-insecure-development-key-do-not-use-in-production"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Origins (scheme and host) whose HTTPS form posts are trusted, e.g. https://conveyor.example.com.
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS")
+
+# --- HTTPS and browser security headers ---------------------------------------------------
+# Production is served over HTTPS, usually by a TLS-terminating proxy in front of web. These
+# keep `manage.py check --deploy` clean; DEBUG turns the HTTPS-only ones off by default.
+# The proxy's "this request came over HTTPS" header, as HEADER,value (X-Forwarded-Proto,https).
+# Set it only behind a proxy that sets that header itself: a client could send it otherwise.
+SECURE_PROXY_SSL_HEADER = env_header_value("SECURE_PROXY_SSL_HEADER")
+# Redirect plain HTTP to HTTPS. The health check and /metrics are exempt: probes and scrapers
+# often call web over plain HTTP from inside the network.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Strict-Transport-Security, sent on HTTPS responses only: browsers then refuse plain HTTP to
+# this host (and its subdomains) for that many seconds. Preload (the browsers' built-in list)
+# is hard to undo, so it is off unless asked for.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# check --deploy warns while preload is off (security.W021); off is the deliberate default.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Sent on every response by SecurityMiddleware, XFrameOptionsMiddleware and
+# config.security.ContentSecurityPolicyMiddleware (which also sends frame-ancestors 'none').
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -48,6 +84,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_filters",
+    "axes",
     "agents",
     "executions",
     "api",
@@ -56,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -65,6 +103,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "config.middleware.UserTimezoneMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -108,6 +148,30 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Sign-in throttle (django-axes) ----------------------------------------------------------
+# After CONVEYOR_LOGIN_FAILURE_LIMIT failed sign-ins for one account from one address, on
+# /login/ and /admin/login/, that account is refused from that address (even with the right
+# password) for CONVEYOR_LOGIN_LOCKOUT_MINUTES. Staff lift a lockout early under Axes in the
+# admin, or with `manage.py axes_reset_username <name>`.
+CONVEYOR_LOGIN_FAILURE_LIMIT = env_int("CONVEYOR_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+CONVEYOR_LOGIN_LOCKOUT_MINUTES = env_int("CONVEYOR_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+# Proxies in front of web that append the client's address to X-Forwarded-For (0: none, the
+# connection's address is the client's). The sign-in throttle and the API's bad-token throttle
+# count per client address.
+CONVEYOR_TRUSTED_PROXIES = env_int("CONVEYOR_TRUSTED_PROXIES", 0, minimum=0)
+AUTHENTICATION_BACKENDS = [
+    "config.security.SignInThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = CONVEYOR_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=CONVEYOR_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.security.client_address"
+AXES_LOCKOUT_CALLABLE = "config.security.sign_in_locked_out"
+# Failed sign-ins only: no row per successful sign-in.
+AXES_DISABLE_ACCESS_LOG = True
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -137,11 +201,17 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
+    "filters": {"routine_tasks": {"()": "config.log_filters.RoutineTaskFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request line at INFO; the http kind keeps its own record.
         "httpx": {"level": "WARNING"},
+        # django-axes logs every sign-in at INFO; a lockout is a WARNING.
+        "axes": {"level": "WARNING"},
+        # The worker's "Task executions.dispatch[...] received/succeeded" lines: debug only.
+        "celery.worker.strategy": {"filters": ["routine_tasks"]},
+        "celery.app.trace": {"filters": ["routine_tasks"]},
     },
 }
 
@@ -214,6 +284,10 @@ CONVEYOR_API_RUN_RATE = env_str("CONVEYOR_API_RUN_RATE", "60/min")
 CONVEYOR_WEBHOOK_RATE = env_str("CONVEYOR_WEBHOOK_RATE", "120/min")
 parse_rate(CONVEYOR_API_RUN_RATE, setting="CONVEYOR_API_RUN_RATE")
 parse_rate(CONVEYOR_WEBHOOK_RATE, setting="CONVEYOR_WEBHOOK_RATE")
+# Requests with a token that is not valid, per client address and window; past it, every
+# request with a token from that address gets 429 until the window ends.
+CONVEYOR_API_BAD_TOKEN_RATE = env_str("CONVEYOR_API_BAD_TOKEN_RATE", "10/min")
+parse_rate(CONVEYOR_API_BAD_TOKEN_RATE, setting="CONVEYOR_API_BAD_TOKEN_RATE")
 # Password of the demo user created by `seed_demo` (random and printed when unset).
 CONVEYOR_DEMO_PASSWORD = env_str("CONVEYOR_DEMO_PASSWORD")
 

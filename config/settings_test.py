@@ -30,3 +30,12 @@ CONVEYOR_CANCEL_GRACE = 2
 CONVEYOR_TIME_LIMIT_GRACE = 2
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SEND_SENT_EVENT = False
+# The suite serves plain HTTP (the test client, live_server): no redirect to HTTPS, and cookies
+# the browser tests' chromium sends back over HTTP. tests/config/test_security.py checks the
+# production values.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+# Every test client comes from 127.0.0.1: the bad-token throttle's own tests set a low rate and
+# an address of their own.
+CONVEYOR_API_BAD_TOKEN_RATE = "100000/min"  # noqa: S105 (a rate, not a password)

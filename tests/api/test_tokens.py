@@ -2,10 +2,11 @@
 accepts them as ``Bearer`` (or ``Token``) and browsers with their session and CSRF token."""
 
 import hashlib
+import uuid
 from datetime import timedelta
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from api.models import ApiToken
@@ -161,3 +162,47 @@ def test_staff_see_tokens_in_the_admin_with_the_hash_read_only_and_can_revoke(cl
     )
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+# --- Guessing tokens is throttled per address -----------------------------------------------
+
+
+def an_address() -> str:
+    """An address of the test's own: the counts live in Redis, which outlasts a test."""
+    return f"fd00::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+
+
+def from_address(address, token):
+    return Client(headers={"Authorization": f"Bearer {token}"}, REMOTE_ADDR=address)
+
+
+@override_settings(CONVEYOR_API_BAD_TOKEN_RATE="3/day")
+def test_repeated_bad_tokens_from_one_address_get_a_429_with_retry_after():
+    address = an_address()
+    for attempt in range(3):
+        response = from_address(address, f"cvy_guess-{attempt}").get(AGENTS)
+        assert response.status_code == 401
+    refused = from_address(address, "cvy_guess-4").get(AGENTS)
+    assert refused.status_code == 429
+    assert error_of(refused)["code"] == "rate_limited"
+    assert "token that is not valid from this address" in error_of(refused)["message"]
+    assert 1 <= int(refused["Retry-After"]) <= 86400
+
+
+@override_settings(CONVEYOR_API_BAD_TOKEN_RATE="2/day")
+def test_a_refused_address_is_refused_even_with_a_valid_token_and_others_are_not(alice):
+    _, plain = token_create(owner=alice, name="ci")
+    address = an_address()
+    for attempt in range(3):
+        from_address(address, f"cvy_guess-{attempt}").get(AGENTS)
+    assert from_address(address, plain).get(AGENTS).status_code == 429
+    assert from_address(an_address(), plain).get(AGENTS).status_code == 200
+
+
+@override_settings(CONVEYOR_API_BAD_TOKEN_RATE="2/day")
+def test_requests_with_a_valid_token_are_not_counted(alice):
+    _, plain = token_create(owner=alice, name="ci")
+    address = an_address()
+    for _ in range(5):
+        assert from_address(address, plain).get(AGENTS).status_code == 200
+    assert from_address(address, "cvy_guess").get(AGENTS).status_code == 401

@@ -19,7 +19,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 # The name a settings module reads: env_int("NAME", ...), os.environ.get("NAME"), ...
 READ_ENV = re.compile(
-    r"""(?:env_(?:str|int|bool|float|list)\(|os\.environ(?:\.get|\.setdefault)?[(\[])\s*"""
+    r"""(?:env_[a-z_]+\(|os\.environ(?:\.get|\.setdefault)?[(\[])\s*"""
     r"""["']([A-Z][A-Z0-9_]*)["']"""
 )
 # A key in .env.example, commented out or not: "# NAME=value" or "NAME=value".
