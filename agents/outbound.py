@@ -49,13 +49,16 @@ A list of strings; each entry is one of:
 
 Use
 ---
-``client(timeout=...)`` returns an ``httpx.Client`` with the guard that follows up to
-``CONVEYOR_HTTP_MAX_REDIRECTS`` redirects. A refused address raises :class:`OutboundBlocked`
-(not an ``httpx`` error, so nothing retries it by accident). httpx's own redirect following
-forwards every header except ``Authorization`` to another site and reads each redirect's body
-whole; a caller that sends credentials in other headers or reads untrusted answers uses
-``send()``, which follows redirects itself and drops the given headers when a redirect leaves
-the origin, and ``read_limited()``, which reads at most a given number of bytes of the body::
+``check_url(url)`` applies the same rule when an agent is saved (the ``http`` kind's config
+check), so an owner hears about a refused address at once; names that do not resolve yet are
+left to the connection-time check. ``client(timeout=...)`` returns an ``httpx.Client`` with the
+guard that follows up to ``CONVEYOR_HTTP_MAX_REDIRECTS`` redirects. A refused address raises
+:class:`OutboundBlocked` (not an ``httpx`` error, so nothing retries it by accident). httpx's
+own redirect following forwards every header except ``Authorization`` to another site and reads
+each redirect's body whole; a caller that sends credentials in other headers or reads untrusted
+answers uses ``send()``, which follows redirects itself and drops the given headers when a
+redirect leaves the origin, and ``read_limited()``, which reads at most a given number of bytes
+of the body::
 
     with outbound.client(timeout=10) as http:
         request = http.build_request("POST", url, json=payload, headers=headers)
@@ -316,6 +319,27 @@ def check_host(host: str, addresses: Sequence[IPAddress]) -> None:
             raise OutboundBlocked.for_address(
                 host=_normalise_host(host), address=str(ip), reason=reason
             )
+
+
+def check_url(url: str | httpx.URL) -> None:
+    """The same rule, ahead of time: raise OutboundBlocked if ``url`` would be refused.
+
+    For the checks made when an agent is saved, so that a refused address is reported in the
+    form rather than at the first run; the connection-time check stays the one that counts
+    (a name may resolve to another address by then). A literal address and a name that resolves
+    now are judged like at connection time. A name that does not resolve now is let through:
+    it may only resolve inside the workers' network, or once a service is deployed, and the
+    connection-time check judges it then.
+    """
+    url = httpx.URL(url) if isinstance(url, str) else url
+    if url.scheme not in ALLOWED_SCHEMES:
+        raise OutboundBlocked.for_scheme(url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses = _resolve(url.host, port)
+    except httpcore.ConnectError:
+        return  # does not resolve now: judged when the agent runs (see above)
+    check_host(url.host, addresses)
 
 
 # --- The connection layer ------------------------------------------------------------------

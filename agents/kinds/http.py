@@ -153,7 +153,7 @@ class _MethodField(forms.ChoiceField):
 class _HttpUrlField(forms.URLField):
     """A URL to call. Django's URLValidator is left out on purpose: it refuses single-label
     hosts such as ``http://billing:8080/`` that an operator may allow; the address itself is
-    judged by the outbound guard when the agent runs."""
+    judged by the outbound guard (HttpConfigForm.clean_url, and again when the agent runs)."""
 
     default_validators = []
 
@@ -179,6 +179,24 @@ class _HttpUrlField(forms.URLField):
                 "sight. Store it as a secret and send it with a secret header instead."
             )
         return value
+
+
+class _JSONField(forms.JSONField):
+    """A JSON field whose empty value shows as an empty box, not as the word null.
+
+    ``blank`` lists more values shown as an empty box (``{}`` for the header maps, where an
+    empty box means the same)."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "spellcheck": "false"})
+
+    def __init__(self, *, blank=(), **kwargs):
+        self.blank = (None, *blank)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if any(value == b and type(value) is type(b) for b in self.blank):
+            return ""
+        return super().prepare_value(value)
 
 
 def _check_header_name(name: Any, where: str) -> str:
@@ -219,13 +237,15 @@ class HttpConfigForm(forms.Form):
         help_text="The address to call, starting with https:// or http://.",
         error_messages={"required": "Enter the address to call, such as https://example.com/hook."},
     )
-    headers = forms.JSONField(
+    headers = _JSONField(
         required=False,
+        blank=({},),
         help_text='Extra request headers as a JSON object, e.g. {"Accept": "application/json"}.',
         error_messages={"invalid": 'Enter valid JSON, e.g. {"Accept": "application/json"}.'},
     )
-    secret_headers = forms.JSONField(
+    secret_headers = _JSONField(
         required=False,
+        blank=({},),
         help_text=(
             "Headers whose value is one of this agent's secrets, as a JSON object of header "
             'name to secret name, e.g. {"Authorization": "api_token"}. The value is read from '
@@ -242,16 +262,24 @@ class HttpConfigForm(forms.Form):
         ),
         error_messages={"invalid_choice": "Choose input, fixed or none."},
     )
-    fixed_body = forms.JSONField(
+    # Only used (and only shown, see conveyor.css) when the body is "fixed".
+    fixed_body = _JSONField(
         required=False,
-        help_text='The JSON object or list to send when the body is fixed, e.g. {"ping": true}.',
+        label="Fixed body (JSON)",
+        help_text='The JSON object or list to send, e.g. {"ping": true}.',
         error_messages={"invalid": 'Enter valid JSON, e.g. {"ping": true}.'},
     )
+    # Not to be confused with the agent's time limit (Agent.timeout), which bounds a whole
+    # attempt: this one bounds each HTTP call, and is cut short by the attempt's deadline.
     timeout = forms.FloatField(
         required=False,
-        label="Timeout (seconds)",
+        label="Request timeout (per HTTP call, seconds)",
         initial=DEFAULT_TIMEOUT,
-        help_text="How long to wait for the endpoint to connect and to answer.",
+        help_text=(
+            "How long one HTTP call may take to connect and answer. The agent's time limit "
+            "(under Retries and limits) bounds the whole attempt and cuts a call short when it "
+            "runs out first."
+        ),
         error_messages={"invalid": "Enter a number of seconds, such as 30 or 2.5."},
     )
     expected_statuses = forms.CharField(
@@ -269,6 +297,16 @@ class HttpConfigForm(forms.Form):
 
     def clean_method(self):
         return self.cleaned_data.get("method") or "POST"
+
+    def clean_url(self):
+        url = self.cleaned_data.get("url")
+        if url:
+            # The rule the run applies at each connection (agents.outbound), checked now too.
+            try:
+                outbound.check_url(url)
+            except outbound.OutboundBlocked as exc:
+                raise forms.ValidationError(exc.message) from None
+        return url
 
     def clean_headers(self):
         headers = _json_object(
@@ -369,7 +407,11 @@ class HttpConfigForm(forms.Form):
                 f"A {method} request does not carry a body. Choose “No body”, "
                 "or use POST, PUT or PATCH.",
             )
-        if body == "fixed" and data.get("fixed_body") is None and "fixed_body" not in self.errors:
+        if body != "fixed":
+            # Ignored unless the body is fixed (the page hides the box then).
+            data["fixed_body"] = None
+            self.errors.pop("fixed_body", None)
+        elif data.get("fixed_body") is None and "fixed_body" not in self.errors:
             self.add_error("fixed_body", "Enter the JSON to send, or choose another body.")
         both = {n.lower() for n in data.get("headers") or {}} & {
             n.lower() for n in data.get("secret_headers") or {}
@@ -416,7 +458,8 @@ class HttpKind(Kind):
             pairs.append(("Body", "Fixed: " + (text if len(text) <= 200 else text[:199] + "…")))
         else:
             pairs.append(("Body", dict(BODY_CHOICES).get(body, body)))
-        pairs.append(("Timeout", f"{_seconds(config.get('timeout') or DEFAULT_TIMEOUT)} seconds"))
+        timeout = _seconds(config.get("timeout") or DEFAULT_TIMEOUT)
+        pairs.append(("Request timeout", f"{timeout} seconds"))
         pairs.append(
             ("Expected statuses", config.get("expected_statuses") or DEFAULT_EXPECTED_STATUSES)
         )

@@ -10,7 +10,9 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
+from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
@@ -88,8 +90,14 @@ class RecordingContext:
 def http_context(
     config: dict[str, Any], *, secrets: dict[str, str] | None = None, **kwargs: Any
 ) -> RecordingContext:
-    """A context for the http kind, its config validated as the agent's form would."""
-    return RecordingContext(http_kind.clean_config(config), secrets=secrets, **kwargs)
+    """A context for the http kind, its config validated as the agent's form would, but for
+    the save-time address check: the run's own guard, which these tests check, judges the
+    address (as for an agent saved before its address became refused)."""
+    host = httpx.URL(str(config.get("url", ""))).host
+    allowed = [*settings.CONVEYOR_OUTBOUND_ALLOW, host]
+    with override_settings(CONVEYOR_OUTBOUND_ALLOW=allowed):
+        cleaned = http_kind.clean_config(config)
+    return RecordingContext(cleaned, secrets=secrets, **kwargs)
 
 
 @pytest.fixture

@@ -252,8 +252,131 @@ def test_the_summary_reads_well_and_shows_secret_headers_as_set_or_missing():
             "Authorization: secret “api_token” (set), X-Team-Key: secret “team_key” (missing)",
         ),
         ("Body", "The run's input, as JSON"),
-        ("Timeout", "10 seconds"),
+        ("Request timeout", "10 seconds"),
         ("Expected statuses", "200-299"),
         ("Response headers kept", "content-type"),
     ]
     assert "do-not-show-me" not in repr(summary)
+
+
+# --- Addresses the outbound guard refuses, refused when the agent is saved --------------------
+
+REFUSED = (
+    "which Conveyor does not call for safety. An operator can allow it with "
+    "CONVEYOR_OUTBOUND_ALLOW."
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "http://127.0.0.1:8000/hook",
+            "The address “127.0.0.1” is a private or internal network address (127.0.0.1 — "
+            f"loopback: this machine itself), {REFUSED}",
+        ),
+        (
+            "http://localhost/hook",
+            "The address “localhost” resolves to a private or internal network address "
+            f"(127.0.0.1 — loopback: this machine itself), {REFUSED}",
+        ),
+        (
+            "https://10.1.2.3/",
+            "The address “10.1.2.3” is a private or internal network address (10.1.2.3 — "
+            f"a private network), {REFUSED}",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "The address “169.254.169.254” is a private or internal network address "
+            f"(169.254.169.254 — a cloud metadata service), {REFUSED}",
+        ),
+        (
+            "http://169.254.1.1/",
+            "The address “169.254.1.1” is a private or internal network address (169.254.1.1 — "
+            f"link-local), {REFUSED}",
+        ),
+        (
+            "http://[::1]:8080/",
+            "The address “::1” is a private or internal network address (::1 — loopback: this "
+            f"machine itself), {REFUSED}",
+        ),
+    ],
+)
+def test_an_internal_address_is_refused_at_save_time_with_the_runs_message(url, message):
+    with override_settings(CONVEYOR_OUTBOUND_ALLOW=[]):
+        assert errors({"url": url}) == {"url": [message]}
+
+
+def test_the_save_time_message_is_the_one_the_run_gives():
+    from agents import outbound
+
+    with override_settings(CONVEYOR_OUTBOUND_ALLOW=[]):
+        with pytest.raises(outbound.OutboundBlocked) as caught:
+            outbound.check_host("localhost", outbound._resolve("localhost", 80))
+        assert errors({"url": "http://localhost/"}) == {"url": [caught.value.message]}
+
+
+@pytest.mark.parametrize(
+    ("allow", "url"),
+    [
+        (["127.0.0.1"], "http://127.0.0.1:8000/hook"),
+        (["127.0.0.0/8"], "http://localhost:8000/hook"),
+        (["billing.internal"], "http://billing.internal/charge"),
+    ],
+)
+def test_an_address_the_operator_allowed_is_accepted(allow, url):
+    with override_settings(CONVEYOR_OUTBOUND_ALLOW=allow):
+        assert http_kind.clean_config({"url": url})["url"] == url
+
+
+def test_a_name_that_does_not_resolve_yet_is_left_to_the_run():
+    # It may resolve only inside the workers' network; the run checks it when it connects.
+    with override_settings(CONVEYOR_OUTBOUND_ALLOW=[]):
+        config = http_kind.clean_config({"url": "https://not-deployed-yet.invalid/hook"})
+
+    assert config["url"] == "https://not-deployed-yet.invalid/hook"
+
+
+# --- The page's form -------------------------------------------------------------------------
+
+
+def test_empty_json_fields_show_empty_boxes_not_null():
+    form = HttpConfigForm(prefix="config")
+    saved = HttpConfigForm(
+        prefix="config", initial=http_kind.clean_config({"url": "https://example.com/"})
+    )
+
+    for page in (form, saved):
+        for name in ("headers", "secret_headers", "fixed_body"):
+            assert "null" not in str(page[name]), name
+            assert page[name].value() in (None, "", {}), name
+    assert ">{}<" not in str(saved["headers"])
+
+
+def test_the_fixed_body_is_ignored_unless_the_body_is_fixed():
+    config = http_kind.clean_config(
+        {"url": "https://example.com/", "body": "input", "fixed_body": "{not json"}
+    )
+
+    assert config["body"] == "input"
+    assert config["fixed_body"] is None
+
+
+def test_the_fixed_body_is_kept_when_the_body_is_fixed():
+    config = http_kind.clean_config(
+        {"url": "https://example.com/", "body": "fixed", "fixed_body": '{"ping": true}'}
+    )
+
+    assert config["fixed_body"] == {"ping": True}
+
+
+def test_the_request_timeout_and_the_time_limit_say_which_is_which():
+    from agents.forms import AgentForm
+
+    request_timeout = HttpConfigForm().fields["timeout"]
+    time_limit = AgentForm().fields["timeout"]
+
+    assert request_timeout.label == "Request timeout (per HTTP call, seconds)"
+    assert time_limit.label == "Time limit (whole attempt, s)"
+    assert "whole attempt" in request_timeout.help_text
+    assert "one attempt may run in all" in time_limit.help_text

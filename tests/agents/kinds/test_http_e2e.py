@@ -6,11 +6,16 @@ with 127.0.0.1 pass the guard and anything else internal does not.
 
 from datetime import timedelta
 
+import pytest
 from werkzeug import Response
 
 from executions.services import execution_request
 from tests.agents.conftest import local_url
 from tests.conftest import wait_for
+
+# The agents are saved in this process, which checks their address too: allow what the worker
+# allows.
+pytestmark = pytest.mark.usefixtures("allow_local")
 
 
 def test_a_200_answer_succeeds_with_the_status_in_the_result(worker, make_agent, httpserver):
