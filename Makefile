@@ -49,9 +49,10 @@ seed: migrate ## Create the demo user and demo agents (prints the login)
 
 .PHONY: run
 run: seed ## Install, migrate, seed, then start web, worker, beat, Flower, Redis
-	@$(RUN) honcho run sh -c 'echo; \
-		echo "  Conveyor: http://127.0.0.1:$${PORT}/   (admin: http://127.0.0.1:$${PORT}/admin/)"; \
-		echo "  Flower:   http://127.0.0.1:5555/  (user:password $${FLOWER_BASIC_AUTH})"; \
+	@# The last lines before the processes' output: where to go and how to sign in.
+	@$(MANAGE) seed_demo --login
+	@$(RUN) honcho run sh -c ' \
+		echo "  Flower:   http://127.0.0.1:5555/   (user:password $${FLOWER_BASIC_AUTH})"; \
 		echo "  Ctrl-C stops everything."; echo'
 	$(RUN) honcho start
 

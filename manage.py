@@ -1,9 +1,15 @@
 #!/usr/bin/env python
 import os
 import sys
+from pathlib import Path
 
 
 def main():
+    from config.dotenv import load_dotenv
+
+    # ./.env wins over the shell, as under `make run` (honcho), so that a command typed by hand
+    # uses the same database and settings as the running processes.
+    load_dotenv(Path(__file__).resolve().parent / ".env")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     from django.core.management import execute_from_command_line
 

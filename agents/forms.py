@@ -1,12 +1,13 @@
 """Forms of the agent pages. Validation of the agent itself lives in agents.services."""
 
-import json
 from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.utils import timezone
 
+from common import jsonbody
+from common.errors import Malformed
 from executions.errors import CATEGORIES
 
 from .models import Agent
@@ -14,20 +15,18 @@ from .services import RUN_POLICY_FIELDS
 
 
 def parse_json_text(text: str) -> Any:
-    """Parse JSON typed by a person; errors say where, in words."""
-    if not text.strip():
-        return None
+    """Parse JSON typed by a person with the API's parser and limits; errors say why, in words."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise forms.ValidationError(
-            f"This is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
-        ) from None
-    except RecursionError:
-        raise forms.ValidationError("This JSON is nested too deeply.") from None
+        return jsonbody.parse_json_text(text)
+    except Malformed as exc:
+        raise forms.ValidationError(exc.message, code=exc.error_code) from None
 
 
 class JSONInputField(forms.CharField):
+    """JSON typed into a page form (blank is None). NUL characters, lone surrogates, NaN,
+    Infinity, numbers too large to represent, deep nesting and oversized text are refused
+    inline, as the API refuses them (``common.jsonbody``)."""
+
     widget = forms.Textarea(
         attrs={"rows": 6, "spellcheck": "false", "placeholder": '{"key": "value"}'}
     )
@@ -102,9 +101,12 @@ class AgentForm(forms.ModelForm):
             "retry_backoff": "First retry after (s)",
             "retry_backoff_max": "Longest wait (s)",
             "retry_jitter": "Randomise waits",
-            "timeout": "Timeout (s)",
+            "timeout": "Time limit (whole attempt, s)",
         }
         help_texts = {
+            # Not the http kind's request timeout, which bounds each HTTP call.
+            "timeout": "How long one attempt may run in all, whatever the agent does; then it "
+            "stops and fails as a timeout.",
             "queue": "The Celery queue its runs go to. Workers must listen on it (the standard "
             "workers listen on the default queue).",
         }

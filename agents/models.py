@@ -3,13 +3,16 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 from executions.retry import DEFAULT_RETRY_ON, RetryPolicy
 
 from .secrets import EncryptedSecretsField
 
+# Letters and digits of any script (``\w`` is Unicode-aware): "Relevé", "Отчёт", "日報" are names.
+# No slash: ``run_agent owner/name`` splits on it.
 name_validator = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+    r"\A[^\W_][\w .-]*\Z",
     "Use letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit.",
 )
 
@@ -112,9 +115,13 @@ class Agent(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
+            # "Sync" and "sync" are one name. agents.services.agent_validate checks it first
+            # (with the other agent's name in the message); this is the backstop for a race.
+            # SQLite's lower() folds ASCII letters only, the service check folds all of them.
             models.UniqueConstraint(
-                fields=["owner", "name"],
-                name="agent_name_unique_per_owner",
+                "owner",
+                Lower("name"),
+                name="agent_name_unique_per_owner_ci",
                 violation_error_message="You already have an agent with this name.",
             ),
         ]

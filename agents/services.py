@@ -59,10 +59,15 @@ def agent_validate(*, agent: Agent) -> None:
         except ConfigInvalid as exc:
             errors.update({f"config.{field}": msgs for field, msgs in exc.errors.items()})
     try:
-        agent.full_clean(exclude=["secrets", "config"])
+        # The model's one constraint (a name unique per owner, whatever its case) is checked
+        # just below, so that the message can name the agent that has it.
+        agent.full_clean(exclude=["secrets", "config"], validate_constraints=False)
     except ValidationError as exc:
         for field, msgs in exc.message_dict.items():
             errors.setdefault(field, []).extend(msgs)
+    taken = _name_taken(agent) if "name" not in errors else None
+    if taken is not None:
+        errors.setdefault("name", []).append(f"You already have an agent named “{taken}”.")
     if agent.timeout and agent.timeout > settings.CONVEYOR_MAX_TIMEOUT:
         errors.setdefault("timeout", []).append(
             f"At most {settings.CONVEYOR_MAX_TIMEOUT} seconds on this installation."
@@ -83,6 +88,21 @@ def agent_validate(*, agent: Agent) -> None:
         )
     if errors:
         raise ValidationError(errors)
+
+
+def _name_taken(agent: Agent) -> str | None:
+    """The name of another of the owner's agents that ``agent.name`` equals but for case.
+
+    Compared in Python, not with the database's lower(): SQLite's folds ASCII letters only, and
+    the message must be the same on every database. An owner's names are few and short."""
+    if agent.owner_id is None or not agent.name:
+        return None
+    wanted = agent.name.lower()
+    others = Agent.objects.filter(owner_id=agent.owner_id).exclude(pk=agent.pk)
+    for name in others.values_list("name", flat=True).iterator():
+        if name.lower() == wanted:
+            return name
+    return None
 
 
 def agent_create(

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.urls import Resolver404, resolve
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -491,9 +492,12 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         return Response(self._execution(execution), status=status.HTTP_202_ACCEPTED)
 
 
+@csrf_exempt
 def not_found(request, *args, **kwargs):
-    """Any other path under /api/v1/: a 404 in the API's format (with a hint for a trailing
-    slash, which the API's addresses do not have)."""
+    """Any other path under /api/v1/, whatever the method: a 404 in the API's format (with a
+    hint for a trailing slash, which the API's addresses do not have). Exempt from the CSRF
+    check, which would otherwise answer a POST from a signed-in browser with Django's HTML 403
+    page: nothing here reads the body or changes anything."""
     message = "There is no API endpoint at this address."
     if request.path.endswith("/") and len(request.path) > 1:
         try:

@@ -1,8 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.shortcuts import render
 from django.urls import include, path
 
 from agents.webhook_views import webhook_receive
+from common.errors import error_response
 from executions.views import home
 from ops.views import healthz, metrics
 
@@ -20,3 +23,26 @@ urlpatterns = [
     path("settings/tokens/", include("api.token_urls")),
     path("admin/", admin.site.urls),
 ]
+
+# Django raises these while reading a request that is too large (a body over
+# DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields or files), wherever the body is first read: often
+# in the CSRF check, before any view runs. They reach handler400.
+TOO_LARGE = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+# Paths whose clients are programs: their errors stay in the JSON error format.
+JSON_PATHS = ("/api/", "/hooks/")
+
+
+def bad_request(request, exception=None):
+    """A 400 page; a request that is too large gets a 413 that says so (a page for people, the
+    JSON error format for the API and webhooks)."""
+    too_large = isinstance(exception, TOO_LARGE)
+    if request.path_info.startswith(JSON_PATHS):
+        if too_large:
+            return error_response(413, "too_large", "The request body is too large.")
+        return error_response(400, "malformed", "The request could not be read.")
+    if too_large:
+        return render(request, "413.html", status=413)
+    return render(request, "400.html", status=400)
+
+
+handler400 = bad_request

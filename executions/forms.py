@@ -6,7 +6,9 @@ from django.utils import timezone
 from agents.forms import JSONInputField
 from agents.models import Agent
 
+from .errors import CATEGORIES
 from .models import Execution
+from .selectors import executions_search
 
 RANGES = {
     "1h": ("Last hour", timedelta(hours=1)),
@@ -17,6 +19,12 @@ RANGES = {
 
 
 class ExecutionFilterForm(forms.Form):
+    q = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Search",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Id, agent or error"}),
+    )
     status = forms.ChoiceField(
         choices=[("", "Any status"), *Execution.Status.choices], required=False
     )
@@ -30,6 +38,17 @@ class ExecutionFilterForm(forms.Form):
         choices=[("", "Any time"), *((k, v[0]) for k, v in RANGES.items())],
         required=False,
         label="Time",
+    )
+    error_category = forms.ChoiceField(
+        choices=[("", "Any error"), *((key, info.title) for key, info in CATEGORIES.items())],
+        required=False,
+        label="Error",
+    )
+    slower_than = forms.FloatField(
+        required=False, min_value=0, max_value=10**7, label="Took at least (s)"
+    )
+    faster_than = forms.FloatField(
+        required=False, min_value=0, max_value=10**7, label="Took less than (s)"
     )
     since = forms.DateField(
         required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
@@ -46,17 +65,29 @@ class ExecutionFilterForm(forms.Form):
         data = super().clean()
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             self.add_error("until", "The end of the range is before its start.")
+        slower, faster = data.get("slower_than"), data.get("faster_than")
+        if slower is not None and faster is not None and slower >= faster:
+            self.add_error("faster_than", "No run can be that quick and that slow at once.")
         return data
 
     def filter(self, queryset):
         """Apply the valid filters to ``queryset`` (invalid ones are ignored and shown)."""
         data = self.cleaned_data if self.is_bound and self.is_valid() else {}
+        if data.get("q"):
+            queryset = executions_search(queryset, text=data["q"])
         if data.get("status"):
             queryset = queryset.filter(status=data["status"])
         if data.get("agent"):
             queryset = queryset.filter(agent=data["agent"])
         if data.get("trigger"):
             queryset = queryset.filter(trigger=data["trigger"])
+        if data.get("error_category"):
+            queryset = queryset.filter(error_category=data["error_category"])
+        # Runs still going have no duration yet: a duration filter leaves them out.
+        if data.get("slower_than") is not None:
+            queryset = queryset.filter(duration__gte=timedelta(seconds=data["slower_than"]))
+        if data.get("faster_than") is not None:
+            queryset = queryset.filter(duration__lt=timedelta(seconds=data["faster_than"]))
         if data.get("range"):
             queryset = queryset.filter(created_at__gte=timezone.now() - RANGES[data["range"]][1])
         tz = timezone.get_current_timezone()

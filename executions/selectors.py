@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import string
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -132,6 +134,35 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
         agent.success_rate = agent.succeeded_window / finished if finished else None
         agent.spark = sparks.get(agent.pk, [])
     return agents
+
+
+# --- Search ----------------------------------------------------------------------------------
+
+# A search this long or longer that is only hex digits (and dashes) may be the start of an id.
+ID_PREFIX_MIN = 4
+
+
+def executions_search(queryset, *, text: str):
+    """The executions whose public id is ``text`` (whole, or its first characters as shown in
+    an address) or whose agent name, error or progress message contains it.
+
+    One condition on the same query, so the list keeps its query count and keyset pages."""
+    text = text.strip()
+    if not text:
+        return queryset
+    match = (
+        Q(agent__name__icontains=text)
+        | Q(error_title__icontains=text)
+        | Q(error_message__icontains=text)
+        | Q(progress_message__icontains=text)
+    )
+    try:
+        match |= Q(uuid=uuid.UUID(text))
+    except ValueError:
+        digits = text.replace("-", "")
+        if len(digits) >= ID_PREFIX_MIN and all(c in string.hexdigits for c in digits):
+            match |= Q(uuid__startswith=text.lower())
+    return queryset.filter(match)
 
 
 # --- Keyset pagination ---------------------------------------------------------------------

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hmac
 import logging
 from datetime import UTC, datetime
+from functools import wraps
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -34,11 +36,26 @@ Status = Execution.Status
 url = selectors.admin_executions_url
 
 
+def operators_only(view):
+    """Staff only. A visitor who is not signed in goes to the admin login; a signed-in user who
+    is not staff gets the plain 403 page (templates/403.html), not a login form that cannot
+    let them in."""
+    staff_view = staff_member_required(view)
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.user.is_authenticated and not request.user.is_staff:
+            raise PermissionDenied("This page is for operators.")
+        return staff_view(request, *args, **kwargs)
+
+    return wrapped
+
+
 def _change_url(execution: Execution) -> str:
     return reverse("admin:executions_execution_change", args=[execution.pk])
 
 
-@staff_member_required
+@operators_only
 @never_cache
 def dashboard(request):
     window = selectors.WINDOWS.get(request.GET.get("window", ""))
@@ -132,7 +149,7 @@ def dashboard(request):
     )
 
 
-@staff_member_required
+@operators_only
 @never_cache
 def workers_panel(request):
     """The workers panel: who answered ``inspect active`` and what they run (cached a few s)."""

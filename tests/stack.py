@@ -13,8 +13,9 @@ Loaded by tests/conftest.py as a plugin, so its fixtures are everyone's:
 * ``private_redis``: a Redis server of the test's own, that the test may stop.
 
 Every process starts through ``spawn`` with ``celery_environment``: the same settings, database
-and broker as the test process, the same working directory, a log file under ``var/``, and a
-process group of its own so that ``stop`` ends it with its children.
+and broker as the test process, the same working directory, a log file under ``var/`` (removed
+at its end when its tests passed, kept when one failed), and a process group of its own so that
+``stop`` ends it with its children.
 """
 
 from __future__ import annotations
@@ -99,6 +100,14 @@ def stop(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def discard_logs_if_passed(request, failed_before: int, logs: list[Path]) -> None:
+    """Remove the logs of processes whose tests passed, so that runs leave none behind; a
+    failed test keeps them (in var/) for a look, besides the tail in its failure message."""
+    if request.session.testsfailed == failed_before:
+        for log in logs:
+            log.unlink(missing_ok=True)
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -190,7 +199,7 @@ def start_worker(
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, broker):
+def celery_worker_process(request, django_db_setup, django_db_blocker, broker):
     """One real `celery worker` for the whole session, on the test database."""
     from config.celery import app
 
@@ -205,6 +214,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, broker):
     )
     yield worker
     stop(worker.proc)
+    discard_logs_if_passed(request, 0, [WORKER_LOG])
 
 
 @pytest.fixture
@@ -214,7 +224,7 @@ def worker(celery_worker_process, transactional_db):
 
 
 @pytest.fixture
-def private_worker(worker):
+def private_worker(request, worker):
     """``private_worker(queue)``: a worker process of this test's own, on ``queue`` only (so
     the test may kill it without touching the session's worker). Stopped at the end."""
     started: list[WorkerProcess] = []
@@ -226,9 +236,11 @@ def private_worker(worker):
         )
         return started[-1].proc
 
+    failed_before = request.session.testsfailed
     yield start
     for private in started:
         stop(private.proc, sig=signal.SIGKILL, timeout=10)
+    discard_logs_if_passed(request, failed_before, [private.log for private in started])
 
 
 # --- Beat -------------------------------------------------------------------------------------
@@ -295,9 +307,11 @@ class Beats:
 
 
 @pytest.fixture
-def beat(worker):
+def beat(request, worker):
     """celery beat processes for this test (see Beats), all stopped at its end. The session's
     worker runs the ticks they send."""
+    failed_before = request.session.testsfailed
     beats = Beats()
     yield beats
     beats.stop_all()
+    discard_logs_if_passed(request, failed_before, [process.log for process in beats.started])

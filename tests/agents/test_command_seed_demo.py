@@ -5,7 +5,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from agents.management.commands import seed_demo
@@ -135,3 +135,79 @@ def test_an_http_config_the_kind_rejects_is_a_warning_not_a_crash(monkeypatch):
     assert "Warning: skipped the agent “http-example”" in err.getvalue()
     assert "config.url" in err.getvalue()
     assert set(Agent.objects.values_list("name", flat=True)) == set(DEMO_KINDS) - {"http-example"}
+
+
+# --- The login again (make run's last lines) and a local superuser ----------------------------
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    """The made-up password is kept under VAR_DIR: a directory of this test's own."""
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def login(**kwargs) -> str:
+    return seed(login=True, **kwargs)
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_the_login_points_to_the_home_page_and_repeats_the_made_up_password(var_dir):
+    password = printed_password(seed())
+
+    output = login()
+
+    assert "Conveyor: http://127.0.0.1:8000/ " in output
+    assert f"Sign in as demo, password: {password}" in output
+    assert (var_dir / "demo-password").stat().st_mode & 0o777 == 0o600
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_the_login_changes_nothing(var_dir):
+    assert "No demo user yet" in login()
+    assert not get_user_model().objects.exists()
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_a_password_changed_since_is_not_shown(var_dir):
+    password = printed_password(seed())
+    demo = get_user_model().objects.get(username="demo")
+    demo.set_password("changed in the admin")
+    demo.save()
+
+    output = login()
+
+    assert password not in output and "changed in the admin" not in output
+    assert "set CONVEYOR_DEMO_PASSWORD" in output
+
+
+def test_a_chosen_password_is_never_written_down_or_shown(var_dir):
+    with override_settings(CONVEYOR_DEMO_PASSWORD=None):
+        seed()
+    with override_settings(CONVEYOR_DEMO_PASSWORD="correct horse battery staple"):
+        seed()
+        output = login()
+    assert "password: the value of CONVEYOR_DEMO_PASSWORD" in output
+    assert "correct horse battery staple" not in output
+    assert not (var_dir / "demo-password").exists()
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None, DEBUG=True)
+def test_superuser_creates_a_local_administrator_once():
+    output = seed(superuser=True)
+    match = re.search(r"superuser: admin, password: (\S+)", output)
+    assert match, output
+    admin = authenticate(username="admin", password=match.group(1))
+    assert admin is not None and admin.is_superuser and admin.is_staff
+
+    again = seed(superuser=True)
+
+    assert "superuser: admin, password: unchanged" in again
+    assert get_user_model().objects.filter(username="admin").count() == 1
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None, DEBUG=False)
+def test_superuser_is_refused_without_debug():
+    with pytest.raises(CommandError, match="createsuperuser"):
+        seed(superuser=True)
+    assert not get_user_model().objects.filter(username="admin").exists()

@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.test import override_settings
 
 from agents.models import Agent
@@ -46,8 +47,60 @@ def test_names_are_unique_per_owner_only(alice, bob):
             owner=alice, name="sync", kind="function", config={"function": "demo.echo"}
         )
     )
-    assert errors["__all__"] == ["You already have an agent with this name."]
+    assert errors["name"] == ["You already have an agent named “sync”."]
     agent_create(owner=bob, name="sync", kind="function", config={"function": "demo.echo"})
+
+
+@pytest.mark.parametrize("other", ["Sync", "SYNC", "sYnC"])
+def test_names_are_unique_whatever_their_case(alice, other):
+    agent_create(owner=alice, name="sync", kind="function", config={"function": "demo.echo"})
+    errors = errors_of(
+        lambda: agent_create(
+            owner=alice, name=other, kind="function", config={"function": "demo.echo"}
+        )
+    )
+    assert errors["name"] == ["You already have an agent named “sync”."]
+
+
+@pytest.mark.parametrize("name", ["Relevé", "Отчёт", "日報 2", "Ärger-Äpfel_1.0"])
+def test_names_can_be_written_in_any_script(alice, name):
+    agent = agent_create(owner=alice, name=name, kind="function", config={"function": "demo.echo"})
+    assert agent.name == name
+
+
+def test_names_in_any_script_are_unique_whatever_their_case(alice):
+    agent_create(owner=alice, name="Relevé", kind="function", config={"function": "demo.echo"})
+    errors = errors_of(
+        lambda: agent_create(
+            owner=alice, name="RELEVÉ", kind="function", config={"function": "demo.echo"}
+        )
+    )
+    assert errors["name"] == ["You already have an agent named “Relevé”."]
+
+
+@pytest.mark.parametrize("name", ["_hidden", "-dash", "a/b", "tab\there", "line\n", "x!"])
+def test_names_start_with_a_letter_or_digit_and_hold_no_other_signs(alice, name):
+    errors = errors_of(
+        lambda: agent_create(
+            owner=alice, name=name, kind="function", config={"function": "demo.echo"}
+        )
+    )
+    assert "name" in errors
+
+
+def test_renaming_an_agent_to_its_own_name_in_another_case_is_allowed(alice):
+    agent = agent_create(
+        owner=alice, name="sync", kind="function", config={"function": "demo.echo"}
+    )
+    agent_update(agent=agent, name="Sync")
+    agent.refresh_from_db()
+    assert agent.name == "Sync"
+
+
+def test_the_database_refuses_a_duplicate_that_skips_the_service(alice, make_agent):
+    make_agent(alice, name="sync")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Agent.objects.create(owner=alice, name="SYNC", kind="function")
 
 
 def test_names_cannot_hold_a_slash(alice):

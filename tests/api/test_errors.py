@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from api.errors import PayloadTooLarge
 from api.parsers import JSONParser
@@ -87,6 +87,37 @@ def test_an_unknown_address_under_the_api_is_a_json_404(api):
     for method, path in tries:
         response = getattr(api, method)(path)
         assert response.status_code == 404, path
+        assert error_of(response)["code"] == "not_found"
+
+
+UNKNOWN = ["/api/v1/nothing-here", "/api/v1/agents/x/y/z", "/api/v1/executions/1/nope/"]
+METHODS = ["get", "head", "options", "post", "put", "patch", "delete"]
+
+
+@pytest.mark.parametrize("path", UNKNOWN)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("who", ["anonymous", "token", "browser session"])
+def test_an_unknown_address_is_a_json_404_for_every_method_and_caller(
+    alice, make_token, who, method, path
+):
+    # A browser session with the CSRF check on: a POST without a token must not get Django's
+    # HTML 403 page.
+    client = Client(enforce_csrf_checks=True)
+    if who == "token":
+        client = Client(
+            enforce_csrf_checks=True, headers={"Authorization": "Bearer " + make_token(alice)}
+        )
+    elif who == "browser session":
+        client.force_login(alice)
+    kwargs = (
+        {}
+        if method in ("get", "head", "options")
+        else {"data": b'{"a": 1}', "content_type": "application/json"}
+    )
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == 404, response.content[:200]
+    assert response["Content-Type"] == "application/json"
+    if method != "head":
         assert error_of(response)["code"] == "not_found"
 
 

@@ -2,10 +2,17 @@
 
 Idempotent: a second run creates nothing. It puts back the demo settings of an agent someone
 changed, and keeps the demo user's password unless ``CONVEYOR_DEMO_PASSWORD`` says otherwise.
+
+``--login`` changes nothing and prints the login again (``make run`` shows it last, under the
+addresses, once the output of the set-up has scrolled by). A password the command made up is
+kept for that in ``var/demo-password`` (readable by its owner only); one chosen with
+``CONVEYOR_DEMO_PASSWORD`` is never written down or printed. ``--superuser`` also creates a
+local superuser, ``admin``, with a made-up password (``DEBUG`` installations only).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +31,7 @@ from agents.models import Agent
 from agents.services import agent_create, agent_update
 
 USERNAME = "demo"
-LOGIN_URL = "http://127.0.0.1:8000/admin/"
+SUPERUSER = "admin"
 # The apps whose models the demo user may see and change in the admin.
 DEMO_APPS = ("agents", "executions")
 
@@ -89,6 +96,34 @@ def demo_agents() -> list[DemoAgent]:
     ]
 
 
+def site_url() -> str:
+    """Where ``make run`` serves Conveyor (its web process listens on $PORT)."""
+    return f"http://127.0.0.1:{os.environ.get('PORT') or 8000}/"
+
+
+def remembered_password_file():
+    return settings.VAR_DIR / "demo-password"
+
+
+def remember_password(password: str | None) -> None:
+    """Keep a made-up password for ``--login`` (None forgets it)."""
+    path = remembered_password_file()
+    path.unlink(missing_ok=True)
+    if password:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password)
+
+
+def remembered_password(user) -> str | None:
+    """The made-up password, if it is still the user's."""
+    try:
+        password = remembered_password_file().read_text().strip()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return password if password and user.check_password(password) else None
+
+
 class Command(BaseCommand):
     help = (
         "Create (or put back) the demo user and its demo agents. Safe to run again: it creates "
@@ -96,7 +131,28 @@ class Command(BaseCommand):
         "on the first run."
     )
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--login",
+            action="store_true",
+            help="Change nothing: print the address and the demo login again.",
+        )
+        parser.add_argument(
+            "--superuser",
+            action="store_true",
+            help=f"Also create a local superuser, “{SUPERUSER}”, with a made-up password "
+            "(DEBUG only; elsewhere use createsuperuser).",
+        )
+
     def handle(self, *args, **options):
+        if options["login"]:
+            self._print_login()
+            return
+        if options["superuser"] and not settings.DEBUG:
+            raise CommandError(
+                "--superuser makes a local administrator and needs DEBUG=true. On a real "
+                "installation use: python manage.py createsuperuser"
+            )
         user, password_note = self._demo_user()
         failed_required = []
         rows = []
@@ -115,11 +171,15 @@ class Command(BaseCommand):
                 continue
             rows.append((agent, what, spec))
 
+        superuser_note = self._superuser() if options["superuser"] else None
+
         self.stdout.write("")
         self.stdout.write(self.style.MIGRATE_HEADING("Log in"))
-        self.stdout.write(f"  URL:      {LOGIN_URL}")
+        self.stdout.write(f"  URL:      {site_url()}   (admin: {site_url()}admin/)")
         self.stdout.write(f"  username: {user.get_username()}")
         self.stdout.write(f"  password: {password_note}")
+        if superuser_note:
+            self.stdout.write(f"  superuser: {SUPERUSER}, password: {superuser_note}")
         self.stdout.write("")
         self.stdout.write(self.style.MIGRATE_HEADING(f"Agents of {user.get_username()}"))
         width = max((len(agent.name) for agent, _, _ in rows), default=0)
@@ -136,6 +196,35 @@ class Command(BaseCommand):
             )
         if failed_required:
             raise CommandError(f"Could not set up the demo agents: {', '.join(failed_required)}.")
+
+    def _print_login(self) -> None:
+        """The login as ``make run`` shows it last; changes nothing."""
+        User = get_user_model()
+        user = User._default_manager.filter(**{User.USERNAME_FIELD: USERNAME}).first()
+        self.stdout.write("")
+        self.stdout.write(f"  Conveyor: {site_url()}   (admin: {site_url()}admin/)")
+        if user is None:
+            self.stdout.write("  No demo user yet: run `make seed` to create it.")
+            return
+        if settings.CONVEYOR_DEMO_PASSWORD and user.check_password(settings.CONVEYOR_DEMO_PASSWORD):
+            shown = "the value of CONVEYOR_DEMO_PASSWORD"
+        else:
+            shown = remembered_password(user) or (
+                "not known here (set CONVEYOR_DEMO_PASSWORD and run `make seed` to choose one)"
+            )
+        self.stdout.write(f"  Sign in as {user.get_username()}, password: {shown}")
+
+    def _superuser(self) -> str:
+        """Create the local superuser if it is missing; return what to print as its password."""
+        User = get_user_model()
+        if User._default_manager.filter(**{User.USERNAME_FIELD: SUPERUSER}).exists():
+            return f"unchanged (python manage.py changepassword {SUPERUSER} sets a new one)"
+        password = secrets.token_urlsafe(12)
+        User._default_manager.create_superuser(
+            **{User.USERNAME_FIELD: SUPERUSER}, email="admin@example.com", password=password
+        )
+        self.stdout.write(f"Created the superuser “{SUPERUSER}”.")
+        return f"{password}   (made up now, printed once)"
 
     def _demo_user(self):
         """Create or update the demo user; return it and what to print as its password."""
@@ -161,6 +250,10 @@ class Command(BaseCommand):
             user.user_permissions.add(
                 *Permission.objects.filter(content_type__app_label__in=DEMO_APPS)
             )
+        if wanted:
+            remember_password(None)
+        elif generated:
+            remember_password(generated)
         if wanted:
             note = "the value of CONVEYOR_DEMO_PASSWORD"
         elif generated:
