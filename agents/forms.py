@@ -49,9 +49,20 @@ class RunForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         help_text="In your time zone.",
     )
-    delay = forms.IntegerField(required=False, min_value=1, label="Or after")
+    delay = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Or start in",
+        widget=forms.NumberInput(attrs={"placeholder": "10", "inputmode": "numeric"}),
+    )
+    # The unit sits next to the number, minutes first: "Start in [ 10 ] [minutes]".
+    UNIT_SECONDS = {"minutes": 60, "hours": 3600, "seconds": 1}
     delay_unit = forms.ChoiceField(
-        choices=[("minutes", "minutes"), ("seconds", "seconds")], required=False
+        choices=[(unit, unit) for unit in UNIT_SECONDS],
+        required=False,
+        initial="minutes",
+        label="Unit",
+        widget=forms.Select(attrs={"aria-label": "Unit"}),
     )
     MAX_DELAY = timedelta(days=366)
 
@@ -67,7 +78,7 @@ class RunForm(forms.Form):
         if start_at and delay:
             raise forms.ValidationError("Give a start time or a delay, not both.")
         if delay:
-            unit = 60 if data.get("delay_unit", "minutes") != "seconds" else 1
+            unit = self.UNIT_SECONDS.get(data.get("delay_unit") or "minutes", 60)
             not_before = now + timedelta(seconds=delay * unit)
         elif start_at:
             if start_at <= now:

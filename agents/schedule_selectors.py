@@ -36,6 +36,9 @@ class ScheduleRow:
     words: str
     next_runs: list[datetime]
     notice: DstNotice | None
+    # The schedule's own zone when its times are read on another clock than the viewer's
+    # (a cron schedule in another zone): its next runs are shown on both.
+    own_zone: str = ""
 
     @property
     def input_summary(self) -> str:
@@ -52,8 +55,9 @@ class SlotRow:
 
 def schedule_panel(*, agent: Agent, at: datetime) -> dict:
     """The card's rows, its last slots (newest first), the overlap policy in words and the
-    time zone its times are shown in (the viewer's)."""
+    time zone its times are shown in (the viewer's; a cron schedule's own zone as well)."""
     rows = []
+    viewer_zone = timezone.get_current_timezone_name()
     for schedule in agent.schedules.order_by("created_at"):
         notices = services.schedule_dst_notices(schedule, at=at)
         rows.append(
@@ -62,6 +66,9 @@ def schedule_panel(*, agent: Agent, at: datetime) -> dict:
                 words=services.describe(schedule),
                 next_runs=services.schedule_next_runs(schedule, at=at, count=5),
                 notice=notices[0] if notices else None,
+                own_zone=schedule.timezone
+                if schedule.kind == Schedule.Kind.CRON and schedule.timezone != viewer_zone
+                else "",
             )
         )
     executions = (
@@ -82,5 +89,5 @@ def schedule_panel(*, agent: Agent, at: datetime) -> dict:
         "rows": rows,
         "recent": recent,
         "overlap": OVERLAP_WORDS.get(agent.overlap_policy, agent.overlap_policy),
-        "zone": timezone.get_current_timezone_name(),
+        "zone": viewer_zone,
     }

@@ -14,12 +14,14 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from . import schedule_services as services
 from .forms import JSONInputField
 from .models import Agent, Schedule
-from .schedules import available_zones
+from .schedules import available_zones, next_runs
+
+PREVIEW_RUNS = 5
 
 
 class ScheduleForm(forms.Form):
@@ -134,6 +136,52 @@ def _schedule_form(request, agent: Agent, schedule: Schedule | None):
             "zones": sorted(available_zones()),
         },
         status=422 if request.method == "POST" else 200,
+    )
+
+
+@login_required
+@require_GET
+def schedule_preview(request, uuid):
+    """The schedule form's next runs, while the person types (a fragment for htmx).
+
+    Reads the timing fields only; nothing is saved. Times are shown in the viewer's zone and,
+    for a cron schedule in another zone, in the schedule's own.
+    """
+    agent = _owned_agent(request, uuid)
+    zone_name = getattr(request, "timezone_name", None) or timezone.get_current_timezone_name()
+    form = ScheduleForm(request.GET, zone_name=zone_name)
+    form.is_valid()  # only the timing fields are read; the others may be left out
+    fields = {name: form.cleaned_data.get(name) for name in services.TIMING_FIELDS}
+    draft = Schedule(agent=agent, **{k: v for k, v in fields.items() if v not in (None, "")})
+    now = timezone.now()
+    runs, words, problem, notices = [], "", "", []
+    # The field that says when, for the chosen kind.
+    timing_field = {"cron": "cron", "interval": "interval_seconds", "once": "run_at"}.get(
+        draft.kind
+    )
+    if timing_field and form.errors.get(timing_field):
+        problem = " ".join(form.errors[timing_field])
+    elif not timing_field or not fields.get(timing_field):
+        problem = "Fill in when it runs to see the next runs."
+    else:
+        try:
+            timing = services.schedule_timing(draft, anchor=now)
+            runs = next_runs(timing, after=now, count=PREVIEW_RUNS)
+            words = services.describe(draft)
+            notices = services.schedule_dst_notices(draft, at=now)[:1]
+        except ValueError as exc:
+            problem = str(exc)
+    return render(
+        request,
+        "agents/_schedule_preview.html",
+        {
+            "runs": runs,
+            "words": words,
+            "problem": problem,
+            "notice": notices[0] if notices else None,
+            "zone": zone_name,
+            "schedule_zone": draft.timezone if draft.kind == Schedule.Kind.CRON else "",
+        },
     )
 
 

@@ -15,6 +15,11 @@ urlpatterns = [
     path("<uuid:uuid>/delete/", views.agent_delete, name="delete"),
     path("<uuid:uuid>/schedules/new/", schedule_views.schedule_new, name="schedule_new"),
     path(
+        "<uuid:uuid>/schedules/preview/",
+        schedule_views.schedule_preview,
+        name="schedule_preview",
+    ),
+    path(
         "<uuid:uuid>/schedules/<uuid:schedule_uuid>/edit/",
         schedule_views.schedule_edit,
         name="schedule_edit",

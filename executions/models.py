@@ -194,11 +194,13 @@ class Execution(models.Model):
 
     @property
     def status_label(self) -> str:
-        """What a person reads: "Retrying (1/3)" (retry 1 of 3), "Failed after 3 attempts"."""
+        """What a person reads, counting attempts one way everywhere ("attempt N of M", M the
+        most attempts allowed): "Retrying (attempt 2 of 4)" while waiting to start attempt 2,
+        "Running (attempt 2 of 4)", "Failed after 3 attempts"."""
         if self.status == self.Status.RETRYING:
-            return f"Retrying ({self.attempt}/{self.max_attempts - 1})"
+            return f"Retrying (attempt {self.attempt + 1} of {self.max_attempts})"
         if self.status == self.Status.RUNNING and self.attempt > 1:
-            return f"Running (attempt {self.attempt}/{self.max_attempts})"
+            return f"Running (attempt {self.attempt} of {self.max_attempts})"
         if self.status == self.Status.FAILED and self.attempt > 1:
             return f"Failed after {self.attempt} attempts"
         return self.get_status_display()

@@ -1,13 +1,19 @@
-"""Template helpers for Conveyor's pages: badges, relative times, durations, JSON."""
+"""Template helpers for Conveyor's pages: badges, times, durations, JSON.
+
+Pages write a moment one way, in the viewer's time zone (the time-zone middleware activates it):
+``|when`` gives "30 Nov 2026, 05:37:19", ``|clock`` its time of day alone (log lines of one
+run), and ``|timeago`` "5 min ago" or "in 19 min" with the ``|when`` text on hover. Templates use
+these and never ``|date`` or ``|time``; a test greps for them.
+"""
 
 import json
+import zoneinfo
 from datetime import datetime, timedelta
 
 from django import template
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
-from django.utils.timesince import timesince, timeuntil
 
 from executions.humanize import seconds_in_words
 
@@ -26,7 +32,7 @@ def status_badge(execution_or_status, label=None):
         why = execution_or_status.get_wait_reason_display()
         until = execution_or_status.wait_until
         if until is not None:
-            why += f" (until {date_format(timezone.localtime(until), 'DATETIME_FORMAT')})"
+            why += f" (until {when(until)})"
     return format_html(
         '<span class="badge badge-{}" data-status="{}" title="{}">{}</span>',
         status,
@@ -36,27 +42,82 @@ def status_badge(execution_or_status, label=None):
     )
 
 
+# The one absolute format of the pages, and its time-of-day part (Django's date format syntax).
+WHEN_FORMAT = "j M Y, H:i:s"
+CLOCK_FORMAT = "H:i:s"
+
+
 @register.filter
-def timeago(value: datetime | None):
-    """ "3 min ago" (or "in 25 s"), with the exact local time on hover."""
+def when(value: datetime | None) -> str:
+    """ "30 Nov 2026, 05:37:19" in the viewer's time zone."""
     if not value:
         return "—"
-    now = timezone.now()
-    exact = date_format(timezone.localtime(value), "DATETIME_FORMAT")
-    delta = (now - value).total_seconds()
-    if abs(delta) < 5:
-        text = "just now"
-    elif abs(delta) < 60:
-        text = f"{round(abs(delta))} s ago" if delta > 0 else f"in {round(-delta)} s"
-    elif value <= now:
-        text = f"{timesince(value, now, depth=1)} ago"
+    return date_format(timezone.localtime(value), WHEN_FORMAT)
+
+
+@register.filter
+def clock(value: datetime | None) -> str:
+    """ "05:37:19" in the viewer's time zone: log lines, where the day goes without saying."""
+    if not value:
+        return "—"
+    return date_format(timezone.localtime(value), CLOCK_FORMAT)
+
+
+@register.filter
+def when_in(value: datetime | None, zone_name: str) -> str:
+    """ "30 Nov 2026, 06:37:19" on the clock of ``zone_name`` (a schedule's own zone)."""
+    if not value:
+        return "—"
+    try:
+        zone = zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        return when(value)
+    return date_format(value.astimezone(zone), WHEN_FORMAT)
+
+
+def relative(value: datetime, now: datetime) -> str:
+    """ "just now", "40 s ago", "5 min ago", "3 h ago", "2 days ago"; "in 19 min" ahead."""
+    seconds = (value - now).total_seconds()
+    ahead, seconds = seconds > 0, abs(seconds)
+    if seconds < 5:
+        return "just now"
+    # Each unit rounded to the nearest: 9 min 59 s to go reads "in 10 min".
+    if round(seconds) < 60:
+        amount = f"{round(seconds)} s"
+    elif round(seconds / 60) < 60:
+        amount = f"{round(seconds / 60)} min"
+    elif round(seconds / 3600) < 24:
+        amount = f"{round(seconds / 3600)} h"
     else:
-        text = f"in {timeuntil(value, now, depth=1)}"
+        days = round(seconds / 86400)
+        amount = f"{days} day{'s' if days != 1 else ''}"
+    return f"in {amount}" if ahead else f"{amount} ago"
+
+
+@register.filter
+def timeago(value: datetime | None):
+    """ "5 min ago" (or "in 19 min"), with the exact local time on hover."""
+    if not value:
+        return "—"
     return format_html(
         '<time datetime="{}" title="{}">{}</time>',
         value.isoformat(),
-        exact,
-        text.replace("\xa0", " "),
+        when(value),
+        relative(value, timezone.now()),
+    )
+
+
+@register.filter
+def starts_in(value: datetime | None):
+    """ "starts in 19 min" for a delayed run, with the start time on hover."""
+    if not value:
+        return "—"
+    text = relative(value, timezone.now())
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.isoformat(),
+        when(value),
+        f"starts {text}" if text.startswith("in ") else "starting",
     )
 
 

@@ -2,10 +2,14 @@
 (``common.jsonbody``): what the API refuses comes back inline on the page, never as a 500, and
 nothing is created."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
+from agents.forms import RunForm
 from agents.models import Schedule
 from executions.models import Execution
 
@@ -92,3 +96,15 @@ def test_a_form_bigger_than_django_reads_gets_a_page_that_says_so(forms, form):
     assert response.status_code == 413
     assert "The form was too large" in response.content.decode()
     assert nothing_created()
+
+
+@pytest.mark.parametrize(
+    ("unit", "seconds"), [("minutes", 600), ("hours", 36000), ("seconds", 10), ("", 600)]
+)
+def test_start_later_reads_the_delay_in_the_unit_beside_it_minutes_by_default(unit, seconds):
+    before = timezone.now()
+    form = RunForm({"input": "", "delay": "10", "delay_unit": unit, "when": "later"})
+    assert form.is_valid(), form.errors
+    waits = form.cleaned_data["not_before"] - before
+    assert timedelta(seconds=seconds) <= waits < timedelta(seconds=seconds + 5)
+    assert RunForm()["delay_unit"].initial == "minutes"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from agents.models import SkippedSlot
 from agents.schedule_selectors import RECENT_SLOTS, schedule_panel
@@ -61,3 +62,16 @@ def test_it_runs_the_same_queries_for_one_schedule_or_many(make_agent):
             agent=many, kind="cron", cron=f"0 {hour} * * *", timezone="Europe/Paris", at=NOW
         )
     assert queries_for(one) == queries_for(many)
+
+
+def test_a_cron_schedule_in_another_zone_names_its_own_zone_for_its_next_runs(make_agent):
+    agent = make_agent()
+    schedule_create(agent=agent, kind="cron", cron="0 9 * * *", timezone="Europe/Paris", at=NOW)
+    schedule_create(agent=agent, kind="interval", interval_seconds=300, at=NOW)
+    with timezone.override("America/New_York"):
+        cron, interval = schedule_panel(agent=agent, at=NOW)["rows"]
+    assert cron.own_zone == "Europe/Paris"
+    assert interval.own_zone == ""  # an interval reads no clock
+    with timezone.override("Europe/Paris"):
+        cron, _ = schedule_panel(agent=agent, at=NOW)["rows"]
+    assert cron.own_zone == ""  # the viewer's own

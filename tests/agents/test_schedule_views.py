@@ -69,7 +69,7 @@ def test_adding_a_cron_schedule_shows_it_in_words_with_five_next_runs_in_my_zone
     new_york = ZoneInfo("America/New_York")
     for iso, shown in runs:
         local = timezone.datetime.fromisoformat(iso).astimezone(new_york)
-        assert shown == local.strftime("%a %-d %b, %H:%M")
+        assert shown == local.strftime("%-d %b %Y, %H:%M:%S")
         # 09:00 in Paris is 03:00 in New York, except in the weeks their changes differ.
         assert local.strftime("%M") == "00" and local.hour in (2, 3, 4)
     assert '{"report": "daily"}' in card
@@ -264,7 +264,7 @@ def test_a_scheduled_execution_shows_its_slot(alice_client, make_agent):
     )
     html = alice_client.get(reverse("executions:detail", args=[execution.uuid])).content.decode()
     assert 'id="scheduled-slot"' in html and "Schedule" in html
-    shown = slot.astimezone(ZoneInfo("America/New_York")).strftime("%a %-d %b %Y, %H:%M:%S")
+    shown = slot.astimezone(ZoneInfo("America/New_York")).strftime("%-d %b %Y, %H:%M:%S")
     assert shown in html
 
 
@@ -283,3 +283,50 @@ def test_a_held_scheduled_run_says_what_it_waits_for(alice_client, make_agent):
     html = alice_client.get(reverse("executions:detail", args=[execution.uuid])).content.decode()
     assert "Waiting for the agent's earlier run to finish." in unescape(html)
     assert 'data-wait-reason="held"' in html
+
+
+def preview(client, agent, **fields):
+    response = client.get(reverse("agents:schedule_preview", args=[agent.uuid]), fields)
+    assert response.status_code == 200
+    return unescape(response.content.decode())
+
+
+def test_the_schedule_form_previews_the_next_runs_while_typing(alice_client, make_agent):
+    agent = make_agent()
+    form = alice_client.get(reverse("agents:schedule_new", args=[agent.uuid])).content.decode()
+    assert 'hx-trigger="load, input changed delay:400ms"' in form
+    assert 'id="schedule-preview"' in form
+
+    html = preview(alice_client, agent, kind="cron", cron="0 9 * * 1-5", timezone="Europe/Paris")
+    assert "Every weekday at 09:00 Europe/Paris" in html
+    shown = re.findall(r"<li><time datetime=\"([^\"]+)\">([^<]+)</time>", html)
+    assert len(shown) == 5
+    for iso, text in shown:
+        at = timezone.datetime.fromisoformat(iso)
+        assert text == at.astimezone(ZoneInfo("America/New_York")).strftime("%-d %b %Y, %H:%M:%S")
+        paris = at.astimezone(ZoneInfo("Europe/Paris")).strftime("%-d %b %Y, %H:%M:%S")
+        assert f"{paris} in Europe/Paris" in html
+        assert paris.endswith("09:00:00")
+    assert "Times in America/New_York, then in Europe/Paris." in html
+    assert not Schedule.objects.exists()  # a preview saves nothing
+
+
+def test_the_preview_says_what_is_wrong_or_missing(alice_client, make_agent):
+    agent = make_agent()
+    assert "Fill in when it runs" in preview(alice_client, agent, kind="cron", cron="")
+    assert "not an IANA time zone" in preview(
+        alice_client, agent, kind="cron", cron="0 9 * * *", timezone="Mars/Olympus"
+    )
+    assert "</li>" not in preview(alice_client, agent, kind="cron", cron="61 * * * *")
+    html = preview(alice_client, agent, kind="interval", interval_seconds="600")
+    assert len(re.findall("<li>", html)) == 5 and "in 10 min" in html
+
+
+def test_the_schedules_card_shows_a_cron_schedules_runs_in_its_own_zone_too(
+    alice_client, make_agent
+):
+    agent = make_agent()
+    schedule_create(agent=agent, kind="cron", cron="30 7 * * *", timezone="Asia/Tokyo")
+    card = schedules_card(page_of(alice_client, agent))
+    assert card.count("in Asia/Tokyo</span>") == 5
+    assert ", 07:30:00 in Asia/Tokyo" in card

@@ -98,6 +98,9 @@ def test_run_later_queues_a_delayed_run_from_the_agent_page(
     page.get_by_text("Start later").click()
     page.locator("#id_delay").fill("90")
     page.locator("#id_delay_unit").select_option("minutes")
+    expect(page.locator("#delay-preview")).to_contain_text(
+        re.compile(r"Starts about \d+ \w{3} \d{4}, ")
+    )
     page.locator("#run-form").screenshot(
         path=str(screenshot("schedules-run-later").with_name("schedules-run-later-form.png"))
     )
@@ -110,3 +113,25 @@ def test_run_later_queues_a_delayed_run_from_the_agent_page(
     assert execution.status == "queued"
     assert timedelta(minutes=89) < execution.not_before - timezone.now() <= timedelta(minutes=90)
     screenshot("schedules-delayed-run")
+
+
+def test_the_form_previews_the_next_runs_while_typing(
+    alice_page, live_server, make_agent, screenshot
+):
+    page = alice_page
+    agent = make_agent(name="morning-digest")
+    page.goto(f"{live_server.url}/agents/{agent.uuid}/schedules/new/")
+    preview = page.locator("#schedule-preview")
+    expect(preview).to_contain_text("Fill in when it runs")
+
+    page.locator("#id_cron").fill("0 9 * * 1-5")
+    page.locator("#id_timezone").fill("Europe/Paris")
+    expect(preview).to_contain_text("Every weekday at 09:00 Europe/Paris")
+    expect(preview.locator("li")).to_have_count(5)
+    expect(preview.locator("li").first).to_contain_text(", 09:00:00 in Europe/Paris")
+    expect(preview).to_contain_text("Times in America/New_York, then in Europe/Paris.")
+    screenshot("schedules-form-preview")
+
+    page.locator("#id_cron").fill("0 25 * * *")
+    expect(preview.locator("li")).to_have_count(0)
+    assert not agent.schedules.exists()

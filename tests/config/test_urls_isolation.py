@@ -83,6 +83,9 @@ def request(client, name, url):
 def test_there_are_routes_to_check():
     names = {name for name, _ in owner_routes()}
     assert {"home", "agents:detail", "executions:detail", "executions:live"} <= names
+    # Fragments are pages too: the schedule form's preview (GET, the agent's uuid) is checked
+    # like the agent page.
+    assert {"agents:schedule_preview"} <= names
 
 
 @pytest.mark.parametrize(("name", "pattern"), owner_routes(), ids=lambda v: str(v))

@@ -1,14 +1,19 @@
 """manage.py run_agent: start a run from the command line and watch it to the end."""
 
 import json
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from executions.errors import CATEGORIES
+from executions.management.commands.run_agent import Command, Watch
 from executions.models import Execution
+from executions.services import execution_request
+from executions.templatetags.conveyor import when
 
 
 class FakeTerminal(StringIO):
@@ -143,20 +148,20 @@ def test_a_flaky_run_shows_the_failed_attempt_the_wait_and_the_result(worker, ma
     output = out.getvalue()
     assert "WARNING  Simulating a temporary outage (attempt 1)." in output
     assert (
-        "Attempt 1 failed (Upstream error) after" in output
+        "Attempt 1 of 4 failed (Upstream error) after" in output
         and "The demo service is temporarily unavailable (simulated failure 1 of 1). "
         "Retrying in 1 s."
         in output
     )
-    assert "Status: Retrying (1/3)" in output
-    assert "Attempt 2 succeeded in" in output
+    assert "Status: Retrying (attempt 2 of 4)" in output
+    assert "Attempt 2 of 4 succeeded in" in output
     assert "Succeeded in" in output and "(2 attempts)" in output
     result = output.split("Result:\n", 1)[1]
     assert json.loads(result) == {"succeeded_on_attempt": 2}
     # In order: the failure, the wait, the success, the result.
     assert (
-        output.index("Attempt 1 failed")
-        < output.index("Attempt 2 succeeded")
+        output.index("Attempt 1 of 4 failed")
+        < output.index("Attempt 2 of 4 succeeded")
         < (output.index("Result:"))
     )
 
@@ -178,3 +183,11 @@ def test_a_broken_run_exits_non_zero_with_the_friendly_error(worker, make_agent)
     assert "The demo record does not exist" in output
     assert "Conveyor does not retry this kind of error." in output
     assert "Traceback" not in output  # error_detail is for staff, not this output
+
+
+@pytest.mark.django_db
+def test_a_delayed_run_says_until_when_as_the_pages_write_it(make_agent):
+    start = timezone.now().replace(microsecond=0) + timedelta(minutes=19)
+    execution = execution_request(agent=make_agent(), trigger="manual", not_before=start)
+    watch = Watch(Command(stdout=StringIO()), execution, timeout=1, verbosity=1)
+    assert watch.status_line() == f"Status: Queued (delayed until its start time: {when(start)})"

@@ -39,7 +39,7 @@ def test_a_retryable_failure_asks_the_task_to_retry_with_the_policys_wait(make_a
     execution.refresh_from_db()
     assert decision == runner.Decision(retry_in=7, max_retries=2)
     assert execution.status == "retrying"
-    assert execution.status_label == "Retrying (1/2)"
+    assert execution.status_label == "Retrying (attempt 2 of 3)"
     assert "will try again after a 7 s wait (attempt 2 of 3)" in execution.error_message
     assert execution.next_attempt_at > timezone.now()
     assert execution.attempts.get().retry_delay == 7

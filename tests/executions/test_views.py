@@ -149,3 +149,14 @@ def test_a_finished_run_says_how_long_each_wait_was(alice_client, make_agent, ma
     execution = make_execution(make_agent(retry_jitter=False), "succeeded", attempt=2)
     html = alice_client.get(reverse("executions:detail", args=[execution.uuid])).content.decode()
     assert "then waited" in html and "now waiting" not in html
+
+
+def test_a_delayed_run_is_listed_as_starting_in_a_while_on_every_list(alice_client, make_agent):
+    agent = make_agent()
+    start = timezone.now() + timedelta(minutes=19, seconds=10)
+    execution_request(agent=agent, trigger="manual", not_before=start)
+    lists = ("home",), ("executions:list",), ("agents:detail", agent.uuid)
+    for name, *args in lists:
+        html = alice_client.get(reverse(name, args=args)).content.decode()
+        assert ">starts in 19 min</time>" in html, name
+        assert "queued <time" not in html, name

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import timedelta
 
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from agents.models import Agent
@@ -111,22 +113,27 @@ def test_a_person_creates_a_function_agent_and_watches_a_flaky_run_retry_then_su
 
     seen = watch_badge(page, until="Succeeded", on_change=on_change)
 
-    # max_retries 3: after the first failure the badge reads "Retrying (1/3)" (retry 1 of 3).
+    # max_retries 3, so 4 attempts: after the first failure the badge reads
+    # "Retrying (attempt 2 of 4)", the attempt it waits to start.
     # Each attempt works 1.5 s, so the running attempts between the waits are seen too.
     assert seen[0] in {"Queued", "Running"}, seen
-    assert "Running (attempt 2/4)" in seen and "Running (attempt 3/4)" in seen, seen
+    assert "Running (attempt 2 of 4)" in seen and "Running (attempt 3 of 4)" in seen, seen
     assert (
-        seen.index("Retrying (1/3)")
-        < seen.index("Running (attempt 2/4)")
-        < seen.index("Retrying (2/3)")
-        < seen.index("Running (attempt 3/4)")
+        seen.index("Retrying (attempt 2 of 4)")
+        < seen.index("Running (attempt 2 of 4)")
+        < seen.index("Retrying (attempt 3 of 4)")
+        < seen.index("Running (attempt 3 of 4)")
         < seen.index("Succeeded")
     ), seen
-    assert "Retrying (1/3)" in seen, seen
-    assert seen.index("Retrying (1/3)") < seen.index("Succeeded"), seen
+    assert "Retrying (attempt 2 of 4)" in seen, seen
+    assert seen.index("Retrying (attempt 2 of 4)") < seen.index("Succeeded"), seen
     # The 4 s wait before the third attempt is long enough to be seen with 1 s polling.
-    assert "Retrying (2/3)" in seen, seen
-    assert seen.index("Retrying (1/3)") < seen.index("Retrying (2/3)") < seen.index("Succeeded")
+    assert "Retrying (attempt 3 of 4)" in seen, seen
+    assert (
+        seen.index("Retrying (attempt 2 of 4)")
+        < seen.index("Retrying (attempt 3 of 4)")
+        < seen.index("Succeeded")
+    )
     assert navigations == [], navigations
     assert urls_seen == {arrived_at} and page.url == arrived_at
 
@@ -271,3 +278,23 @@ def test_the_execution_page_fits_a_phone_screen_without_horizontal_scrolling(
             )
         )
     )
+
+
+def test_a_delayed_run_is_listed_as_starting_in_a_while(
+    alice_page, live_server, make_agent, make_execution, screenshot
+):
+    agent = make_agent(name="weekly-digest", max_retries=3)
+    make_execution(agent, "retrying", attempt=1)
+    make_execution(agent, "succeeded", attempt=2)
+    execution_request(
+        agent=agent, trigger="manual", not_before=timezone.now() + timedelta(minutes=19, seconds=10)
+    )
+    page = alice_page
+    page.goto(f"{live_server.url}/executions/")
+    rows = page.locator("table tbody tr")
+    expect(rows.first).to_contain_text("starts in 19 min")
+    expect(page.locator("main")).to_contain_text("Retrying (attempt 2 of 4)")
+    screenshot("executions-list-delayed")
+    page.goto(f"{live_server.url}/")
+    expect(page.locator("main")).to_contain_text("starts in 19 min")
+    screenshot("home-delayed")

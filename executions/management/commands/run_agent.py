@@ -279,7 +279,9 @@ class Watch:
         elif execution.status == Execution.Status.QUEUED and execution.is_waiting:
             text += f" ({execution.get_wait_reason_display().lower()}"
             if execution.wait_until is not None:
-                text += f": {timezone.localtime(execution.wait_until):%Y-%m-%d %H:%M:%S}"
+                # As the pages write it: "30 Nov 2026, 05:37:19".
+                until = timezone.localtime(execution.wait_until)
+                text += f": {until.day} {until:%b %Y, %H:%M:%S}"
             text += ")"
         return text
 
@@ -292,7 +294,7 @@ class Watch:
         return text, style
 
     def attempt_line(self, attempt: ExecutionAttempt):
-        head = f"Attempt {attempt.number}"
+        head = f"Attempt {attempt.number} of {self.execution.max_attempts}"
         took = duration_in_words(attempt.duration)
         Outcome = ExecutionAttempt.Outcome
         if attempt.outcome == Outcome.SUCCEEDED:
