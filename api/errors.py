@@ -190,17 +190,27 @@ class ErrorSerializer(serializers.Serializer):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed: not JSON, nested too deeply, a bad header or query parameter.",
+    400: "Malformed: not JSON, nested too deeply, a bad header (Content-Length, "
+    "Idempotency-Key) or query parameter (cursor, limit, filters).",
     401: "No credentials, or a token that is not valid.",
     403: "Refused: a browser session sent no CSRF token.",
     404: "Not found, or not yours.",
     405: "This method is not allowed here.",
+    406: "The Accept header asks for something other than JSON.",
     409: "Conflicts with the current state (paused agent, finished execution, key reused).",
-    413: "The request body is too large.",
+    413: "The request body (or its announced Content-Length) is too large.",
     415: "The body is not JSON (send Content-Type: application/json).",
     422: "Valid JSON whose content is not valid; details name the fields.",
-    429: "Too many requests: wait the number of seconds in Retry-After.",
+    429: "Too many requests: run requests past the rate per token, or too many tokens that are "
+    "not valid from this address (any request with a token). Wait the number of seconds in "
+    "Retry-After.",
 }
+
+# What any request can be answered, whatever the operation: a header that cannot be read or an
+# announced body too large (checked before anything else), no or a bad token, an Accept header
+# that JSON cannot satisfy, and the bad-token throttle (api.authentication), which refuses every
+# request with a token from an address that sent too many invalid ones.
+ANY_REQUEST = (400, 401, 406, 413, 429)
 
 
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:

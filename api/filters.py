@@ -14,13 +14,16 @@ from .errors import InvalidQuery
 
 
 class BoundedIsoDateTimeField(fields.IsoDateTimeField):
-    """An ISO 8601 date and time that can be compared in UTC (year 1 to 9999 once converted)."""
+    """An ISO 8601 date and time, compared in UTC (year 1 to 9999 once converted).
+
+    Converted here, not by the database: Python takes any offset under 24 hours, PostgreSQL
+    refuses one past 15:59 ("time zone displacement out of range", a 500)."""
 
     def to_python(self, value):
         value = super().to_python(value)
         if value is not None:
             try:
-                value.astimezone(UTC)
+                value = value.astimezone(UTC)
             except OverflowError:
                 raise forms.ValidationError("This date is out of range.") from None
         return value

@@ -19,6 +19,7 @@ from rest_framework.utils.urls import replace_query_param
 from .errors import InvalidQuery
 
 BIGINT_MAX = 2**63 - 1
+CURSOR_MAX = 500
 
 
 def _encode(values: list) -> str:
@@ -27,7 +28,7 @@ def _encode(values: list) -> str:
 
 
 def _decode(cursor: str) -> list:
-    if len(cursor) > 500:
+    if len(cursor) > CURSOR_MAX:
         raise ValueError("too long")
     raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     values = json.loads(raw)
@@ -142,7 +143,8 @@ class KeysetPagination(BasePagination):
                     "type": "string",
                     "format": "uri",
                     "nullable": True,
-                    "description": "The next page; null on the last one.",
+                    "description": "The next page (this address with `cursor` set); null on "
+                    "the last one. Pages go forward only: there is no `previous` link.",
                 },
             },
         }
@@ -153,8 +155,10 @@ class KeysetPagination(BasePagination):
                 "name": "cursor",
                 "required": False,
                 "in": "query",
-                "description": "Where the page starts: from the previous page's `next`.",
-                "schema": {"type": "string"},
+                "description": "Where the page starts: opaque, copied from the previous "
+                "page's `next` link (without it, the first page). A cursor that cannot be read "
+                "is a 400, never a silent first page.",
+                "schema": {"type": "string", "maxLength": CURSOR_MAX},
             },
             {
                 "name": "limit",

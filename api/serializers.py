@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 
 from django.urls import reverse
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -21,6 +22,8 @@ from executions.models import Execution, ExecutionLog
 SMALLINT_MAX = 32767
 INT_MAX = 2_147_483_647
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+SECRET_NAME_RULE = "1 to 100 ASCII letters, digits, - and _"  # noqa: S105 (words, not a secret)
+SECRET_VALUE_MAX = 10000
 # The longest wait a delayed run may ask for.
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 
@@ -59,12 +62,20 @@ def webhook_state(agent: Agent, request) -> dict:
 @extend_schema_field(
     {
         "type": "object",
-        "additionalProperties": {"type": "string", "nullable": True, "maxLength": 10000},
+        "writeOnly": True,
+        "additionalProperties": {
+            "type": "string",
+            "nullable": True,
+            "minLength": 1,
+            "maxLength": SECRET_VALUE_MAX,
+        },
         "description": (
-            "Write-only. Merged into the agent's secrets: a name with a value sets it, a name "
-            "with null removes it, names not given keep their value. Never returned: see "
-            "secret_names."
+            "Write-only: sent, never returned (see secret_names). Merged into the agent's "
+            "secrets: a name with a value sets it, a name with null removes it, names not given "
+            f"keep their value. Names: {SECRET_NAME_RULE} (matching `{SECRET_NAME.pattern}`). "
+            f"Values: non-empty strings of at most {SECRET_VALUE_MAX} characters, or null."
         ),
+        "example": {"api_token": "s3cr3t", "old_token": None},
     }
 )
 class SecretsField(serializers.Field):
@@ -74,16 +85,18 @@ class SecretsField(serializers.Field):
                 'Send an object of names and values, e.g. {"api_token": "…"}.'
             )
         for name, value in data.items():
-            if not SECRET_NAME.match(name):
+            if not SECRET_NAME.fullmatch(name):  # match() would let a final newline in
                 raise serializers.ValidationError(
-                    f"“{name[:100]}”: a secret name uses 1 to 100 letters, digits, - and _."
+                    f"“{name[:100]}”: a secret name uses {SECRET_NAME_RULE}."
                 )
             if value is not None and (not isinstance(value, str) or not value):
                 raise serializers.ValidationError(
                     f"“{name}”: a value is a non-empty string (or null to remove the secret)."
                 )
-            if value is not None and len(value) > 10000:
-                raise serializers.ValidationError(f"“{name}”: at most 10000 characters.")
+            if value is not None and len(value) > SECRET_VALUE_MAX:
+                raise serializers.ValidationError(
+                    f"“{name}”: at most {SECRET_VALUE_MAX} characters."
+                )
         return data
 
     def to_representation(self, value):  # pragma: no cover - write-only
@@ -100,7 +113,9 @@ class AgentSerializer(serializers.Serializer):
         help_text="The kind's settings, checked against the kind's schema.", required=False
     )
     secrets = SecretsField(write_only=True, required=False)
-    secret_names = serializers.SerializerMethodField()
+    secret_names = serializers.SerializerMethodField(
+        help_text="The names of the agent's secrets, sorted; their values are never returned."
+    )
     is_paused = serializers.BooleanField(required=False)
     max_retries = serializers.IntegerField(min_value=0, max_value=SMALLINT_MAX, required=False)
     retry_backoff = serializers.IntegerField(min_value=0, max_value=INT_MAX, required=False)
@@ -242,9 +257,27 @@ class ExecutionSerializer(serializers.Serializer):
             "what_to_do": info.what_to_do if info else "",
         }
 
-    @extend_schema_field(OpenApiTypes.DOUBLE)
+    @extend_schema_field(
+        serializers.FloatField(allow_null=True, help_text="How long it ran; null until it ends.")
+    )
     def get_duration_seconds(self, execution) -> float | None:
         return execution.duration.total_seconds() if execution.duration is not None else None
+
+
+class ExecutionSchema(OpenApiSerializerExtension):
+    """The schema of ExecutionSerializer, with the field only staff get (added in
+    ``to_representation``, so the generator cannot see it) as an optional one."""
+
+    target_class = ExecutionSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["properties"]["error_detail"] = {
+            "type": "string",
+            "readOnly": True,
+            "description": "Staff only, absent for everyone else: the error's traceback.",
+        }
+        return schema
 
 
 class ExecutionLogSerializer(serializers.ModelSerializer):

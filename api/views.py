@@ -17,7 +17,12 @@ from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -38,6 +43,7 @@ from executions.services import (
 
 from . import serializers as s
 from .errors import (
+    ANY_REQUEST,
     Conflict,
     InvalidQuery,
     Malformed,
@@ -54,8 +60,12 @@ from .throttling import RunRateThrottle
 STATS_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 IDEMPOTENCY_KEY_MAX = 200
 
-READ = (401,)
-WRITE = (400, 401, 403, 413, 415, 422)
+# The documented errors: READ for GETs, ACTION for POSTs without a body (a browser session
+# must send its CSRF token), WRITE for requests with a JSON body.
+READ = ANY_REQUEST
+ACTION = (*ANY_REQUEST, 403)
+WRITE = (*ACTION, 415, 422)
+IDEMPOTENCY_KEY_RULE = f"1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
 
 
 class ApiViewMixin:
@@ -136,6 +146,19 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Create an agent",
         request=s.AgentSerializer,
+        examples=[
+            OpenApiExample(
+                "A function agent",
+                value={
+                    "name": "daily-digest",
+                    "kind": "function",
+                    "config": {"function": "demo.echo"},
+                    "secrets": {"api_token": "s3cr3t"},
+                    "max_retries": 3,
+                },
+                request_only=True,
+            )
+        ],
         responses={201: s.AgentSerializer, **error_responses(*WRITE)},
     )
     def create(self, request):
@@ -196,7 +219,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
         summary="Delete an agent and its history",
         responses={
             204: OpenApiResponse(description="Deleted."),
-            **error_responses(401, 403, 404, 409),
+            **error_responses(404, 409, *ACTION),
         },
     )
     def destroy(self, request, id=None):
@@ -209,7 +232,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Pause: refuse new runs",
         request=None,
-        responses={200: s.AgentSerializer, **error_responses(401, 403, 404)},
+        responses={200: s.AgentSerializer, **error_responses(404, *ACTION)},
     )
     @action(detail=True, methods=["post"])
     def pause(self, request, id=None):
@@ -221,7 +244,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Resume a paused agent",
         request=None,
-        responses={200: s.AgentSerializer, **error_responses(401, 403, 404)},
+        responses={200: s.AgentSerializer, **error_responses(404, *ACTION)},
     )
     @action(detail=True, methods=["post"])
     def resume(self, request, id=None):
@@ -236,15 +259,33 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             "Queues an execution and answers 202 with it (and its URL in Location). With "
             "`run_at` or `delay_seconds` it starts no earlier than that. With an "
             "`Idempotency-Key` header, repeating the request returns the same execution (200); "
-            "the same key with a different input is a 409."
+            "the same key with a different input is a 409. Run requests and retries are limited "
+            "per token (CONVEYOR_API_RUN_RATE): past the rate, 429 with Retry-After."
         ),
         request=s.RunRequestSerializer,
+        examples=[
+            OpenApiExample("Now", value={"input": {"hello": "world"}}, request_only=True),
+            OpenApiExample(
+                "In ten minutes",
+                value={"input": {"hello": "world"}, "delay_seconds": 600},
+                request_only=True,
+            ),
+        ],
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                OpenApiTypes.STR,
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": IDEMPOTENCY_KEY_MAX,
+                    "pattern": "^[\\x20-\\x7e]+$",
+                },
                 OpenApiParameter.HEADER,
-                description="Up to 200 printable characters; one key, one execution.",
+                description=(
+                    f"Optional: {IDEMPOTENCY_KEY_RULE} (space to `~`); any other value is a "
+                    "400. One key, one execution of this agent: the same key again answers 200 "
+                    "with that execution, the same key with a different input is a 409."
+                ),
             )
         ],
         responses={
@@ -263,7 +304,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             0 < len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()
         ):
             raise Malformed(
-                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters.",
+                f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}.",
                 code="bad_idempotency_key",
             )
         serializer = s.RunRequestSerializer(data=request.data)
@@ -346,7 +387,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
         summary="Turn the webhook on",
         description="The first time, a signing secret is made and returned in `secret`, once.",
         request=None,
-        responses={200: s.WebhookSecretSerializer, **error_responses(401, 403, 404)},
+        responses={200: s.WebhookSecretSerializer, **error_responses(404, *ACTION)},
     )
     @action(detail=True, methods=["post"], url_path="webhook/enable")
     def webhook_enable(self, request, id=None):
@@ -356,7 +397,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Turn the webhook off (calls get 404; secrets are kept)",
         request=None,
-        responses={200: s.WebhookStateSerializer, **error_responses(401, 403, 404)},
+        responses={200: s.WebhookStateSerializer, **error_responses(404, *ACTION)},
     )
     @action(detail=True, methods=["post"], url_path="webhook/disable")
     def webhook_disable(self, request, id=None):
@@ -371,7 +412,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             "new secret are accepted, so senders can switch at their pace."
         ),
         request=None,
-        responses={200: s.WebhookSecretSerializer, **error_responses(401, 403, 404)},
+        responses={200: s.WebhookSecretSerializer, **error_responses(404, *ACTION)},
     )
     @action(detail=True, methods=["post"], url_path="webhook/rotate")
     def webhook_rotate(self, request, id=None):
@@ -381,7 +422,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Finish the rotation: the old secret stops working",
         request=None,
-        responses={200: s.WebhookStateSerializer, **error_responses(401, 403, 404, 409)},
+        responses={200: s.WebhookStateSerializer, **error_responses(404, 409, *ACTION)},
     )
     @action(detail=True, methods=["post"], url_path="webhook/rotate/finish")
     def webhook_rotate_finish(self, request, id=None):
@@ -451,7 +492,10 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Retry a failed or cancelled execution as a new one",
-        description="The original is not changed. Optionally give a new `input`.",
+        description=(
+            "The original is not changed. Optionally give a new `input`. Counted with run "
+            "requests against CONVEYOR_API_RUN_RATE: past the rate, 429 with Retry-After."
+        ),
         request=s.RetryRequestSerializer,
         responses={
             201: OpenApiResponse(s.ExecutionSerializer, description="The new execution."),
@@ -478,7 +522,7 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         request=None,
         responses={
             202: OpenApiResponse(s.ExecutionSerializer, description="Cancelled."),
-            **error_responses(401, 403, 404, 409),
+            **error_responses(404, 409, *ACTION),
         },
     )
     @action(detail=True, methods=["post"], filter_backends=[])

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.conf import settings
 from django.test import Client
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from api.services import token_create
+
+# Hypothesis (under schemathesis, test_schema_conformance.py) keeps caches in ./.hypothesis
+# unless told otherwise: under the var directory they stay out of the working tree.
+set_hypothesis_home_dir(settings.VAR_DIR / "hypothesis")
 
 
 class ApiClient:

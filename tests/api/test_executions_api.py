@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from executions.models import Execution, ExecutionLog
 from executions.services import execution_request
-from tests.conftest import error_of
+from tests.conftest import error_of, utc
 
 from .conftest import ApiClient
 
@@ -93,6 +93,16 @@ def test_the_list_filters_by_status_agent_trigger_and_time(api, make_agent, alic
     yesterday = (timezone.now() - timedelta(days=1)).isoformat()
     assert ids(created_after=yesterday, agent=str(a.uuid)) == {str(queued.uuid)}
     assert ids(created_before=yesterday) == {str(old.uuid)}
+
+
+def test_date_filters_take_any_offset_python_reads(api, make_agent, make_execution, alice):
+    # 11:47 UTC on the 2nd. PostgreSQL refuses offsets past 15:59: the filter converts to UTC.
+    execution = make_execution(make_agent(alice), "succeeded", at=utc(2026, 1, 2, 12))
+    response = api.get(EXECUTIONS, {"created_after": "2026-01-01T19:00:00-16:47"})
+    assert response.status_code == 200, response.content
+    assert [row["id"] for row in response.json()["results"]] == [str(execution.uuid)]
+    response = api.get(EXECUTIONS, {"created_before": "2026-01-01T19:00:00-16:47"})
+    assert response.json()["results"] == []
 
 
 @pytest.mark.parametrize(

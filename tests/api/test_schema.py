@@ -49,6 +49,59 @@ def test_run_requests_document_the_rate_limit_and_the_idempotency_key(schema):
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in run["parameters"])
 
 
+def test_every_operation_documents_the_bad_token_throttle(schema):
+    # Any request with a token can be refused with 429 once its address sent too many bad ones.
+    for path, method, operation in operations(schema):
+        assert {"400", "401", "429"} <= set(operation["responses"]), (method, path)
+
+
+def test_the_idempotency_key_rule_is_stated(schema):
+    run = schema["paths"]["/api/v1/agents/{id}/runs"]["post"]
+    (key,) = (p for p in run["parameters"] if p["name"] == "Idempotency-Key")
+    assert "1 to 200 printable ASCII characters" in key["description"]
+    assert key["schema"]["minLength"] == 1
+    assert key["schema"]["maxLength"] == 200
+
+
+def test_secrets_are_write_only_and_their_names_rule_is_stated(schema):
+    components = schema["components"]["schemas"]
+    secrets = components["AgentRequest"]["properties"]["secrets"]
+    assert secrets["writeOnly"] is True
+    assert "1 to 100 ASCII letters, digits, - and _" in secrets["description"]
+    assert "secrets" not in components["Agent"]["properties"]
+
+
+def test_lists_document_the_cursor_the_limit_and_the_next_link(schema):
+    for path in ("/api/v1/agents", "/api/v1/executions", "/api/v1/executions/{id}/logs"):
+        operation = schema["paths"][path]["get"]
+        names = {p["name"] for p in operation["parameters"]}
+        assert {"cursor", "limit"} <= names, path
+        page = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        page = schema["components"]["schemas"][page["$ref"].rsplit("/", 1)[1]]
+        assert page["properties"]["next"]["nullable"] is True, path
+        assert "previous" in page["properties"]["next"]["description"], path
+
+
+def test_fields_the_api_returns_as_null_are_nullable(schema):
+    execution = schema["components"]["schemas"]["Execution"]["properties"]
+    for name in (
+        "next_attempt_at",
+        "wait_until",
+        "not_before",
+        "started_at",
+        "finished_at",
+        "duration_seconds",
+        "retry_of",
+    ):
+        assert execution[name].get("nullable") is True, name
+
+
+def test_the_traceback_staff_get_is_documented_as_optional(schema):
+    execution = schema["components"]["schemas"]["Execution"]
+    assert "error_detail" in execution["properties"]
+    assert "error_detail" not in execution["required"]
+
+
 def test_the_error_schema_has_code_message_and_details(schema):
     components = schema["components"]["schemas"]
     error = components["Error"]["properties"]["error"]
