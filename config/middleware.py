@@ -1,5 +1,7 @@
 import zoneinfo
 
+from django.conf import settings
+from django.shortcuts import render
 from django.utils import timezone
 
 
@@ -20,4 +22,31 @@ class UserTimezoneMiddleware:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             timezone.deactivate()
         request.timezone_name = timezone.get_current_timezone_name()
+        return self.get_response(request)
+
+
+class FormTooLargeMiddleware:
+    """A page form bigger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` gets the friendly 413 page.
+
+    Django refuses such a body only when something reads it (the CSRF check, a form), and then
+    answers through ``handler400`` — or, under DEBUG (as ``make run`` is), with its technical
+    error page. Checking the declared Content-Length first gives people the same page in both;
+    a body without one still reaches ``handler400``. The API and webhooks answer in their JSON
+    format through their own checks.
+    """
+
+    JSON_PATHS = ("/api/", "/hooks/")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and not request.path_info.startswith(self.JSON_PATHS):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > limit:
+                return render(request, "413.html", status=413)
         return self.get_response(request)

@@ -81,3 +81,14 @@ def test_every_page_names_the_favicon(client):
     html = client.get(reverse("login")).content.decode()
     assert 'rel="icon"' in html and "favicon.svg" in html
     assert finders.find("favicon.svg")
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=10_000, DEBUG=True)
+def test_under_debug_as_make_run_runs_a_too_large_form_still_gets_the_friendly_page(
+    alice_client, make_agent
+):
+    agent = make_agent()
+    response = alice_client.post(reverse("agents:run", args=[agent.uuid]), {"input": BIG})
+    assert response.status_code == 413
+    assert "The form was too large" in response.content.decode()
+    assert not Execution.objects.exists()
