@@ -211,3 +211,11 @@ def test_superuser_is_refused_without_debug():
     with pytest.raises(CommandError, match="createsuperuser"):
         seed(superuser=True)
     assert not get_user_model().objects.filter(username="admin").exists()
+
+
+def test_the_commands_it_suggests_run_through_the_projects_environment(monkeypatch, settings):
+    monkeypatch.setenv("DEBUG", "true")
+    settings.DEBUG = True
+    output = seed()
+    assert "  DEBUG=true uv run python manage.py run_agent demo/echo" in output
+    assert "uv run python manage.py run_agent demo/flaky --input" in output

@@ -124,6 +124,13 @@ def remembered_password(user) -> str | None:
     return password if password and user.check_password(password) else None
 
 
+def manage(command: str) -> str:
+    """A management command as someone can type it in another terminal: through ``uv run`` (the
+    project's environment) and, for local development, with the DEBUG that ``make`` sets."""
+    debug = "DEBUG=true " if settings.DEBUG and os.environ.get("DEBUG") else ""
+    return f"{debug}uv run python manage.py {command}"
+
+
 class Command(BaseCommand):
     help = (
         "Create (or put back) the demo user and its demo agents. Safe to run again: it creates "
@@ -151,7 +158,7 @@ class Command(BaseCommand):
         if options["superuser"] and not settings.DEBUG:
             raise CommandError(
                 "--superuser makes a local administrator and needs DEBUG=true. On a real "
-                "installation use: python manage.py createsuperuser"
+                f"installation use: {manage('createsuperuser')}"
             )
         user, password_note = self._demo_user()
         failed_required = []
@@ -192,7 +199,7 @@ class Command(BaseCommand):
         for _, _, spec in rows:
             given = f" --input '{spec.try_input}'" if spec.try_input else ""
             self.stdout.write(
-                f"  python manage.py run_agent {user.get_username()}/{spec.name}{given} --wait"
+                f"  {manage('run_agent')} {user.get_username()}/{spec.name}{given} --wait"
             )
         if failed_required:
             raise CommandError(f"Could not set up the demo agents: {', '.join(failed_required)}.")
@@ -218,7 +225,7 @@ class Command(BaseCommand):
         """Create the local superuser if it is missing; return what to print as its password."""
         User = get_user_model()
         if User._default_manager.filter(**{User.USERNAME_FIELD: SUPERUSER}).exists():
-            return f"unchanged (python manage.py changepassword {SUPERUSER} sets a new one)"
+            return f"unchanged ({manage('changepassword')} {SUPERUSER} sets a new one)"
         password = secrets.token_urlsafe(12)
         User._default_manager.create_superuser(
             **{User.USERNAME_FIELD: SUPERUSER}, email="admin@example.com", password=password
