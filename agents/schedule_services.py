@@ -247,7 +247,8 @@ def describe(schedule: Schedule) -> str:
     except ValueError:
         return f"{schedule.get_kind_display().lower()} (cannot be read)"
     local = timezone.localtime(schedule.run_at)
-    return f"once, on {local:%a} {local.day} {local:%b %Y at %H:%M} {local.tzinfo}"
+    # The pages' date format ("30 Nov 2026, 09:00:00"), in the viewer's zone, named.
+    return f"once, on {local.day} {local:%b %Y, %H:%M:%S} {local.tzinfo}"
 
 
 def input_text(value: Any) -> str:

@@ -180,3 +180,13 @@ def test_a_cron_time_in_a_dst_change_is_flagged_not_refused(make_agent):
     ]
     interval = schedule_create(agent=make_agent(), kind="interval", interval_seconds=60, at=NOON)
     assert schedule_dst_notices(interval, at=NOON) == []
+
+
+def test_a_one_off_reads_in_the_pages_date_format(make_agent):
+    from django.utils import timezone
+
+    from agents.schedule_services import describe
+
+    schedule = schedule_create(agent=make_agent(), kind="once", run_at=utc(2030, 11, 30, 9, 0))
+    with timezone.override("UTC"):
+        assert describe(schedule) == "once, on 30 Nov 2030, 09:00:00 UTC"
