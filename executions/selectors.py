@@ -98,6 +98,9 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
         .annotate(
             last_status=Subquery(last.values("status")[:1]),
             last_run_at=Subquery(last.values("created_at")[:1]),
+            # A delayed last run says when it starts, as recorded (wait_reason, wait_until).
+            last_wait_reason=Subquery(last.values("wait_reason")[:1]),
+            last_wait_until=Subquery(last.values("wait_until")[:1]),
         )
         .order_by("name")
     )

@@ -148,3 +148,17 @@ def test_run_now_is_prefilled_with_the_input_the_function_expects(alice_client, 
     html = alice_client.get(reverse("agents:detail", args=[agent.uuid])).content.decode()
     assert "&quot;fail_times&quot;: 2" in html
     assert "an example of what this agent expects" in html
+
+
+def test_an_agent_whose_last_run_is_delayed_says_when_it_starts(alice_client, make_agent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.services import execution_request
+
+    agent = make_agent()
+    start = timezone.now() + timedelta(minutes=19, seconds=30)
+    execution_request(agent=agent, trigger="api", not_before=start)
+    html = alice_client.get(reverse("agents:list")).content.decode()
+    assert "starts in 19 min" in html or "starts in 20 min" in html
