@@ -35,18 +35,29 @@ class FormTooLargeMiddleware:
     format through their own checks.
     """
 
-    JSON_PATHS = ("/api/", "/hooks/")
-
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit is not None and not request.path_info.startswith(self.JSON_PATHS):
+        if limit is not None and not for_programs(request):
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 length = 0
             if length > limit:
-                return render(request, "413.html", status=413)
+                return form_too_large(request)
         return self.get_response(request)
+
+
+# Paths whose clients are programs: their errors stay in the JSON error format.
+JSON_PATHS = ("/api/", "/hooks/")
+
+
+def for_programs(request) -> bool:
+    return request.path_info.startswith(JSON_PATHS)
+
+
+def form_too_large(request):
+    """The page a person gets for a form too large to read (here or from handler400)."""
+    return render(request, "413.html", status=413)

@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from agents.webhook_views import webhook_receive
 from common.errors import error_response
+from config.middleware import for_programs, form_too_large
 from executions.views import home
 from ops.views import healthz, metrics
 
@@ -28,20 +29,18 @@ urlpatterns = [
 # DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields or files), wherever the body is first read: often
 # in the CSRF check, before any view runs. They reach handler400.
 TOO_LARGE = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
-# Paths whose clients are programs: their errors stay in the JSON error format.
-JSON_PATHS = ("/api/", "/hooks/")
 
 
 def bad_request(request, exception=None):
     """A 400 page; a request that is too large gets a 413 that says so (a page for people, the
     JSON error format for the API and webhooks)."""
     too_large = isinstance(exception, TOO_LARGE)
-    if request.path_info.startswith(JSON_PATHS):
+    if for_programs(request):
         if too_large:
             return error_response(413, "too_large", "The request body is too large.")
         return error_response(400, "malformed", "The request could not be read.")
     if too_large:
-        return render(request, "413.html", status=413)
+        return form_too_large(request)
     return render(request, "400.html", status=400)
 
 
