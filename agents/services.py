@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
 from executions.errors import CATEGORIES
@@ -67,7 +67,7 @@ def agent_validate(*, agent: Agent) -> None:
             errors.setdefault(field, []).extend(msgs)
     taken = _name_taken(agent) if "name" not in errors else None
     if taken is not None:
-        errors.setdefault("name", []).append(f"You already have an agent named “{taken}”.")
+        errors.setdefault("name", []).append(_name_taken_message(taken))
     if agent.timeout and agent.timeout > settings.CONVEYOR_MAX_TIMEOUT:
         errors.setdefault("timeout", []).append(
             f"At most {settings.CONVEYOR_MAX_TIMEOUT} seconds on this installation."
@@ -105,6 +105,23 @@ def _name_taken(agent: Agent) -> str | None:
     return None
 
 
+def _name_taken_message(name: str) -> str:
+    return f"You already have an agent named “{name}”."
+
+
+def _save(agent: Agent, **kwargs: Any) -> None:
+    """Save after validation. Two requests that pass validation with the same name at once meet
+    the unique constraint: the loser gets the validation message, not a database error."""
+    try:
+        with transaction.atomic():
+            agent.save(**kwargs)
+    except IntegrityError:
+        taken = _name_taken(agent)
+        if taken is None:
+            raise  # not the name: a bug to see, not a message to word
+        raise ValidationError({"name": [_name_taken_message(taken)]}) from None
+
+
 def agent_create(
     *,
     owner,
@@ -121,7 +138,7 @@ def agent_create(
     agent = Agent(owner=owner, name=name, kind=kind, config=dict(config or {}), **fields)
     agent.secrets = Secrets(secrets or {})
     agent_validate(agent=agent)
-    agent.save(force_insert=True)
+    _save(agent, force_insert=True)
     return agent
 
 
@@ -144,8 +161,7 @@ def agent_update(
                 merged[name] = value
         agent.secrets = Secrets(merged)
     agent_validate(agent=agent)
-    with transaction.atomic():
-        agent.save()
+    _save(agent)
     return agent
 
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
 from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -168,10 +167,6 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             agent = agent_services.agent_create(owner=request.user, **serializer.validated_data)
         except DjangoValidationError as exc:
             raise Unprocessable(details=validation_details(exc)) from None
-        except IntegrityError:
-            raise Unprocessable(
-                details={"name": ["You already have an agent with this name."]}
-            ) from None
         return self._agent_response(agent, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -191,10 +186,6 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             agent_services.agent_update(agent=agent, **serializer.validated_data)
         except DjangoValidationError as exc:
             raise Unprocessable(details=validation_details(exc)) from None
-        except IntegrityError:
-            raise Unprocessable(
-                details={"name": ["You already have an agent with this name."]}
-            ) from None
         agent.refresh_from_db()
         return self._agent_response(agent)
 

@@ -169,3 +169,22 @@ def test_pausing_and_resuming_say_whether_anything_changed(make_agent):
     assert agent_pause(agent=agent) and not agent_pause(agent=agent)
     assert Agent.objects.get(pk=agent.pk).is_paused
     assert agent_resume(agent=agent) and not agent_resume(agent=agent)
+
+
+def test_two_agents_named_alike_at_once_leave_the_loser_the_message_not_a_database_error(
+    alice, make_agent, monkeypatch
+):
+    """The race between validation and insert: the second request passed its check before the
+    first one's row existed, so only the unique constraint sees the clash."""
+    from agents import services
+
+    make_agent(name="Nightly")
+    real = services._name_taken
+    calls = iter([None])  # the first check runs before the other row existed
+    monkeypatch.setattr(services, "_name_taken", lambda agent: next(calls, real(agent)))
+
+    with pytest.raises(ValidationError) as refused:
+        services.agent_create(
+            owner=alice, name="nightly", kind="function", config={"function": "demo.echo"}
+        )
+    assert refused.value.message_dict == {"name": ["You already have an agent named “Nightly”."]}
