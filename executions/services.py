@@ -179,6 +179,13 @@ def execution_request(
                 data={"wait_reason": execution.wait_reason},
             ).save(force_insert=True)
     except IntegrityError:
+        # Foreign keys are checked when the transaction commits: the agent was deleted since
+        # it was read (its runs were all finished then, or agent_delete would have refused).
+        if not Agent.objects.filter(pk=agent.pk).exists():
+            raise ExecutionRefused(
+                f"The agent “{agent.name}” was deleted; nothing was started.",
+                code="agent_deleted",
+            ) from None
         if idempotency_key is None:
             raise
         # Another request with the same key won the race between our check and our insert.

@@ -146,3 +146,20 @@ def test_only_failed_or_cancelled_executions_can_be_retried(make_agent):
 
 def test_migrations_match_the_models():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_requested_for_an_agent_deleted_meanwhile_is_refused_in_words(make_agent):
+    from agents.models import Agent
+    from agents.services import agent_delete
+
+    agent = make_agent(name="nightly")
+    read_before = Agent.objects.get(pk=agent.pk)  # what a page or API request holds
+    agent_delete(agent=agent)
+
+    with pytest.raises(ExecutionRefused) as refused:
+        execution_request(agent=read_before, trigger="api")
+
+    assert refused.value.code == "agent_deleted"
+    assert refused.value.message == "The agent “nightly” was deleted; nothing was started."
+    assert not Execution.objects.exists()
