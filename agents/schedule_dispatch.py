@@ -207,6 +207,8 @@ def _start_slot(
 ) -> Execution | None:
     """Create the slot's execution, or record why not. Nothing happens if the slot is taken."""
     agent: Agent = schedule.agent
+    # execution_request refuses a paused agent (below); asking first only makes "paused" the
+    # reason recorded for its slots, rather than an overlap with a run still going.
     if agent.is_paused:
         if not _taken(schedule, slot):
             _skip(schedule, slot, AGENT_PAUSED, at=at, report=report)
@@ -251,8 +253,9 @@ def _start_slot(
         # The agent's settings changed since the schedule's input was checked.
         _skip(schedule, slot, f"the agent refused the input: {exc.message}", at=at, report=report)
         return None
-    except ExecutionRefused:
-        _skip(schedule, slot, AGENT_PAUSED, at=at, report=report)
+    except ExecutionRefused as exc:
+        why = AGENT_PAUSED if exc.code == "agent_paused" else exc.message
+        _skip(schedule, slot, why, at=at, report=report)
         return None
     busy.started(agent.pk)
     report.started += 1
