@@ -45,16 +45,24 @@ def _flaky_input(input):
 )
 def flaky(ctx, input):
     fail_times, seconds = _flaky_input(input)
+    # A real call would send this key with its request (as the http kind's Idempotency-Key
+    # option does): it is the same on every attempt of this run, so the service can tell a
+    # retry of this run from a new one. The demo only records it with its logs.
+    key = ctx.idempotency_key
     if seconds:  # "seconds": how long each attempt works before it fails or succeeds
         ctx.progress(10, "Calling the demo service")
         time.sleep(seconds)
     if ctx.attempt <= fail_times:
-        ctx.log("warning", f"Simulating a temporary outage (attempt {ctx.attempt}).")
+        ctx.log(
+            "warning",
+            f"Simulating a temporary outage (attempt {ctx.attempt}).",
+            idempotency_key=key,
+        )
         raise RetryableError(
             f"The demo service is temporarily unavailable (simulated failure {ctx.attempt} "
             f"of {fail_times})."
         )
-    ctx.log("info", f"Succeeded on attempt {ctx.attempt}.")
+    ctx.log("info", f"Succeeded on attempt {ctx.attempt}.", idempotency_key=key)
     return {"succeeded_on_attempt": ctx.attempt}
 
 

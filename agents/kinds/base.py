@@ -101,9 +101,19 @@ class CancelledError(AgentError):
 
 
 class RunContext(Protocol):
-    """What a running agent can see and do. Implemented by ``executions.runner``."""
+    """What a running agent can see and do. Implemented by ``executions.runner``.
 
-    execution_id: str  # the public UUID, for logs and outbound idempotency keys
+    ``idempotency_key`` is for the services an agent changes something in. An execution's work
+    can run more than once: an attempt cut off after its side effect (worker killed, machine
+    lost, time limit) is followed by the next attempt, which does it again. The key is the same
+    on every attempt of one execution and differs between executions (a manual retry is a new
+    execution, so it gets a new key). Send it with the request (an ``Idempotency-Key`` header,
+    a payment API's idempotency key, a unique column) so the other side can recognise a repeat
+    and do the work once.
+    """
+
+    execution_id: str  # the public UUID, for logs
+    idempotency_key: str  # "conveyor-<execution_id>": the same on every attempt of this run
     attempt: int  # 1 for the first attempt
     max_attempts: int
     deadline: datetime  # when the soft time limit strikes

@@ -19,6 +19,13 @@ a refused (internal) address                fails for good (``configuration``)
 ==========================================  ===============================================
 
 A temporary failure honours the ``Retry-After`` header (seconds or an HTTP date).
+
+With ``send_idempotency_key`` on, every request carries ``Idempotency-Key: conveyor-<execution
+id>`` (``ctx.idempotency_key``): the same value on every attempt of a run, so an endpoint that
+honours the header does the work once even when an attempt is cut off after the request went
+out and the next attempt sends it again. A header of that name in ``headers`` or
+``secret_headers`` is refused when the agent is saved while the option is on: Conveyor never
+quietly replaces a value the owner wrote, nor sends the header twice.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ DEFAULT_EXPECTED_STATUSES = "200-299"
 DEFAULT_RESPONSE_HEADERS = "content-type"
 # Headers the HTTP client manages itself; setting them by hand breaks requests.
 MANAGED_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 header field name
 _STATUS_ITEM = re.compile(r"^(\d{3})(?:-(\d{3}))?$")
@@ -199,6 +207,35 @@ class _JSONField(forms.JSONField):
         return super().prepare_value(value)
 
 
+class CheckboxWidget(forms.CheckboxInput):
+    """A checkbox that also reads a JSON boolean (the API) and does not guess at anything else.
+
+    Django's own turns any value into a bool, so ``"no"`` or ``0`` from an API call would be
+    read as on or off without a word; here they reach the field, which refuses them. (The name
+    keeps Django's ``widget_type`` "checkbox", which templates/_field.html lays out as one.)"""
+
+    def value_from_datadict(self, data, files, name):
+        if name not in data:
+            return False  # an unticked box is not posted; an API call may leave the option out
+        value = data.get(name)
+        if isinstance(value, str):
+            words = {"on": True, "true": True, "false": False, "": False}
+            return words.get(value.strip().lower(), value)
+        return value
+
+
+class _SwitchField(forms.BooleanField):
+    widget = CheckboxWidget
+    default_error_messages = {"invalid": "Enter true or false."}
+
+    def to_python(self, value):
+        if value is None:
+            return False
+        if isinstance(value, bool):
+            return value
+        raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+
+
 def _check_header_name(name: Any, where: str) -> str:
     if not isinstance(name, str) or not _TOKEN.match(name):
         raise forms.ValidationError(
@@ -252,6 +289,16 @@ class HttpConfigForm(forms.Form):
             "the secret when the agent runs and is never stored here."
         ),
         error_messages={"invalid": 'Enter valid JSON, e.g. {"Authorization": "api_token"}.'},
+    )
+    send_idempotency_key = _SwitchField(
+        required=False,
+        label=f"Send an {IDEMPOTENCY_HEADER} header",
+        help_text=(
+            f"Adds an {IDEMPOTENCY_HEADER} header with the same value on every attempt of a run "
+            "(a new run, a manual retry included, gets a new value). If an attempt is cut off "
+            "after its request went out, the next attempt sends the request again; a service "
+            "that supports the header can recognise the repeat and ignore it."
+        ),
     )
     body = forms.ChoiceField(
         choices=BODY_CHOICES,
@@ -422,6 +469,20 @@ class HttpConfigForm(forms.Form):
                 f"“{sorted(both)[0]}” is set both as a header and "
                 "as a secret header; keep only one.",
             )
+        if data.get("send_idempotency_key"):
+            # Refused rather than quietly replaced: the owner sees which value is sent.
+            for field, where in (
+                ("headers", "the headers"),
+                ("secret_headers", "the secret headers"),
+            ):
+                for name in data.get(field) or {}:
+                    if name.lower() == IDEMPOTENCY_HEADER.lower():
+                        self.add_error(
+                            field,
+                            f"Conveyor sends the “{name}” header itself while “Send an "
+                            f"{IDEMPOTENCY_HEADER} header” is on; remove it from {where}, or "
+                            "turn that option off to send your own value.",
+                        )
         return data
 
 
@@ -452,6 +513,10 @@ class HttpKind(Kind):
                 state = "" if secrets is None else (" (set)" if secret in secrets else " (missing)")
                 shown.append(f"{header}: secret “{secret}”{state}")
             pairs.append(("Secret headers", ", ".join(shown)))
+        if config.get("send_idempotency_key"):
+            pairs.append(
+                ("Idempotency key", f"Sent as {IDEMPOTENCY_HEADER}, the same on every attempt")
+            )
         body = config.get("body") or "input"
         if body == "fixed":
             text = json.dumps(config.get("fixed_body"), ensure_ascii=False)
@@ -483,11 +548,20 @@ class HttpKind(Kind):
                     "secret headers."
                 )
             headers[header] = ctx.secrets[secret]
+        sent_key: dict[str, str] = {}
+        if config.get("send_idempotency_key"):
+            if any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in headers):
+                # The form refuses this config; one stored some other way is not guessed at.
+                raise ConfigurationError(
+                    f"This agent sets an {IDEMPOTENCY_HEADER} header of its own and also asks "
+                    "Conveyor to send one. Remove the header, or turn the option off."
+                )
+            headers[IDEMPOTENCY_HEADER] = sent_key["idempotency_key"] = ctx.idempotency_key
         content = self._body(config, input)
         if ctx.is_cancelled():
             raise CancelledError()
 
-        ctx.log("info", f"Sending {method} {shown_url}", method=method, url=shown_url)
+        ctx.log("info", f"Sending {method} {shown_url}", method=method, url=shown_url, **sent_key)
         ctx.progress(10, f"Calling {shown_url}")
         redirects: list[str] = []
 

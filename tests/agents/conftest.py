@@ -66,6 +66,7 @@ class RecordingContext:
         seconds_left: float = 60,
     ):
         self.execution_id = str(uuid.uuid4())
+        self.idempotency_key = f"conveyor-{self.execution_id}"
         self.attempt = attempt
         self.max_attempts = 4
         self.deadline = timezone.now() + timedelta(seconds=seconds_left)

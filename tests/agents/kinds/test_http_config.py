@@ -24,6 +24,7 @@ def test_a_url_alone_gets_the_documented_defaults():
         "url": "https://example.com/hook",
         "headers": {},
         "secret_headers": {},
+        "send_idempotency_key": False,
         "body": "input",
         "fixed_body": None,
         "timeout": 30.0,
