@@ -217,6 +217,13 @@ class ExecutionSerializer(serializers.Serializer):
     not_before = serializers.DateTimeField(
         read_only=True, allow_null=True, help_text="A delayed run starts no earlier than this."
     )
+    heartbeat_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="While running: when its worker last gave a sign of life (every few seconds). "
+        "An attempt silent for longer than the heartbeat timeout (20 s by default) is taken for "
+        "lost and retried.",
+    )
     input = serializers.JSONField(read_only=True, allow_null=True)
     result = serializers.JSONField(read_only=True, allow_null=True)
     error = serializers.SerializerMethodField()

@@ -235,6 +235,27 @@ def _broker_url(redis_url: str) -> str:
     return redis_url
 
 
+# BROKER_URL: Celery's message broker, RabbitMQ (amqp://user:password@host:5672/vhost,
+# amqps://...) or a Redis (the REDIS_URL forms). Without it, REDIS_URL's Redis.
+# Redis stays required with RabbitMQ: the rate limits are counted in REDIS_URL's Redis.
+AMQP_BROKER_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+REDIS_BROKER_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
+
+
+def _celery_broker_url() -> str:
+    url = env_str("BROKER_URL")
+    if not url:
+        return _broker_url(REDIS_URL)
+    if not url.startswith(AMQP_BROKER_SCHEMES + REDIS_BROKER_SCHEMES):
+        # Only the scheme is shown: the rest of the URL may hold a password.
+        given = f"a {url.split('://', 1)[0]}:// URL" if "://" in url else "a URL without a scheme"
+        raise ImproperlyConfigured(
+            "BROKER_URL must be a RabbitMQ URL (amqp://, amqps://) or a Redis URL (redis://, "
+            f"rediss://, unix://), not {given}."
+        )
+    return _broker_url(url)
+
+
 # Conveyor's own knobs (CONVEYOR_*). Defaults for new agents:
 CONVEYOR_DEFAULT_MAX_RETRIES = env_int("CONVEYOR_DEFAULT_MAX_RETRIES", 3, minimum=0)
 CONVEYOR_DEFAULT_RETRY_BACKOFF = env_int("CONVEYOR_DEFAULT_RETRY_BACKOFF", 5, minimum=0)
@@ -261,12 +282,22 @@ CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance"
 # The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, then the
 # recovery passes: due delayed and held runs, re-publishing, reaping); seconds a slot may be
 # late before it counts as missed (and its schedule's catch-up policy applies); seconds an
-# execution handed to the broker may wait unclaimed before it is published again; seconds past
-# an attempt's hard time limit before its worker is presumed lost and the attempt is reaped.
+# execution handed to the broker may wait unclaimed before it is published again.
 CONVEYOR_DISPATCH_INTERVAL = env_int("CONVEYOR_DISPATCH_INTERVAL", 2, minimum=1)
 CONVEYOR_SCHEDULE_MISFIRE_GRACE = env_int("CONVEYOR_SCHEDULE_MISFIRE_GRACE", 60, minimum=0)
 CONVEYOR_REPUBLISH_AFTER = env_int("CONVEYOR_REPUBLISH_AFTER", 60, minimum=1)
-CONVEYOR_REAPER_GRACE = env_int("CONVEYOR_REAPER_GRACE", 30, minimum=0)
+# Heartbeats (executions/heartbeat.py): a running attempt's worker stamps heartbeat_at every
+# CONVEYOR_HEARTBEAT_INTERVAL seconds while the agent runs; the reaper takes an attempt whose
+# stamp is older than CONVEYOR_HEARTBEAT_TIMEOUT seconds for one whose worker died. A dead
+# worker's run is therefore back within timeout + interval + one dispatcher tick (about 20-27 s
+# with the defaults), whatever the agent's own timeout.
+CONVEYOR_HEARTBEAT_INTERVAL = env_float("CONVEYOR_HEARTBEAT_INTERVAL", 5.0, minimum=0.1)
+CONVEYOR_HEARTBEAT_TIMEOUT = env_float("CONVEYOR_HEARTBEAT_TIMEOUT", 20.0, minimum=1)
+if CONVEYOR_HEARTBEAT_TIMEOUT < 3 * CONVEYOR_HEARTBEAT_INTERVAL:
+    raise ImproperlyConfigured(
+        "CONVEYOR_HEARTBEAT_TIMEOUT must be at least 3 times CONVEYOR_HEARTBEAT_INTERVAL, or a "
+        "live attempt whose heartbeat is delayed once (a busy database) is taken for a dead one."
+    )
 # Outbound HTTP: hosts (as written in the URL) or networks (CIDR, matched against the resolved
 # address) that the SSRF guard lets through although they are private or loopback.
 CONVEYOR_OUTBOUND_ALLOW = env_list("CONVEYOR_OUTBOUND_ALLOW", [])
@@ -327,9 +358,37 @@ if (
         "CONVEYOR_VISIBILITY_TIMEOUT must be longer than CONVEYOR_MAX_BACKOFF + "
         "CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE, or a waiting retry is redelivered."
     )
+# RabbitMQ has no visibility timeout: its consumer_timeout (rabbitmq.conf, in milliseconds; 30
+# minutes by default) closes the channel of a worker that holds a message unacknowledged for
+# longer, and every message the worker held is delivered again. Conveyor cannot read it from the
+# server, so it is declared here, in seconds, and must outlast the same longest hold.
+CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT = env_int("CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT", 1800, minimum=1)
 
-CELERY_BROKER_URL = _broker_url(REDIS_URL)
+CELERY_BROKER_URL = _celery_broker_url()
+# Redis broker URLs use config/broker.py's transport: a message a worker cannot read is set aside.
+from . import broker as _redis_transport  # noqa: E402, F401
+
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CONVEYOR_VISIBILITY_TIMEOUT}
+if CELERY_BROKER_URL.startswith(AMQP_BROKER_SCHEMES):
+    _longest_hold = CONVEYOR_MAX_BACKOFF + CONVEYOR_MAX_TIMEOUT + CONVEYOR_TIME_LIMIT_GRACE
+    if _longest_hold >= CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT:
+        raise ImproperlyConfigured(
+            "With RabbitMQ, a worker holds a run's message unacknowledged while its retry waits "
+            "out the countdown and then runs: up to CONVEYOR_MAX_BACKOFF + CONVEYOR_MAX_TIMEOUT "
+            f"+ CONVEYOR_TIME_LIMIT_GRACE = {_longest_hold} s, longer than RabbitMQ's "
+            "consumer_timeout (CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT="
+            f"{CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT} s). Raise consumer_timeout in rabbitmq.conf "
+            "(e.g. consumer_timeout = "
+            f"{(_longest_hold + 600) * 1000}, in milliseconds) and set "
+            f"CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT={_longest_hold + 600}, or lower "
+            "CONVEYOR_MAX_BACKOFF and CONVEYOR_MAX_TIMEOUT."
+        )
+    # The options above are the Redis transport's; none of them apply to RabbitMQ.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    # A channel that RabbitMQ closes (an acknowledgement timeout, say) makes the worker
+    # reconnect rather than stop. The messages it held are delivered again; a run already
+    # claimed does not run twice.
+    CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -366,6 +425,43 @@ CELERY_BEAT_SCHEDULE = {
 # Celery's Django fixup closes the database connection around every task unless this is set,
 # so each execution would pay a new Postgres connection. Read by celery.fixups.django.
 CELERY_DB_REUSE_MAX = env_int("CONVEYOR_DB_REUSE_MAX", 1000, minimum=0)
+# Reuse is safe because every task first drops a connection that failed or outlived
+# CONN_MAX_AGE (config/celery.py), so workers reconnect by themselves after a database restart.
+
+# Celery's documented caveats, each settled here.
+# Seconds a broker may take to accept a connection, and to answer once connected. Publishing at
+# commit runs inside the web request: a broker that drops packets must cost it seconds, not hang
+# it (the run then waits in the database and the republish pass sends it later).
+CONVEYOR_BROKER_CONNECT_TIMEOUT = env_float("CONVEYOR_BROKER_CONNECT_TIMEOUT", 2.0, minimum=0.1)
+CONVEYOR_BROKER_SOCKET_TIMEOUT = env_float("CONVEYOR_BROKER_SOCKET_TIMEOUT", 3.0, minimum=1.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = CONVEYOR_BROKER_CONNECT_TIMEOUT
+if CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+        "socket_connect_timeout": CONVEYOR_BROKER_CONNECT_TIMEOUT,
+        "socket_timeout": CONVEYOR_BROKER_SOCKET_TIMEOUT,
+    }
+# One quick second try of a publish, then give up: the republish pass is the real retry.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0.2,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+# False: when the broker connection drops, a running attempt carries on and records its end in
+# the database; the redelivered message then finds the attempt claimed and does nothing.
+# Cancelling it would cut a healthy attempt after its side effects and run it again.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Deploys: a worker told to stop by SIGTERM remapped to Celery's soft shutdown
+# (REMAP_SIGTERM=SIGQUIT, as docker-compose.yml sets it) gives running attempts this many
+# seconds, then cuts what is left and hands its messages back; the reaper retries a cut attempt.
+# Keep the process manager's stop grace above it (compose: stop_grace_period). A plain SIGTERM
+# without the remap is Celery's warm shutdown, which waits for every run however long.
+CONVEYOR_SHUTDOWN_GRACE = env_float("CONVEYOR_SHUTDOWN_GRACE", 30.0, minimum=0)
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = CONVEYOR_SHUTDOWN_GRACE
+# False: an idle worker stops at once. A retry it held for its countdown goes back to the broker
+# at shutdown, and if that fails the republish pass sends it again from the database.
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = False
 
 # --- REST API (/api/v1/) -------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -4,23 +4,35 @@ The worker process the suite starts uses this module too, so both sides agree.
 """
 
 import os
+import uuid
 
 os.environ.setdefault("SECRET_KEY", "conveyor-test-secret-key")
 os.environ.setdefault("CONVEYOR_SECRET_KEYS", "Mdtqm0vYqS6M4Q0b9KCyN9vjYvqmIrLGxIXj0cr3fE8=")
+# With BROKER_URL=amqp://... the suite runs on a RabbitMQ that other suites may share (there is
+# no embedded one): its queue names end with a suffix of this run's own, which the processes it
+# starts inherit through the environment.
+RABBITMQ = os.environ.get("BROKER_URL", "").startswith(("amqp://", "amqps://", "pyamqp://"))
+RUN_SUFFIX = f"-{uuid.uuid4().hex[:8]}" if RABBITMQ else ""
 # Queues of their own: the suite's worker never takes a developer's messages, nor theirs ours,
 # and the suite may purge them, even when REDIS_URL is a Redis that `make run` also uses.
-os.environ.setdefault("CONVEYOR_EXECUTIONS_QUEUE", "test-executions")
-os.environ.setdefault("CONVEYOR_MAINTENANCE_QUEUE", "test-maintenance")
+os.environ.setdefault("CONVEYOR_EXECUTIONS_QUEUE", f"test-executions{RUN_SUFFIX}")
+os.environ.setdefault("CONVEYOR_MAINTENANCE_QUEUE", f"test-maintenance{RUN_SUFFIX}")
+if RABBITMQ:
+    # The suite's agents wait and run for seconds: limits that fit RabbitMQ's default
+    # consumer_timeout (30 min, see config/settings.py) let it run on a RabbitMQ as installed.
+    os.environ.setdefault("CONVEYOR_MAX_BACKOFF", "600")
+    os.environ.setdefault("CONVEYOR_MAX_TIMEOUT", "900")
 
-from .settings import *  # noqa: F403
-from .settings import VAR_DIR, env_str
+from .settings import *  # noqa: E402, F403 (after the environment above)
+from .settings import VAR_DIR, env_str  # noqa: E402
 
 # Without REDIS_URL the suite starts its own embedded Redis on this socket (tests/conftest.py),
 # apart from the one `make run` may be using.
 TEST_REDIS_SOCKET = VAR_DIR / "test-redis.sock"
 if not env_str("REDIS_URL"):
     REDIS_URL = f"unix://{TEST_REDIS_SOCKET}"
-    CELERY_BROKER_URL = f"redis+socket://{TEST_REDIS_SOCKET}"
+    if not env_str("BROKER_URL"):
+        CELERY_BROKER_URL = f"redis+socket://{TEST_REDIS_SOCKET}"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CONVEYOR_PROGRESS_INTERVAL = 0.2
@@ -39,3 +51,7 @@ CSRF_COOKIE_SECURE = False
 # Every test client comes from 127.0.0.1: the bad-token throttle's own tests set a low rate and
 # an address of their own.
 CONVEYOR_API_BAD_TOKEN_RATE = "100000/min"  # noqa: S105 (a rate, not a password)
+# Heartbeats: a stamp every second, an attempt silent for 8 s is taken for lost (the end-to-end
+# tests of the reaper wait that long, not the production 20 s).
+CONVEYOR_HEARTBEAT_INTERVAL = 1.0
+CONVEYOR_HEARTBEAT_TIMEOUT = 8.0

@@ -63,21 +63,33 @@ class TickReport:
         )
 
 
+#: This process's view of how long it has seen the database without a gap (see ReaperWatch).
+reaper_watch = recovery.ReaperWatch()
+
+
+def _reap(at: datetime, may_reap: bool) -> int:
+    return recovery.reap_lost_attempts(at=at) if may_reap else 0
+
+
 def tick(*, at: datetime | None = None) -> TickReport:
     """Everything the dispatcher does every ``CONVEYOR_DISPATCH_INTERVAL`` seconds."""
     at = at or timezone.now()
     began = time.monotonic()
     report = TickReport()
     first_error = None
+    # Asked before this tick's passes: has this process seen the database, tick after tick, for
+    # a whole heartbeat timeout?
+    may_reap = reaper_watch.ready(at)
     passes = (
         ("schedules", lambda: dispatch_schedules(at=at, report=report.slots)),
         ("delayed", lambda: setattr(report, "published", recovery.publish_due(at=at))),
         ("republish", lambda: setattr(report, "republished", recovery.republish_stranded(at=at))),
-        ("reaper", lambda: setattr(report, "reaped", recovery.reap_lost_attempts(at=at))),
+        ("reaper", lambda: setattr(report, "reaped", _reap(at, may_reap))),
     )
     for name, run in passes:
         try:
             run()
+            reaper_watch.saw_database(at)
         except Exception as exc:
             report.errors += 1
             first_error = first_error or exc

@@ -189,6 +189,16 @@ class Execution(models.Model):
         return self.status in (self.Status.FAILED, self.Status.CANCELLED)
 
     @property
+    def worker_silent_for(self) -> float | None:
+        """Seconds since a running attempt's worker last gave a sign of life (its heartbeat,
+        stamped every CONVEYOR_HEARTBEAT_INTERVAL seconds), when that is longer than two
+        intervals; None while it is heard from, or when the execution is not running."""
+        if self.status != self.Status.RUNNING or self.heartbeat_at is None:
+            return None
+        silent = (timezone.now() - self.heartbeat_at).total_seconds()
+        return silent if silent > 2 * settings.CONVEYOR_HEARTBEAT_INTERVAL else None
+
+    @property
     def is_waiting(self) -> bool:
         return bool(self.wait_reason) and self.is_active
 

@@ -17,12 +17,13 @@ pass is a compare-and-set and safe on several machines at once.
    attempt, so a duplicate message does nothing. The wait before each re-publish of a queued
    run doubles with the time it had already waited, so a long but healthy backlog costs a
    handful of duplicates per execution, not one per minute.
-3. **Reap lost attempts** (:func:`reap_lost_attempts`): an execution still ``running`` longer
-   than its agent's timeout + ``CONVEYOR_TIME_LIMIT_GRACE`` (the hard kill) +
-   ``CONVEYOR_REAPER_GRACE`` since its current attempt started, with no heartbeat in the last
-   ``CONVEYOR_REAPER_GRACE`` seconds, lost its worker (a live worker would have killed and
-   finished it). ``services.attempt_fail`` closes the attempt as ``lost`` and retries or fails
-   the execution, in the same words as any other failed attempt.
+3. **Reap lost attempts** (:func:`reap_lost_attempts`): an execution still ``running`` whose
+   heartbeat (``executions.heartbeat``: stamped by its worker every
+   ``CONVEYOR_HEARTBEAT_INTERVAL`` seconds while the agent runs) is older than
+   ``CONVEYOR_HEARTBEAT_TIMEOUT`` seconds lost its worker. ``services.attempt_fail`` closes the
+   attempt as ``lost`` and retries or fails the execution, in the same words as any other failed
+   attempt. A slow but live attempt keeps stamping and is never taken; an attempt past its time
+   limit is the worker's to stop (soft, then hard limit), not the reaper's.
 """
 
 from __future__ import annotations
@@ -36,16 +37,14 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
-    OuterRef,
     Q,
-    Subquery,
     Value,
 )
 from django.db.models.functions import Coalesce, Greatest
 
 from .errors import CATEGORIES, Category, ClassifiedError
 from .humanize import seconds_in_words
-from .models import Execution, ExecutionAttempt
+from .models import Execution
 from .selectors import runs_in_the_way
 from .services import attempt_fail, execution_publish
 
@@ -144,41 +143,39 @@ def republish_stranded(*, at: datetime, limit: int = PASS_LIMIT) -> int:
 
 
 def reap_lost_attempts(*, at: datetime, limit: int = PASS_LIMIT) -> int:
-    """Finish the attempts whose worker died: retry them, or fail them as ``worker_lost``."""
-    grace = settings.CONVEYOR_TIME_LIMIT_GRACE + settings.CONVEYOR_REAPER_GRACE
-    silent_since = at - timedelta(seconds=settings.CONVEYOR_REAPER_GRACE)
-    current_attempt = ExecutionAttempt.objects.filter(
-        execution=OuterRef("pk"), number=OuterRef("attempt")
-    ).values("started_at")[:1]
+    """Finish the attempts whose worker died: retry them, or fail them as ``worker_lost``.
+
+    An attempt is taken for lost when its heartbeat (stamped by its worker every
+    ``CONVEYOR_HEARTBEAT_INTERVAL`` seconds while the agent runs) is older than
+    ``CONVEYOR_HEARTBEAT_TIMEOUT`` seconds. The caller makes sure it has itself been able to see
+    the database for that long (``ReaperWatch``): after an outage both sides resume together.
+    """
+    silent_since = at - timedelta(seconds=settings.CONVEYOR_HEARTBEAT_TIMEOUT)
     candidates = (
         Execution.objects.filter(status=Status.RUNNING)
-        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lte=silent_since))
-        .annotate(attempt_started_at=Subquery(current_attempt))
-        # The shortest possible limit (a 1 s timeout); the agent's own is checked below.
-        .filter(attempt_started_at__lte=at - timedelta(seconds=1 + grace))
+        .filter(
+            Q(heartbeat_at__lt=silent_since)
+            | Q(heartbeat_at__isnull=True, started_at__lt=silent_since)
+        )
         .select_related("agent")
         .order_by("pk")[:limit]
     )
-    reaped = 0
-    for execution in candidates:
-        limit_s = execution.agent.timeout + grace
-        if execution.attempt_started_at > at - timedelta(seconds=limit_s):
-            continue
-        reaped += reap(execution, at=at, silent_for=limit_s)
-    return reaped
+    return sum(reap(execution, at=at) for execution in candidates)
 
 
-def reap(execution: Execution, *, at: datetime, silent_for: float) -> bool:
+def reap(execution: Execution, *, at: datetime) -> bool:
     """Close a running execution's lost attempt and retry or fail it. Returns whether it won."""
     number = execution.attempt
+    last_sign = execution.heartbeat_at or execution.started_at or at
+    silent_for = max((at - last_sign).total_seconds(), 0)
     error = ClassifiedError(
         Category.WORKER_LOST,
         CATEGORIES[Category.WORKER_LOST].retryable,
         f"The worker running attempt {number} stopped before the attempt finished (it was "
         f"killed, or its machine restarted).",
-        f"Attempt {number} was still marked running {seconds_in_words(silent_for)} after it "
-        f"started, past the agent's time limit of {execution.agent.timeout} s and the worker's "
-        f"hard kill; its worker is presumed lost.",
+        f"Attempt {number} sent no heartbeat for {seconds_in_words(silent_for)} (a live worker "
+        f"sends one every {seconds_in_words(settings.CONVEYOR_HEARTBEAT_INTERVAL)}); its worker "
+        f"is presumed lost.",
     )
     attempt_fail(execution=execution, number=number, error=error, at=at, publish_retry=True)
     won = execution.status != Status.RUNNING
@@ -190,6 +187,38 @@ def reap(execution: Execution, *, at: datetime, silent_for: float) -> bool:
                 "execution_id": str(execution.uuid),
                 "attempt": number,
                 "status": execution.status,
+                "silent_seconds": round(silent_for, 1),
             },
         )
     return won
+
+
+class ReaperWatch:
+    """Whether this process has watched the database long enough to trust a silent heartbeat.
+
+    A heartbeat goes silent for two reasons: its worker died, or the database could not take it
+    (restarting, unreachable). In the second case the dispatcher could not run either; when both
+    come back, the first passes would see every running attempt as silent. So the reaper acts
+    only once its own passes have run without a gap of more than half the heartbeat timeout for
+    at least the whole timeout: by then every live worker has stamped again. A new process (a
+    restarted maintenance worker) waits the same way. Kept in the process: with several
+    maintenance workers each waits for itself, which only ever delays a reap.
+    """
+
+    def __init__(self) -> None:
+        self.since: datetime | None = None
+        self.last: datetime | None = None
+
+    def ready(self, at: datetime) -> bool:
+        timeout = timedelta(seconds=settings.CONVEYOR_HEARTBEAT_TIMEOUT)
+        if (
+            self.since is None
+            or self.last is None
+            or not (0 <= (at - self.last).total_seconds() <= timeout.total_seconds() / 2)
+        ):
+            self.since = at
+        return at - self.since >= timeout
+
+    def saw_database(self, at: datetime) -> None:
+        """Record a pass that reached the database at ``at``."""
+        self.last = at

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.utils import timezone
 
 from agents.kinds import get_kind
@@ -31,6 +32,7 @@ from agents.kinds.base import CancelledError, ConfigurationError
 from agents.models import Agent
 
 from .errors import Category, ClassifiedError, classify
+from .heartbeat import heartbeat
 from .models import Execution, ExecutionLog
 from .services import (
     attempt_close_cancelled,
@@ -79,7 +81,8 @@ def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -
         kind = get_kind(agent.kind)
         if kind is None:
             raise ConfigurationError(f"This agent's kind “{agent.kind}” does not exist.")
-        result = _json_safe_result(kind.run(ctx, execution.input))
+        with heartbeat.beating(execution_id=execution.pk, attempt=attempt.number):
+            result = _json_safe_result(kind.run(ctx, execution.input))
     except Exception as exc:
         if isinstance(exc, CancelledError) or ctx.is_cancelled(force=True):
             attempt_close_cancelled(
@@ -123,6 +126,7 @@ def handle_hard_time_limit(*, execution_id: int) -> None:
     Runs in the worker's main process (Celery calls the task's ``on_failure`` there), so the
     attempt is finished from the row alone and a retry is published as a fresh message.
     """
+    close_old_connections()  # the main process's connection may predate a database restart
     # Only the killed message could have claimed the attempt now running.
     execution = (
         Execution.objects.select_related("agent")
@@ -158,6 +162,8 @@ class ExecutionContext:
     def __init__(self, *, execution: Execution, agent: Agent, deadline: datetime):
         self._pk = execution.pk
         self.execution_id = str(execution.uuid)
+        # From the execution alone, so every attempt (and only this execution) sees the same.
+        self.idempotency_key = f"conveyor-{execution.uuid}"
         self.attempt = execution.attempt
         self.max_attempts = execution.max_attempts
         self.deadline = deadline

@@ -1,11 +1,15 @@
 """Celery tasks. Thin: they take ids, call the runner or a service, and own the retry policy."""
 
+import logging
+
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from . import dispatch, runner, services
+
+logger = logging.getLogger("conveyor.tasks")
 
 
 class ExecutionFailed(Exception):
@@ -29,7 +33,7 @@ class RunExecutionTask(Task):
     # An expected outcome, not a bug: logged on one line, without a traceback.
     throws=(ExecutionFailed,),
 )
-def run_execution(self, execution_id: int) -> None:
+def run_execution(self, execution_id: int, db_waits: int = 0) -> None:
     """Run the next attempt of execution ``execution_id``.
 
     ``self.request.retries`` is the number of attempts made before this message was sent; the
@@ -37,16 +41,54 @@ def run_execution(self, execution_id: int) -> None:
     nothing. A failed attempt that the agent's policy retries comes back as
     ``self.retry(countdown=..., max_retries=...)``: Celery re-publishes the same task id with
     the same time limits and the retry count plus one.
+
+    When the database does not answer (it is restarting, or the connection died with it), the
+    same message is sent again after 1, 2, 4 ... 30 seconds (``db_waits`` counts the waits), up to
+    ``DB_WAIT_LIMIT`` times; after that the row, still waiting, is the dispatcher's to send
+    again. If the attempt had been claimed before the database went away, the copy finds it
+    claimed and does nothing, and the reaper takes the attempt back when its heartbeat stops.
     """
-    decision = runner.run_attempt(
-        execution_id=execution_id,
-        expected_attempt=self.request.retries,
-        worker=self.request.hostname or "",
-    )
+    try:
+        decision = runner.run_attempt(
+            execution_id=execution_id,
+            expected_attempt=self.request.retries,
+            worker=self.request.hostname or "",
+        )
+    except (OperationalError, InterfaceError) as exc:
+        resend_while_database_away(self, exc, execution_id=execution_id, db_waits=db_waits)
+        return
     if decision.retry_in is not None:
         raise self.retry(countdown=decision.retry_in, max_retries=decision.max_retries)
     if decision.failed is not None:
         raise ExecutionFailed(decision.failed)
+
+
+# Times a run's message is sent again while the database does not answer (about 9 minutes).
+DB_WAIT_LIMIT = 20
+DB_WAIT_MAX = 30
+
+
+def resend_while_database_away(task: Task, exc: Exception, *, execution_id: int, db_waits: int):
+    if db_waits >= DB_WAIT_LIMIT:
+        logger.error(
+            "database unreachable: run left to the dispatcher",
+            extra={"action": "run_database_unreachable", "execution_pk": execution_id},
+        )
+        raise exc
+    countdown = min(2**db_waits, DB_WAIT_MAX)
+    logger.warning(
+        "database unreachable: run sent again in %s s",
+        countdown,
+        extra={
+            "action": "run_database_retry",
+            "execution_pk": execution_id,
+            "error": f"{type(exc).__name__}: {exc}".strip()[:300],
+        },
+    )
+    # The same message (task id, attempt count, time limits, queue) with one more wait counted.
+    task.signature_from_request(
+        kwargs={"db_waits": db_waits + 1}, countdown=countdown
+    ).apply_async()
 
 
 @shared_task(

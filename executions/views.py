@@ -2,6 +2,7 @@
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
@@ -87,6 +88,7 @@ def live_context(request, execution: Execution) -> dict:
         "logs": logs,
         "hidden_logs": (total_logs - LOG_LINES) if total_logs else 0,
         "estimate": estimate,
+        "heartbeat_timeout": settings.CONVEYOR_HEARTBEAT_TIMEOUT,
         "retried_as": list(execution.retried_as.order_by("created_at")[:5]),
         "show_traceback": request.user.is_staff,
         "retry_form": RetryForm(initial={"input": _json_text(execution.input)}),

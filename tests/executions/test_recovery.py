@@ -9,7 +9,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from executions.models import Execution, ExecutionAttempt
-from executions.recovery import publish_due, reap_lost_attempts, republish_stranded
+from executions.recovery import (
+    ReaperWatch,
+    publish_due,
+    reap_lost_attempts,
+    republish_stranded,
+)
 from executions.services import execution_claim, execution_request
 
 pytestmark = pytest.mark.django_db
@@ -128,18 +133,26 @@ def test_an_overdue_retry_is_sent_again_once_per_grace_period(
 # --- Lost attempts ------------------------------------------------------------------------------
 
 
-@override_settings(CONVEYOR_TIME_LIMIT_GRACE=2, CONVEYOR_REAPER_GRACE=30)
-def test_an_attempt_running_past_its_hard_limit_is_reaped_and_retried(
-    make_agent, make_execution, now, django_capture_on_commit_callbacks
-):
-    agent = make_agent(timeout=10, max_retries=2, retry_backoff=1)
-    execution = make_execution(agent, "running", at=now)
-    limit = 10 + 2 + 30
+@pytest.fixture
+def heartbeat_timeout(settings):
+    settings.CONVEYOR_HEARTBEAT_INTERVAL = 5
+    settings.CONVEYOR_HEARTBEAT_TIMEOUT = 20
+    return 20
 
-    assert reap_lost_attempts(at=now + timedelta(seconds=limit - 1)) == 0
+
+def test_an_attempt_whose_heartbeat_stopped_is_reaped_and_retried(
+    make_agent, make_execution, now, heartbeat_timeout, django_capture_on_commit_callbacks
+):
+    # A long timeout: the heartbeat, not the agent's time limit, decides.
+    agent = make_agent(timeout=3600, max_retries=2, retry_backoff=1)
+    execution = make_execution(agent, "running", at=now)
+    assert execution.heartbeat_at == now  # stamped by the claim
+
+    assert reap_lost_attempts(at=now + timedelta(seconds=heartbeat_timeout)) == 0
+    later = now + timedelta(seconds=heartbeat_timeout + 1)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert reap_lost_attempts(at=now + timedelta(seconds=limit)) == 1
-        assert reap_lost_attempts(at=now + timedelta(seconds=limit + 1)) == 0
+        assert reap_lost_attempts(at=later) == 1
+        assert reap_lost_attempts(at=later + timedelta(seconds=1)) == 0
     assert len(callbacks) == 1  # the next attempt is enqueued
 
     execution.refresh_from_db()
@@ -147,13 +160,16 @@ def test_an_attempt_running_past_its_hard_limit_is_reaped_and_retried(
     assert execution.error_category == "worker_lost"
     assert "stopped before the attempt finished" in execution.error_message
     assert "(attempt 2 of 3)" in execution.error_message
+    detail = "sent no heartbeat for 21 s (a live worker sends one every 5 s)"
+    assert detail in execution.error_detail
     attempt = ExecutionAttempt.objects.get(execution=execution)
     assert (attempt.outcome, attempt.error_category) == ("lost", "worker_lost")
-    assert attempt.finished_at == now + timedelta(seconds=limit)
+    assert attempt.finished_at == later
 
 
-@override_settings(CONVEYOR_TIME_LIMIT_GRACE=2, CONVEYOR_REAPER_GRACE=30)
-def test_a_lost_attempt_with_no_retries_left_fails_as_worker_lost(make_agent, make_execution, now):
+def test_a_lost_attempt_with_no_retries_left_fails_as_worker_lost(
+    make_agent, make_execution, now, heartbeat_timeout
+):
     execution = make_execution(make_agent(timeout=10, max_retries=0), "running", at=now)
     assert reap_lost_attempts(at=now + timedelta(minutes=5)) == 1
     execution.refresh_from_db()
@@ -163,22 +179,58 @@ def test_a_lost_attempt_with_no_retries_left_fails_as_worker_lost(make_agent, ma
     assert execution.attempts.get().outcome == "lost"
 
 
-@override_settings(CONVEYOR_TIME_LIMIT_GRACE=2, CONVEYOR_REAPER_GRACE=30)
-def test_an_attempt_with_a_recent_heartbeat_is_left_alone(make_agent, make_execution, now):
+def test_a_long_attempt_with_a_fresh_heartbeat_is_left_alone(
+    make_agent, make_execution, now, heartbeat_timeout
+):
+    # Running for an hour, far past its timeout: still stamping, so still alive (stopping it at
+    # its time limit is the worker's job).
     execution = make_execution(make_agent(timeout=10), "running", at=now)
-    # The heartbeat a running attempt writes as it reports progress (at the clock's time, which
-    # no service takes as an argument).
-    Execution.objects.filter(pk=execution.pk).update(
-        heartbeat_at=now + timedelta(minutes=4, seconds=40)
-    )
-    assert reap_lost_attempts(at=now + timedelta(minutes=5)) == 0
+    an_hour = now + timedelta(hours=1)
+    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=an_hour - timedelta(seconds=5))
+    assert reap_lost_attempts(at=an_hour) == 0
+    execution.refresh_from_db()
+    assert execution.status == "running"
 
 
-@override_settings(CONVEYOR_TIME_LIMIT_GRACE=2, CONVEYOR_REAPER_GRACE=30)
-def test_the_limit_is_counted_from_the_current_attempt(make_agent, make_execution, now):
+def test_the_silence_is_counted_from_the_current_attempt(
+    make_agent, make_execution, now, heartbeat_timeout
+):
     agent = make_agent(timeout=10, max_retries=3, retry_backoff=1)
-    # The first attempt failed long ago; the second started just now.
+    # The first attempt failed long ago; the second was claimed (and stamped) just now.
     execution = make_execution(agent, "retrying", at=now - timedelta(hours=1))
     assert execution_claim(execution_id=execution.pk, expected_attempt=1, worker="w", at=now)
     assert reap_lost_attempts(at=now + timedelta(seconds=20)) == 0
-    assert reap_lost_attempts(at=now + timedelta(seconds=42)) == 1
+    assert reap_lost_attempts(at=now + timedelta(seconds=21)) == 1
+
+
+# --- The reaper's own watch ---------------------------------------------------------------------
+
+
+def test_the_reaper_waits_a_whole_timeout_of_seeing_the_database_before_it_reaps(
+    now, heartbeat_timeout
+):
+    watch = ReaperWatch()
+    ticks = [now + timedelta(seconds=2 * n) for n in range(12)]  # a tick every 2 s
+    ready = []
+    for at in ticks:
+        ready.append(watch.ready(at))
+        watch.saw_database(at)
+    # A new process: not before it has seen the database for 20 s.
+    assert ready == [False] * 10 + [True, True]
+
+
+def test_after_a_gap_in_its_passes_the_reaper_waits_again(now, heartbeat_timeout):
+    watch = ReaperWatch()
+    for n in range(12):
+        watch.ready(now + timedelta(seconds=2 * n))
+        watch.saw_database(now + timedelta(seconds=2 * n))
+    assert watch.ready(now + timedelta(seconds=24))
+    # The database was away for a minute (no pass reached it): heartbeats could not be written
+    # either, so silent ones prove nothing until the workers have had time to stamp again.
+    back = now + timedelta(seconds=84)
+    ready = []
+    for n in range(12):
+        at = back + timedelta(seconds=2 * n)
+        ready.append(watch.ready(at))
+        watch.saw_database(at)
+    assert ready == [False] * 10 + [True, True]

@@ -160,3 +160,21 @@ def test_a_delayed_run_is_listed_as_starting_in_a_while_on_every_list(alice_clie
         html = alice_client.get(reverse(name, args=args)).content.decode()
         assert ">starts in 19 min</time>" in html, name
         assert "queued <time" not in html, name
+
+
+def test_a_running_attempt_whose_worker_went_silent_says_what_happens_next(
+    alice_client, make_agent, make_execution, settings
+):
+    settings.CONVEYOR_HEARTBEAT_INTERVAL = 5
+    settings.CONVEYOR_HEARTBEAT_TIMEOUT = 20
+    execution = make_execution(make_agent(max_retries=2), "running", ago=timedelta(seconds=30))
+    live = reverse("executions:live", args=[execution.uuid])
+
+    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=timezone.now())
+    assert 'id="worker-silent"' not in alice_client.get(live).content.decode()
+
+    silent_since = timezone.now() - timedelta(seconds=14)
+    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=silent_since)
+    page = alice_client.get(live).content.decode()
+    assert "No sign of life from its worker for 14 s" in page
+    assert "within 20 s of the last one, the attempt is taken for lost and retried" in page
