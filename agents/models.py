@@ -1,6 +1,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -15,6 +16,17 @@ name_validator = RegexValidator(
     r"\A[^\W_][\w .-]*\Z",
     "Use letters, digits, spaces, dots, dashes and underscores, starting with a letter or digit.",
 )
+
+
+def queue_validator(value: str) -> None:
+    """Agent runs never go to the maintenance queue: its worker must stay free for the
+    dispatcher, or schedules and recovery would wait behind long runs."""
+    if value.strip() == settings.CONVEYOR_MAINTENANCE_QUEUE:
+        raise ValidationError(
+            f"“{value}” is Conveyor's maintenance queue (schedules, delayed runs, recovery); "
+            f"agent runs cannot use it. Use “{settings.CONVEYOR_EXECUTIONS_QUEUE}” or a queue "
+            "of your own that a worker listens on."
+        )
 
 
 # Defaults are callables so the settings in force when a row is created apply.
@@ -95,7 +107,7 @@ class Agent(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Seconds one attempt may run before it is stopped as timed out.",
     )
-    queue = models.CharField(max_length=100, default=default_queue)
+    queue = models.CharField(max_length=100, default=default_queue, validators=[queue_validator])
     priority = models.PositiveSmallIntegerField(
         default=5,
         validators=[MaxValueValidator(9)],

@@ -11,7 +11,7 @@ from ruamel.yaml import YAML  # installed with check-jsonschema
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-APP_SERVICES = ("web", "worker", "beat", "flower")
+APP_SERVICES = ("web", "worker", "maintenance", "beat", "flower")
 
 
 def check_against_compose_spec(path: Path) -> subprocess.CompletedProcess:
@@ -95,3 +95,27 @@ def test_there_is_one_beat(compose):
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
     others = [name for name, service in services.items() if " beat" in command_line(service)]
     assert others == ["beat"]
+
+
+def queues_of(service: dict) -> set[str]:
+    command = service["command"]
+    return set(command[command.index("-Q") + 1].split(","))
+
+
+def test_maintenance_has_a_worker_that_agent_runs_cannot_fill(compose):
+    services = compose["services"]
+    assert queues_of(services["maintenance"]) == {"maintenance"}
+    assert "maintenance" not in queues_of(services["worker"])
+
+
+def seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60}
+    return float(duration[:-1]) * units[duration[-1]]
+
+
+def test_a_stopping_worker_gets_its_soft_shutdown_before_it_is_killed(compose):
+    worker = compose["services"]["worker"]
+    assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+    grace = worker["environment"]["CONVEYOR_SHUTDOWN_GRACE"]  # "${CONVEYOR_SHUTDOWN_GRACE:-30}"
+    default = float(grace.rsplit("-", 1)[1].rstrip("}"))
+    assert seconds(worker["stop_grace_period"]) >= default + 10

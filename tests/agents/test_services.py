@@ -40,6 +40,20 @@ def test_an_unknown_kind_is_refused_with_the_choices(alice):
     assert "function" in errors["kind"][0] and "http" in errors["kind"][0]
 
 
+def test_the_maintenance_queue_is_refused_for_agent_runs(alice, settings):
+    errors = errors_of(
+        lambda: agent_create(
+            owner=alice,
+            name="x",
+            kind="function",
+            config={"function": "demo.echo"},
+            queue=settings.CONVEYOR_MAINTENANCE_QUEUE,
+        )
+    )
+    assert "maintenance queue" in errors["queue"][0]
+    assert settings.CONVEYOR_EXECUTIONS_QUEUE in errors["queue"][0]
+
+
 def test_names_are_unique_per_owner_only(alice, bob):
     agent_create(owner=alice, name="sync", kind="function", config={"function": "demo.echo"})
     errors = errors_of(

@@ -95,6 +95,8 @@ def test_an_address_the_operator_allowed_is_accepted(api, settings):
           "secrets": {"bad name!": "v"}}, "secrets"),
         ({"name": "x", "kind": "function", "config": {"function": "demo.echo"},
           "priority": 10}, "priority"),
+        ({"name": "x", "kind": "function", "config": {"function": "demo.echo"},
+          "queue": "test-maintenance"}, "queue"),
     ],
 )  # fmt: skip
 def test_invalid_agents_are_422_naming_the_field(api, body, field):
