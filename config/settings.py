@@ -441,6 +441,13 @@ if CELERY_BROKER_URL.startswith(("redis", "rediss")):
         "socket_connect_timeout": CONVEYOR_BROKER_CONNECT_TIMEOUT,
         "socket_timeout": CONVEYOR_BROKER_SOCKET_TIMEOUT,
     }
+else:
+    # RabbitMQ: a server that stops reading (an alarm blocks publishers) fails a publish after
+    # this long. Not a read timeout: a consuming worker waits for messages as long as it likes.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+        "write_timeout": CONVEYOR_BROKER_SOCKET_TIMEOUT,
+    }
 # One quick second try of a publish, then give up: the republish pass is the real retry.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 1,

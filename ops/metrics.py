@@ -64,7 +64,7 @@ class ConveyorCollector:
         depths = system.queue_depths(queues)
         yield GaugeMetricFamily(
             "conveyor_broker_up",
-            "1 when the broker (Redis) answered this scrape.",
+            "1 when the broker (Redis or RabbitMQ) answered this scrape.",
             value=0 if depths.error else 1,
         )
         if not depths.error:
@@ -74,10 +74,12 @@ class ConveyorCollector:
             for queue, n in depths.depths.items():
                 depth.add_metric([queue], n)
             yield depth
+        # Only Redis tells this; on RabbitMQ the series is absent rather than a made-up 0.
+        if depths.unacked is not None:
             yield GaugeMetricFamily(
                 "conveyor_queue_unacked",
                 "Messages handed to workers and not acknowledged yet (all queues).",
-                value=depths.unacked or 0,
+                value=depths.unacked,
             )
 
 

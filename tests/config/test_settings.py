@@ -1,6 +1,7 @@
 """Settings fail loudly: a bad value stops the process at start-up with a message naming the
 variable, and .env.example lists every key the settings read."""
 
+import json
 import os
 import re
 import subprocess
@@ -117,6 +118,144 @@ def test_a_bad_value_stops_the_settings_naming_the_variable(tmp_path):
     result = import_settings(tmp_path, DEBUG="true", CONVEYOR_DEFAULT_TIMEOUT="30s")
     assert result.returncode != 0
     assert "CONVEYOR_DEFAULT_TIMEOUT must be a whole number, not '30s'" in result.stderr
+
+
+# --- The broker: BROKER_URL -------------------------------------------------------------------
+
+BROKER_NAMES = ("CELERY_BROKER_URL", "CELERY_BROKER_TRANSPORT_OPTIONS", "REDIS_URL")
+RABBITMQ = "amqp://conveyor:s3cret@rabbit.example:5672/conveyor"
+# With RabbitMQ's default consumer_timeout (30 min), the default limits are refused (below).
+FITS_RABBITMQ_DEFAULT = {"CONVEYOR_MAX_TIMEOUT": "900", "CONVEYOR_MAX_BACKOFF": "600"}
+
+
+def settings_values(
+    tmp_path: Path, *names: str, module: str = "config.settings", **env: str
+) -> dict:
+    """The values of ``names`` in ``module`` imported in a new interpreter with only ``env``
+    (and PATH, DEBUG) set, and the Celery app's broker settings as it reads them."""
+    code = (
+        f"import json, os, {module} as s; "
+        f"os.environ['DJANGO_SETTINGS_MODULE'] = {module!r}; "
+        "from config.celery import app; "
+        f"values = {{n: getattr(s, n, None) for n in {list(names)!r}}}; "
+        "values['app'] = [app.conf.broker_url, app.conf.broker_transport_options, "
+        "app.conf.broker_channel_error_retry]; "
+        "print(json.dumps(values, default=str))"
+    )
+    clean_env = {"PATH": os.environ.get("PATH", ""), "CONVEYOR_VAR_DIR": str(tmp_path),
+                 "DEBUG": "true", **env}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_without_broker_url_the_broker_is_redis_url_s_redis(tmp_path):
+    embedded = settings_values(tmp_path, *BROKER_NAMES)
+    assert embedded["CELERY_BROKER_URL"] == f"redis+socket://{tmp_path}/redis.sock"
+    assert embedded["REDIS_URL"] == f"unix://{tmp_path}/redis.sock"
+
+    values = settings_values(tmp_path, *BROKER_NAMES, REDIS_URL="redis://cache:6379/2")
+    assert values["CELERY_BROKER_URL"] == values["REDIS_URL"] == "redis://cache:6379/2"
+    assert values["CELERY_BROKER_TRANSPORT_OPTIONS"]["visibility_timeout"] == 7810
+    assert values["app"][:2] == [values["CELERY_BROKER_URL"],
+                                 values["CELERY_BROKER_TRANSPORT_OPTIONS"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "amqps", "pyamqp"])
+def test_broker_url_may_name_a_rabbitmq_and_redis_still_counts_the_rates(tmp_path, scheme):
+    url = RABBITMQ.replace("amqp", scheme, 1)
+    values = settings_values(
+        tmp_path, *BROKER_NAMES, BROKER_URL=url, REDIS_URL="redis://cache:6379/2",
+        CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT="7810",
+    )  # fmt: skip
+    assert values["CELERY_BROKER_URL"] == url
+    assert values["REDIS_URL"] == "redis://cache:6379/2"
+    # The Redis transport's options (visibility_timeout, socket timeouts) are not passed on.
+    assert values["CELERY_BROKER_TRANSPORT_OPTIONS"] == {}
+    # A channel RabbitMQ closes makes the worker reconnect instead of stopping.
+    assert values["app"] == [url, {}, True]
+
+
+def test_broker_url_may_name_another_redis_than_the_rates_one(tmp_path):
+    values = settings_values(
+        tmp_path, *BROKER_NAMES, BROKER_URL="redis://broker:6379/1", REDIS_URL="redis://cache/0"
+    )
+    assert (values["CELERY_BROKER_URL"], values["REDIS_URL"]) == (
+        "redis://broker:6379/1",
+        "redis://cache/0",
+    )
+    assert values["CELERY_BROKER_TRANSPORT_OPTIONS"]["visibility_timeout"] == 7810
+    assert values["app"][2] is False
+
+    sock = settings_values(tmp_path, *BROKER_NAMES, BROKER_URL="unix:///run/redis/broker.sock")
+    assert sock["CELERY_BROKER_URL"] == "redis+socket:///run/redis/broker.sock"  # kombu's spelling
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [("kafka://conveyor:hunter2@kafka:9092", "not a kafka:// URL"),
+     ("http://conveyor:hunter2@rabbit:15672/", "not a http:// URL"),
+     ("conveyor:hunter2@rabbit:5672", "not a URL without a scheme")],
+)  # fmt: skip
+def test_any_other_broker_is_refused_without_showing_its_password(tmp_path, url, shown):
+    result = import_settings(tmp_path, DEBUG="true", BROKER_URL=url)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: BROKER_URL must be a RabbitMQ URL (amqp://, amqps://)" in (
+        result.stderr
+    )
+    assert shown in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_with_rabbitmq_the_default_limits_outlast_its_default_consumer_timeout(tmp_path):
+    result = import_settings(tmp_path, DEBUG="true", BROKER_URL=RABBITMQ)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "CONVEYOR_TIME_LIMIT_GRACE = 7210 s" in message
+    assert "CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT=1800 s" in message
+    assert "consumer_timeout = 7810000, in milliseconds" in message
+    assert "CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT=7810" in message
+    assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "starts"),
+    [({"CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT": "7210"}, False),  # equal is not enough
+     ({"CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT": "7211"}, True),
+     (FITS_RABBITMQ_DEFAULT, True),  # 900 + 600 + 10 < 1800
+     ({**FITS_RABBITMQ_DEFAULT, "CONVEYOR_TIME_LIMIT_GRACE": "300"}, False)],
+)  # fmt: skip
+def test_with_rabbitmq_the_consumer_timeout_must_outlast_the_longest_hold(tmp_path, env, starts):
+    result = import_settings(tmp_path, DEBUG="true", BROKER_URL=RABBITMQ, **env)
+    assert (result.returncode == 0) is starts, result.stderr
+
+
+def test_the_consumer_timeout_does_not_concern_redis(tmp_path):
+    result = import_settings(
+        tmp_path, DEBUG="true", BROKER_URL="redis://broker:6379/1",
+        CONVEYOR_RABBITMQ_CONSUMER_TIMEOUT="1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_test_settings_keep_broker_url_and_start_their_own_redis_for_the_rates(tmp_path):
+    names = (*BROKER_NAMES, "CONVEYOR_EXECUTIONS_QUEUE", "CONVEYOR_MAINTENANCE_QUEUE",
+             "CONVEYOR_MAX_TIMEOUT")  # fmt: skip
+    amqp = settings_values(tmp_path, *names, module="config.settings_test", BROKER_URL=RABBITMQ)
+    assert amqp["CELERY_BROKER_URL"] == RABBITMQ
+    assert amqp["REDIS_URL"] == f"unix://{tmp_path}/test-redis.sock"
+    # Queues of this run's own on a RabbitMQ that other runs may share.
+    assert re.fullmatch(r"test-executions-[0-9a-f]{8}", amqp["CONVEYOR_EXECUTIONS_QUEUE"])
+    assert amqp["CONVEYOR_MAINTENANCE_QUEUE"].startswith("test-maintenance-")
+    assert amqp["CONVEYOR_MAX_TIMEOUT"] == 900
+
+    redis = settings_values(tmp_path, *names, module="config.settings_test")
+    assert redis["CELERY_BROKER_URL"] == f"redis+socket://{tmp_path}/test-redis.sock"
+    assert redis["CONVEYOR_EXECUTIONS_QUEUE"] == "test-executions"
+    assert redis["CONVEYOR_MAX_TIMEOUT"] == 3600
 
 
 # --- .env.example -------------------------------------------------------------------------

@@ -1,14 +1,14 @@
-"""End to end through a real worker process, Redis and the database."""
+"""End to end through a real worker process, the broker (Redis or RabbitMQ) and the database."""
 
 import itertools
 import json
 import time
 
-import redis
 from django.conf import settings
 from django.db import connection
 
 from agents.services import agent_update
+from config.celery import app
 from executions.models import Execution, ExecutionAttempt
 from executions.services import enqueue, execution_cancel, execution_request
 from executions.tasks import run_execution
@@ -195,7 +195,8 @@ def test_an_agent_that_ignores_the_cancel_is_terminated_by_its_worker(worker, ma
 
 
 def test_a_queued_execution_cancelled_before_a_worker_takes_it_never_runs(worker, make_agent):
-    agent = make_agent(config={"function": "demo.echo"}, queue="nobody-listens")
+    nobody_listens = f"{settings.CONVEYOR_EXECUTIONS_QUEUE}-nobody-listens"
+    agent = make_agent(config={"function": "demo.echo"}, queue=nobody_listens)
     execution = execution_request(agent=agent, trigger="manual", input={"x": 1})
     execution_cancel(execution=execution)
 
@@ -212,7 +213,8 @@ def test_a_queued_execution_cancelled_before_a_worker_takes_it_never_runs(worker
 
 
 def test_delivering_the_same_task_message_twice_runs_the_agent_once(worker, make_agent):
-    agent = make_agent(config={"function": "demo.slow"}, queue="held")
+    held = f"{settings.CONVEYOR_EXECUTIONS_QUEUE}-held"  # nobody consumes it
+    agent = make_agent(config={"function": "demo.slow"}, queue=held)
     execution = execution_request(agent=agent, trigger="manual", input={"seconds": 1, "steps": 2})
     # The on-commit publish went to a queue nobody consumes; deliver the same message twice
     # to the worker's queue, as a broker redelivery would, both at once.
@@ -239,22 +241,27 @@ def test_delivering_the_same_task_message_twice_runs_the_agent_once(worker, make
 
 def test_secrets_never_reach_the_row_logs_events_message_or_repr(worker, make_agent):
     secret = "s3cr3t-value-never-shown"
-    agent = make_agent(config={"function": "demo.echo"}, queue="inspected")
+    inspected = f"{settings.CONVEYOR_EXECUTIONS_QUEUE}-inspected"  # nobody consumes it
+    agent = make_agent(config={"function": "demo.echo"}, queue=inspected)
     agent_update(agent=agent, secrets={"api_key": secret})
     # The caller puts the secret in the input (stored as given, it is theirs): whatever the
     # agent returns or logs of it is masked.
     execution = execution_request(agent=agent, trigger="manual", input={"token": secret})
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    raw = b"".join(
-        message
-        for key in client.keys("inspected*")
-        if client.type(key) == b"list"
-        for message in client.lrange(key, 0, -1)
+    # The message as the broker holds it (Redis or RabbitMQ): body, headers and properties.
+    messages = []
+    with app.connection_for_read() as broker:
+        queue = app.amqp.queues[inspected](broker.default_channel)
+        while (message := queue.get(no_ack=False)) is not None:
+            messages.append(message)
+            message.ack()  # taken off the queue
+    assert len(messages) == 1
+    body = messages[0].body  # bytes from Redis, text from RabbitMQ
+    raw = (body.decode() if isinstance(body, bytes) else body) + json.dumps(
+        [messages[0].headers, messages[0].properties]
     )
-    assert str(execution.pk).encode() in raw  # the message says "run execution X" ...
-    assert secret.encode() not in raw  # ... and nothing else of the agent
-    client.delete(*client.keys("inspected*"))
+    assert f"[[{execution.pk}]" in raw  # the message says "run execution X" ...
+    assert secret not in raw  # ... and nothing else of the agent
 
     enqueue(execution.pk, agent, attempt=0, task_id=execution.celery_task_id)
     run_execution.apply_async(
