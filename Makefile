@@ -60,6 +60,13 @@ run: seed ## Install, migrate, seed, then start web, worker, beat, Flower, Redis
 test: install ## Run the test suite (uses DATABASE_URL / REDIS_URL when set)
 	$(RUN) pytest $(PYTEST_ARGS)
 
+# The fault suite (tests/faults/README.md) starts its own Postgres (the server binaries under
+# /usr/lib/postgresql), Redis, workers and beat for each scenario; DATABASE_URL and REDIS_URL
+# are not used. `make test` leaves it out. Figures: var/faults-report.txt.
+.PHONY: faults
+faults: install ## Fault suite: workers, Redis, Postgres killed under load (~5 min)
+	$(RUN) pytest tests/faults $(PYTEST_ARGS)
+
 .PHONY: lint
 lint: install ## Check code style (ruff); reports both checks before failing
 	@status=0; \
