@@ -298,3 +298,22 @@ def test_a_delayed_run_is_listed_as_starting_in_a_while(
     page.goto(f"{live_server.url}/")
     expect(page.locator("main")).to_contain_text("starts in 19 min")
     screenshot("home-delayed")
+
+
+def test_a_running_attempt_whose_worker_went_silent_says_so_on_its_page(
+    alice_page, live_server, make_agent, make_execution, screenshot, settings
+):
+    page = alice_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    agent = make_agent(name="nightly export", max_retries=2)
+    execution = make_execution(agent, "running", ago=timedelta(seconds=40))
+    Execution.objects.filter(pk=execution.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=3 * settings.CONVEYOR_HEARTBEAT_INTERVAL)
+    )
+    page.goto(execution_url(live_server, execution))
+    warning = page.locator("#worker-silent")
+    expect(warning).to_contain_text("No sign of life from its worker for")
+    expect(warning).to_contain_text("the attempt is taken for lost and retried")
+    screenshot("e2-execution-page-worker-silent-390")
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390
