@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
 from agents.kinds import get_kind
@@ -126,7 +125,6 @@ def handle_hard_time_limit(*, execution_id: int) -> None:
     Runs in the worker's main process (Celery calls the task's ``on_failure`` there), so the
     attempt is finished from the row alone and a retry is published as a fresh message.
     """
-    close_old_connections()  # the main process's connection may predate a database restart
     # Only the killed message could have claimed the attempt now running.
     execution = (
         Execution.objects.select_related("agent")

@@ -5,7 +5,7 @@ import logging
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from . import dispatch, runner, services
 
@@ -22,6 +22,8 @@ class RunExecutionTask(Task):
         # Celery calls this in the worker's main process when it killed an attempt at its hard
         # time limit (the agent ignored the soft one); the attempt is finished from there.
         if isinstance(exc, TimeLimitExceeded) and args:
+            # The main process's connection is used rarely and may predate a database restart.
+            close_old_connections()
             runner.handle_hard_time_limit(execution_id=args[0])
 
 

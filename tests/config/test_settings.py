@@ -173,10 +173,11 @@ def test_broker_url_may_name_a_rabbitmq_and_redis_still_counts_the_rates(tmp_pat
     )  # fmt: skip
     assert values["CELERY_BROKER_URL"] == url
     assert values["REDIS_URL"] == "redis://cache:6379/2"
-    # The Redis transport's options (visibility_timeout, socket timeouts) are not passed on.
-    assert values["CELERY_BROKER_TRANSPORT_OPTIONS"] == {}
+    # The Redis transport's options (visibility_timeout, socket timeouts) are not passed on;
+    # a publish to a RabbitMQ that stopped reading gives up after the write timeout.
+    assert values["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"write_timeout": 3.0}
     # A channel RabbitMQ closes makes the worker reconnect instead of stopping.
-    assert values["app"] == [url, {}, True]
+    assert values["app"] == [url, {"write_timeout": 3.0}, True]
 
 
 def test_broker_url_may_name_another_redis_than_the_rates_one(tmp_path):
