@@ -74,6 +74,14 @@ class ConveyorCollector:
             for queue, n in depths.depths.items():
                 depth.add_metric([queue], n)
             yield depth
+            set_aside = GaugeMetricFamily(
+                "conveyor_queue_malformed",
+                "Unreadable broker messages set aside in <queue>.malformed (Redis).",
+                labels=["queue"],
+            )
+            for queue in depths.depths:
+                set_aside.add_metric([queue], depths.malformed.get(queue, 0))
+            yield set_aside
         # Only Redis tells this; on RabbitMQ the series is absent rather than a made-up 0.
         if depths.unacked is not None:
             yield GaugeMetricFamily(

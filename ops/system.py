@@ -18,6 +18,8 @@ from django.conf import settings
 from django.core.cache import cache
 from kombu import Connection
 
+from config.broker import malformed_key
+
 logger = logging.getLogger("conveyor.ops")
 
 # Seconds a probe of the broker or of the workers may take (per connection attempt and per
@@ -91,6 +93,9 @@ class QueueDepths:
     #: unknown: the broker did not answer, or it is RabbitMQ, which does not tell a client.
     unacked: int | None
     error: str = ""
+    #: Unreadable messages set aside per queue (config/broker.py: "<queue>.malformed"), only the
+    #: queues that have any; always empty on RabbitMQ, where Conveyor sets nothing aside.
+    malformed: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -114,6 +119,8 @@ def _redis_queue_depths(url: str, queues: list[str]) -> QueueDepths:
         for queue in queues:
             for key in queue_keys(queue):
                 pipe.llen(key)
+        for queue in queues:
+            pipe.llen(malformed_key(queue))
         pipe.hlen(UNACKED_KEY)
         replies = pipe.execute()
     except redis.RedisError as exc:
@@ -123,7 +130,9 @@ def _redis_queue_depths(url: str, queues: list[str]) -> QueueDepths:
         client.close()
     steps = len(PRIORITY_STEPS) + 1
     depths = {q: sum(replies[i * steps : (i + 1) * steps]) for i, q in enumerate(queues)}
-    return QueueDepths(depths, replies[-1])
+    set_aside = replies[len(queues) * steps : -1]
+    malformed = {q: n for q, n in zip(queues, set_aside, strict=True) if n}
+    return QueueDepths(depths, replies[-1], malformed=malformed)
 
 
 def _amqp_queue_depths(url: str, queues: list[str]) -> QueueDepths:

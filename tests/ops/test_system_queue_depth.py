@@ -285,3 +285,44 @@ def test_the_dashboard_says_so_when_the_broker_does_not_answer(staff_client, set
     )
     html = staff_client.get("/ops/").content.decode()
     assert "The broker did not answer" in html
+
+
+def test_messages_set_aside_are_counted_per_queue_and_shown_to_operators(
+    redis_broker, staff_client
+):
+    from config.broker import malformed_key
+
+    queue = redis_broker.queue()
+    clean = redis_broker.queue("-clean")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.lpush(malformed_key(queue), b"not json", b"{}")
+    try:
+        depths = system.queue_depths([queue, clean])
+        assert depths.malformed == {queue: 2}
+
+        m = metrics(staff_client)
+        executions = settings.CONVEYOR_EXECUTIONS_QUEUE
+        assert m[("conveyor_queue_malformed", (("queue", executions),))] == 0
+    finally:
+        client.delete(malformed_key(queue))
+        client.close()
+
+
+def test_the_dashboard_says_when_messages_were_set_aside(redis_broker, staff_client, db):
+    from django.urls import reverse
+
+    from config.broker import malformed_key
+
+    key = malformed_key(settings.CONVEYOR_EXECUTIONS_QUEUE)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(key)
+    page = staff_client.get(reverse("ops:dashboard")).content.decode()
+    assert "unreadable message" not in page
+    client.lpush(key, b"not json")
+    try:
+        page = staff_client.get(reverse("ops:dashboard")).content.decode()
+    finally:
+        client.delete(key)
+        client.close()
+    assert "1 unreadable message on" in page
+    assert f"set aside in <code>{key}</code>" in page

@@ -102,3 +102,28 @@ def test_the_dashboard_and_the_execution_admin_in_a_browser(
     page.get_by_role("button", name="Go").click()
     expect(page.locator(".messagelist")).to_have_text("1 retried.")
     screenshot("ops-admin-retry-message")
+
+
+def test_the_dashboard_shows_messages_set_aside_and_still_fits_a_phone(
+    staff_page, live_server, screenshot, settings
+):
+    import redis
+
+    from config.broker import malformed_key
+
+    key = malformed_key(settings.CONVEYOR_EXECUTIONS_QUEUE)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.lpush(key, b"not json", b"[1, 2]")
+    try:
+        page = staff_page
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"{live_server.url}/ops/")
+        notice = page.locator(f"#malformed-{settings.CONVEYOR_EXECUTIONS_QUEUE}")
+        expect(notice).to_contain_text("2 unreadable messages on")
+        notice.scroll_into_view_if_needed()
+        screenshot("o3-dashboard-malformed-390")
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390
+    finally:
+        client.delete(key)
+        client.close()
