@@ -26,8 +26,7 @@ from kombu.transport import redis as kombu_redis
 
 from config import broker
 from config.celery import app
-
-PRIORITY_SEPARATOR = "\x06\x16"
+from ops.system import PRIORITY_SEPARATOR, queue_keys
 
 
 def b64(data: bytes) -> str:
@@ -89,20 +88,12 @@ UNREADABLE: dict[str, Callable[[str], bytes]] = {
 
 
 @pytest.fixture
-def client():
-    c = redis.Redis.from_url(settings.REDIS_URL)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def queue(client):
     """A queue of this test's own, and its keys removed afterwards (with any message of it that
     a failed test left unacknowledged)."""
     name = f"{settings.CONVEYOR_EXECUTIONS_QUEUE}-broker-{uuid.uuid4().hex[:8]}"
     yield name
-    keys = [name, *(f"{name}{PRIORITY_SEPARATOR}{step}" for step in (3, 6, 9))]
-    client.delete(*keys, broker.malformed_key(name), f"_kombu.binding.{name}")
+    client.delete(*queue_keys(name), broker.malformed_key(name), f"_kombu.binding.{name}")
     for tag, raw in client.hgetall("unacked").items():
         if name.encode() in raw:
             client.hdel("unacked", tag)

@@ -10,12 +10,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-import redis
 from django.conf import settings
 
 from config import broker
 from executions.services import execution_request
 from executions.tasks import run_execution
+from ops.system import PRIORITY_SEPARATOR, queue_keys
 from tests.conftest import wait_for
 from tests.stack import VAR, discard_logs_if_passed, start_worker, stop
 
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.skipif(
     reason="Conveyor's Redis transport: the broker in use is not Redis",
 )
 
-PRIORITY_SEPARATOR = "\x06\x16"
 PICKLE = "application/x-python-serialize"
 
 
@@ -45,11 +44,6 @@ def fresh(template: dict, **changes) -> dict:
         else:
             message[field] = value
     return message
-
-
-def queue_keys(queue: str) -> list[str]:
-    """The queue's lists, one per priority step."""
-    return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in (3, 6, 9))]
 
 
 def raw(message: dict) -> bytes:
@@ -95,13 +89,6 @@ POISON: dict[str, tuple[Callable[[dict], bytes], bool]] = {
         False,
     ),
 }
-
-
-@pytest.fixture
-def client():
-    c = redis.Redis.from_url(settings.REDIS_URL)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from ops.system import PRIORITY_SEPARATOR
 from tests.stack import ROOT, BeatProcess, WorkerProcess, free_port, spawn, start_redis, tail
 
 EXECUTIONS_QUEUE = "fault-executions"
@@ -163,9 +164,6 @@ class RedisServer:
 
 
 # --- Messages, written straight to the broker ---------------------------------------------------
-
-
-PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: "<queue><sep><priority>"
 
 
 def queue_lists(client, queue: str) -> list[bytes]:
