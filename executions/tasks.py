@@ -65,7 +65,8 @@ def run_execution(self, execution_id: int, db_waits: int = 0) -> None:
         raise ExecutionFailed(decision.failed)
 
 
-# Times a run's message is sent again while the database does not answer (about 9 minutes).
+# Times a run's message is sent again while the database does not answer: waits of 1, 2, 4, 8,
+# 16, then 30 s, about 8 minutes in all.
 DB_WAIT_LIMIT = 20
 DB_WAIT_MAX = 30
 
