@@ -88,16 +88,16 @@ UNREADABLE: dict[str, Callable[[str], bytes]] = {
 
 
 @pytest.fixture
-def queue(client):
+def queue(broker_redis):
     """A queue of this test's own, and its keys removed afterwards (with any message of it that
     a failed test left unacknowledged)."""
     name = f"{settings.CONVEYOR_EXECUTIONS_QUEUE}-broker-{uuid.uuid4().hex[:8]}"
     yield name
-    client.delete(*queue_keys(name), broker.malformed_key(name), f"_kombu.binding.{name}")
-    for tag, raw in client.hgetall("unacked").items():
+    broker_redis.delete(*queue_keys(name), broker.malformed_key(name), f"_kombu.binding.{name}")
+    for tag, raw in broker_redis.hgetall("unacked").items():
         if name.encode() in raw:
-            client.hdel("unacked", tag)
-            client.zrem("unacked_index", tag)
+            broker_redis.hdel("unacked", tag)
+            broker_redis.zrem("unacked_index", tag)
 
 
 @contextmanager
@@ -129,8 +129,8 @@ def drain(conn: Connection, bodies: list, count: int, timeout: float = 10) -> No
             conn.drain_events(timeout=0.5)
 
 
-def set_aside(client, queue: str) -> list[bytes]:
-    return client.lrange(broker.malformed_key(queue), 0, -1)
+def set_aside(broker_redis, queue: str) -> list[bytes]:
+    return broker_redis.lrange(broker.malformed_key(queue), 0, -1)
 
 
 # --- Helpers ----------------------------------------------------------------------------------
@@ -205,37 +205,37 @@ def test_a_rabbitmq_url_keeps_kombus_transport():
 # --- Consuming --------------------------------------------------------------------------------
 
 
-def test_a_valid_message_is_delivered_as_before(client, queue):
+def test_a_valid_message_is_delivered_as_before(broker_redis, queue):
     with consuming(queue) as (conn, bodies):
-        client.lpush(queue, entry(envelope(queue, content={"n": 1})))
+        broker_redis.lpush(queue, entry(envelope(queue, content={"n": 1})))
         drain(conn, bodies, 1)
     assert bodies == [{"n": 1}]
-    assert set_aside(client, queue) == []
+    assert set_aside(broker_redis, queue) == []
 
 
 @pytest.mark.parametrize("kind", UNREADABLE)
 def test_an_unreadable_entry_is_set_aside_and_the_next_message_delivered(
-    client, queue, kind, caplog
+    broker_redis, queue, kind, caplog
 ):
     raw = UNREADABLE[kind](queue)
     with consuming(queue) as (conn, bodies):
-        client.lpush(queue, raw)
-        client.lpush(queue, entry(envelope(queue, content={"after": kind})))
+        broker_redis.lpush(queue, raw)
+        broker_redis.lpush(queue, entry(envelope(queue, content={"after": kind})))
         with caplog.at_level(logging.WARNING, logger="conveyor.broker"):
             drain(conn, bodies, 1)
 
     assert bodies == [{"after": kind}]
-    assert set_aside(client, queue) == [raw]
-    assert client.llen(queue) == 0
-    assert not any(queue.encode() in value for value in client.hvals("unacked"))
+    assert set_aside(broker_redis, queue) == [raw]
+    assert broker_redis.llen(queue) == 0
+    assert not any(queue.encode() in value for value in broker_redis.hvals("unacked"))
     [record] = [r for r in caplog.records if r.name == "conveyor.broker"]
     assert record.levelname == "WARNING" and record.queue == queue
 
 
-def test_the_warning_names_the_queue_the_error_and_the_payload(client, queue, caplog):
+def test_the_warning_names_the_queue_the_error_and_the_payload(broker_redis, queue, caplog):
     with consuming(queue) as (conn, bodies):
-        client.lpush(queue, b"not JSON\nFAKE LOG LINE \x1b[31m")
-        client.lpush(queue, entry(envelope(queue)))
+        broker_redis.lpush(queue, b"not JSON\nFAKE LOG LINE \x1b[31m")
+        broker_redis.lpush(queue, entry(envelope(queue)))
         with caplog.at_level(logging.WARNING, logger="conveyor.broker"):
             drain(conn, bodies, 1)
 
@@ -250,54 +250,54 @@ def test_the_warning_names_the_queue_the_error_and_the_payload(client, queue, ca
     assert record.exc_info is None  # nothing to add to a decoding error
 
 
-def test_an_entry_on_a_priority_list_is_set_aside_under_its_queue_name(client, queue):
+def test_an_entry_on_a_priority_list_is_set_aside_under_its_queue_name(broker_redis, queue):
     with consuming(queue) as (conn, bodies):
-        client.lpush(f"{queue}{PRIORITY_SEPARATOR}6", b"not JSON")
+        broker_redis.lpush(f"{queue}{PRIORITY_SEPARATOR}6", b"not JSON")
         # Lists are served in priority order: this one after the other.
-        client.lpush(f"{queue}{PRIORITY_SEPARATOR}9", entry(envelope(queue)))
+        broker_redis.lpush(f"{queue}{PRIORITY_SEPARATOR}9", entry(envelope(queue)))
         drain(conn, bodies, 1)
-    assert set_aside(client, queue) == [b"not JSON"]
+    assert set_aside(broker_redis, queue) == [b"not JSON"]
 
 
-def test_a_message_the_consumer_fails_on_is_set_aside_and_acknowledged(client, queue, caplog):
+def test_a_message_the_consumer_fails_on_is_set_aside_and_acknowledged(broker_redis, queue, caplog):
     def choke_on_the_first(message):
         if message.decode() == {"n": 1}:
             raise ValueError("not enough values to unpack (expected 3, got 1)")
 
     first = envelope(queue, content={"n": 1})
     with consuming(queue, choke_on_the_first) as (conn, bodies):
-        client.lpush(queue, entry(first))
-        client.lpush(queue, entry(envelope(queue, content={"n": 2})))
+        broker_redis.lpush(queue, entry(first))
+        broker_redis.lpush(queue, entry(envelope(queue, content={"n": 2})))
         with caplog.at_level(logging.WARNING, logger="conveyor.broker"):
             # Prefetch 1: the second arrives only if the first was taken off the consumer.
             drain(conn, bodies, 1)
 
     assert bodies == [{"n": 2}]
-    assert set_aside(client, queue) == [entry(first)]
+    assert set_aside(broker_redis, queue) == [entry(first)]
     # Acknowledged: not left in the unacknowledged hash to be delivered again.
-    assert not client.hexists("unacked", first["properties"]["delivery_tag"])
+    assert not broker_redis.hexists("unacked", first["properties"]["delivery_tag"])
     [record] = [r for r in caplog.records if r.name == "conveyor.broker"]
     assert "ValueError: not enough values to unpack" in record.getMessage()
     assert record.exc_info is not None  # the consumer's traceback
 
 
-def test_a_broker_error_while_handing_over_is_left_to_kombu(client, queue):
+def test_a_broker_error_while_handing_over_is_left_to_kombu(broker_redis, queue):
     def broker_gone(message):
         raise redis.ConnectionError("Connection reset by peer")
 
     with consuming(queue, broker_gone) as (conn, bodies):
-        client.lpush(queue, entry(envelope(queue)))
+        broker_redis.lpush(queue, entry(envelope(queue)))
         with pytest.raises(redis.ConnectionError):
             drain(conn, bodies, 1)
     # kombu's own handling: the consumer reconnects and the message is delivered again.
-    assert set_aside(client, queue) == []
+    assert set_aside(broker_redis, queue) == []
 
 
-def test_the_set_aside_list_keeps_the_newest(client, queue, monkeypatch):
+def test_the_set_aside_list_keeps_the_newest(broker_redis, queue, monkeypatch):
     monkeypatch.setattr(broker, "MALFORMED_KEEP", 3)
     with consuming(queue) as (conn, bodies):
         for n in range(5):
-            client.lpush(queue, f"garbage {n}".encode())
-        client.lpush(queue, entry(envelope(queue)))
+            broker_redis.lpush(queue, f"garbage {n}".encode())
+        broker_redis.lpush(queue, entry(envelope(queue)))
         drain(conn, bodies, 1)
-    assert set_aside(client, queue) == [b"garbage 4", b"garbage 3", b"garbage 2"]
+    assert set_aside(broker_redis, queue) == [b"garbage 4", b"garbage 3", b"garbage 2"]

@@ -92,21 +92,21 @@ POISON: dict[str, tuple[Callable[[dict], bytes], bool]] = {
 
 
 @pytest.fixture
-def poison_queue(request, worker, client):
+def poison_queue(request, worker, broker_redis):
     """``(queue, template, worker)``: a worker process of this test's own on a queue of its
     own, and a real Celery message (run_execution) as it lies on that queue's list."""
     queue = f"{settings.CONVEYOR_EXECUTIONS_QUEUE}-poison"
     keys = queue_keys(queue)
-    client.delete(*keys, broker.malformed_key(queue))
+    broker_redis.delete(*keys, broker.malformed_key(queue))
     run_execution.apply_async(args=[0], queue=queue)
-    template = json.loads(next(filter(None, (client.rpop(key) for key in keys))))
+    template = json.loads(next(filter(None, (broker_redis.rpop(key) for key in keys))))
 
     failed_before = request.session.testsfailed
     name = f"poison-{uuid.uuid4().hex[:8]}"
     process = start_worker(queues=queue, concurrency=1, name=name, log=VAR / f"test-{name}.log")
     yield queue, template, process
     stop(process.proc)
-    client.delete(*keys, broker.malformed_key(queue))
+    broker_redis.delete(*keys, broker.malformed_key(queue))
     discard_logs_if_passed(request, failed_before, [process.log])
 
 
@@ -121,7 +121,7 @@ def finished(execution, process, *, after: str) -> None:
 
 @pytest.mark.slow
 def test_a_worker_survives_every_malformed_message_and_runs_the_next_one(
-    poison_queue, client, make_agent
+    poison_queue, broker_redis, make_agent
 ):
     queue, template, process = poison_queue
     agent = make_agent(queue=queue)
@@ -129,7 +129,7 @@ def test_a_worker_survives_every_malformed_message_and_runs_the_next_one(
 
     for kind, (make, set_aside) in POISON.items():
         poison = make(template)
-        client.lpush(queue, poison)
+        broker_redis.lpush(queue, poison)
         if set_aside:
             expected_aside.insert(0, poison)
         execution = execution_request(agent=agent, trigger="manual", input={"after": kind})
@@ -141,7 +141,7 @@ def test_a_worker_survives_every_malformed_message_and_runs_the_next_one(
 
     # On a priority list too: set aside under the queue's own name.
     on_priority_list = b"not JSON, on the list of priority step 6"
-    client.lpush(f"{queue}{PRIORITY_SEPARATOR}6", on_priority_list)
+    broker_redis.lpush(f"{queue}{PRIORITY_SEPARATOR}6", on_priority_list)
     expected_aside.insert(0, on_priority_list)
     execution = execution_request(agent=agent, trigger="manual")
     finished(execution, process, after="an entry on a priority list")
@@ -152,14 +152,14 @@ def test_a_worker_survives_every_malformed_message_and_runs_the_next_one(
     # last run's message is acknowledged just after its row is written).
     deadline = time.monotonic() + 5
     while (
-        client.llen(broker.malformed_key(queue)) < len(expected_aside)
-        or any(client.llen(key) for key in queue_keys(queue))
-        or any(queue.encode() in value for value in client.hvals("unacked"))
+        broker_redis.llen(broker.malformed_key(queue)) < len(expected_aside)
+        or any(broker_redis.llen(key) for key in queue_keys(queue))
+        or any(queue.encode() in value for value in broker_redis.hvals("unacked"))
     ):
         assert time.monotonic() < deadline, "messages of the queue are left waiting or unacked"
         time.sleep(0.05)
     assert process.proc.poll() is None
-    assert client.lrange(broker.malformed_key(queue), 0, -1) == expected_aside
+    assert broker_redis.lrange(broker.malformed_key(queue), 0, -1) == expected_aside
     log = process.log.read_text(errors="replace")
     assert "Unrecoverable error" not in log
     assert "Connection to broker lost" not in log
