@@ -104,3 +104,30 @@ def broken(ctx, input):
         "The demo record does not exist (this agent always fails, to show a permanent error).",
         category="invalid_input",
     )
+
+
+def _count_input(input):
+    to = int(_number(input, "to", 20, minimum=1, maximum=10000))
+    return to, _number(input, "seconds", 0.5, maximum=60)
+
+
+@agent_function(
+    "demo.count",
+    description="Counts to a number slowly, saving a checkpoint after each; a later attempt "
+    "resumes from the last checkpoint.",
+    validate_input=_count_input,
+    input_example={"to": 20, "seconds": 0.5},
+)
+def count(ctx, input):
+    to, seconds = _count_input(input)
+    # Where an earlier attempt got to (it may have been killed or timed out): go on from there.
+    start = (ctx.last_checkpoint or {}).get("done", 0)
+    if start:
+        ctx.log("info", f"Resuming from the checkpoint: {start} of {to} already counted.")
+    for number in range(start + 1, to + 1):
+        if ctx.is_cancelled():
+            raise CancelledError()
+        time.sleep(seconds)
+        ctx.checkpoint({"done": number})
+        ctx.progress(number * 100 / to, f"Counted {number} of {to}")
+    return {"counted": to, "resumed_from": start, "attempt": ctx.attempt}

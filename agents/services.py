@@ -55,7 +55,7 @@ def agent_validate(*, agent: Agent) -> None:
         errors["kind"] = [f"Choose one of: {', '.join(sorted(KINDS))}."]
     else:
         try:
-            agent.config = kind.clean_config(agent.config)
+            agent.config = kind.clean_config(agent.config, agent=agent)
         except ConfigInvalid as exc:
             errors.update({f"config.{field}": msgs for field, msgs in exc.errors.items()})
     try:

@@ -266,6 +266,13 @@ CONVEYOR_DEFAULT_TIMEOUT = env_int("CONVEYOR_DEFAULT_TIMEOUT", 300, minimum=1)
 CONVEYOR_MAX_TIMEOUT = env_int("CONVEYOR_MAX_TIMEOUT", 3600, minimum=1)
 CONVEYOR_MAX_BACKOFF = env_int("CONVEYOR_MAX_BACKOFF", 3600, minimum=0)
 CONVEYOR_MAX_RETRIES = env_int("CONVEYOR_MAX_RETRIES", 20, minimum=0)
+# Flows (agents/kinds/flow.py): the longest time limit a flow may set and the longest wait step
+# (30 days each), and how deep flows may run flows.
+CONVEYOR_FLOW_MAX_TIMEOUT = env_int("CONVEYOR_FLOW_MAX_TIMEOUT", 30 * 86400, minimum=1)
+CONVEYOR_FLOW_MAX_WAIT = env_int("CONVEYOR_FLOW_MAX_WAIT", 30 * 86400, minimum=1)
+CONVEYOR_FLOW_MAX_DEPTH = env_int("CONVEYOR_FLOW_MAX_DEPTH", 3, minimum=1)
+# The largest state an agent may save with ctx.checkpoint(), as JSON bytes.
+CONVEYOR_CHECKPOINT_MAX_BYTES = env_int("CONVEYOR_CHECKPOINT_MAX_BYTES", 65536, minimum=1)
 # Seconds between the soft time limit (the agent's timeout) and the hard kill.
 CONVEYOR_TIME_LIMIT_GRACE = env_int("CONVEYOR_TIME_LIMIT_GRACE", 10, minimum=1)
 # Seconds a running execution gets to stop by itself after a cancel before it is terminated.

@@ -10,7 +10,9 @@ The tick is a thin orchestrator. It runs, in order:
 
 1. the schedules' slot dispatch (``agents.schedule_dispatch.dispatch_schedules``);
 2. the executions' recovery passes (``executions.recovery``): publish due delayed and held runs,
-   re-publish stranded ones, reap attempts whose worker died.
+   re-publish stranded ones, reap attempts whose worker died;
+3. the flows' pass (``executions.flows.advance_stalled``): advance flows a step's end did not
+   advance, end waits that are over, time out flows past their limit.
 
 Each pass runs even if an earlier one failed (a broken pass must not stop the others); the first
 error is raised again at the end so that the task is recorded as failed. Both sides learn what
@@ -29,7 +31,7 @@ from django.utils import timezone
 
 from agents.schedule_dispatch import SlotReport, dispatch_schedules
 
-from . import recovery
+from . import flows, recovery
 
 logger = logging.getLogger("conveyor.dispatch")
 
@@ -40,6 +42,7 @@ class TickReport:
     published: int = 0
     republished: int = 0
     reaped: int = 0
+    flows: int = 0
     errors: int = 0
     seconds: float = 0.0
 
@@ -58,6 +61,7 @@ class TickReport:
             or self.published
             or self.republished
             or self.reaped
+            or self.flows
             or self.errors
             or self.slots.errors
         )
@@ -85,6 +89,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
         ("delayed", lambda: setattr(report, "published", recovery.publish_due(at=at))),
         ("republish", lambda: setattr(report, "republished", recovery.republish_stranded(at=at))),
         ("reaper", lambda: setattr(report, "reaped", _reap(at, may_reap))),
+        ("flows", lambda: setattr(report, "flows", flows.advance_stalled(at=at))),
     )
     for name, run in passes:
         try:
@@ -107,6 +112,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
                 "published": report.published,
                 "republished": report.republished,
                 "reaped": report.reaped,
+                "flows": report.flows,
                 "seconds": round(report.seconds, 3),
             },
         )

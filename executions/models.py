@@ -22,7 +22,13 @@ Waiting is explicit. An execution that waits records why in ``wait_reason`` and 
              ── held     (overlap policy "queue": until the agent's earlier run ends)
              ── broker   (handed to the broker: until a worker claims it)
     retrying ── backoff  (until the next attempt is due)
-    running, succeeded, failed, cancelled: no wait reason
+    running  ── steps    (a flow: until its current step ends)
+             ── pause    (a flow: in a wait step, until wait_until)
+    other running executions, succeeded, failed, cancelled: no wait reason
+
+A flow (``agents.kinds.flow``) runs no code of its own: its one attempt stays open while its
+steps run as child executions (``parent``, ``step_key``, ``step_index``), each recorded in a
+:class:`FlowStep`; ``executions.flows`` advances it when a step ends.
 
 Pages, API and admin show ``wait_reason``/``wait_until`` as they are; nothing re-derives them.
 Adding a reason is one line in :class:`WaitReason` plus the service that sets it.
@@ -63,6 +69,8 @@ class Execution(models.Model):
         HELD = "held", "Waiting for the agent's earlier run to finish"
         BROKER = "broker", "Waiting for a worker"
         BACKOFF = "backoff", "Waiting to retry"
+        STEPS = "steps", "Waiting for its current step"
+        PAUSE = "pause", "Waiting before its next step"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -119,6 +127,16 @@ class Execution(models.Model):
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
     step_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    # A flow's step: its key in the flow's definition.
+    step_key = models.CharField(max_length=64, blank=True)
+    # A flow's step: the retry settings the flow gave it, over its agent's own (see
+    # retry_policy); None: the agent's.
+    retry_override = models.JSONField(null=True, blank=True)
+    # A flow: when its time limit strikes (running steps are cancelled, the rest skipped).
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    # The last state the agent saved with ctx.checkpoint(), read by its next attempt.
+    checkpoint = models.JSONField(null=True, blank=True)
+    checkpoint_at = models.DateTimeField(null=True, blank=True)
     # A delayed run: not handed to a worker before this time.
     not_before = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -197,6 +215,16 @@ class Execution(models.Model):
             return None
         silent = (timezone.now() - self.heartbeat_at).total_seconds()
         return silent if silent > 2 * settings.CONVEYOR_HEARTBEAT_INTERVAL else None
+
+    @property
+    def retry_policy(self):
+        """The agent's retry policy, with what the flow that started this step overrides."""
+        policy = self.agent.retry_policy
+        return policy.overridden(self.retry_override) if self.retry_override else policy
+
+    @property
+    def is_flow_step(self) -> bool:
+        return self.parent_id is not None
 
     @property
     def is_waiting(self) -> bool:
@@ -290,3 +318,80 @@ class ExecutionLog(models.Model):
 
     def __str__(self):
         return f"[{self.level}] {self.message[:60]}"
+
+
+class FlowStep(models.Model):
+    """One step of one flow execution: created for every step of the definition when the flow
+    starts, and the record that makes starting it happen once (unique per flow and key; a step
+    starts only by a compare-and-set from ``pending``).
+
+    ``type`` is ``run`` (a child execution of another agent), ``wait`` or ``group`` (a parallel
+    group; its members are ``run`` records with ``group`` set to its key). ``index`` is the
+    position of the top-level step in the definition (members share their group's).
+    """
+
+    class Type(models.TextChoices):
+        RUN = "run", "Run an agent"
+        WAIT = "wait", "Wait"
+        GROUP = "group", "Parallel group"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        SKIPPED = "skipped", "Skipped"
+
+    ENDED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SKIPPED)
+
+    flow = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="steps")
+    key = models.CharField(max_length=64)
+    index = models.PositiveSmallIntegerField()
+    group = models.CharField(max_length=64, blank=True)
+    type = models.CharField(max_length=8, choices=Type.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # The child execution that runs this step (run steps, once started).
+    execution = models.OneToOneField(
+        Execution, null=True, blank=True, on_delete=models.SET_NULL, related_name="flow_step"
+    )
+    # A retried flow reuses a step that succeeded in the flow it retries: the run it reuses.
+    reused_from = models.ForeignKey(
+        Execution, null=True, blank=True, on_delete=models.SET_NULL, related_name="reused_by"
+    )
+    # The step's definition when the flow started (a flow edited meanwhile runs as it was).
+    spec = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    # What a person reads about how it ended, when not succeeded ("Skipped: the flow ...").
+    note = models.CharField(max_length=300, blank=True)
+    # A step that could not start (no execution to say why): the error's category.
+    error_category = models.CharField(max_length=20, choices=Category.choices, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    wait_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["index", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["flow", "key"], name="flow_step_unique_key"),
+        ]
+        indexes = [
+            # The recovery pass: steps still running (their child may have ended unnoticed).
+            models.Index(
+                fields=["status"],
+                condition=Q(status__in=["running", "waiting"]),
+                name="flow_step_active",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.flow_id}:{self.key}"
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in self.ENDED
+
+    @property
+    def is_reused(self) -> bool:
+        return self.reused_from_id is not None

@@ -152,7 +152,9 @@ def reap_lost_attempts(*, at: datetime, limit: int = PASS_LIMIT) -> int:
     """
     silent_since = at - timedelta(seconds=settings.CONVEYOR_HEARTBEAT_TIMEOUT)
     candidates = (
-        Execution.objects.filter(status=Status.RUNNING)
+        # A flow runs no code of its own while it waits for its steps (wait reason steps or
+        # pause): it has no heartbeat to lose.
+        Execution.objects.filter(status=Status.RUNNING, wait_reason=WaitReason.NONE)
         .filter(
             Q(heartbeat_at__lt=silent_since)
             | Q(heartbeat_at__isnull=True, started_at__lt=silent_since)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
@@ -56,6 +56,18 @@ class RetryPolicy:
         if retry_after is not None and retry_after > delay:
             delay = math.ceil(retry_after)
         return min(delay, settings.CONVEYOR_MAX_BACKOFF)
+
+    def overridden(self, override: dict) -> RetryPolicy:
+        """This policy with a flow's retry override applied (``agents.kinds.flow`` checks its
+        shape): ``enabled`` false means no retries; ``max_retries``, ``backoff``,
+        ``backoff_max`` and ``jitter`` replace this policy's own when given."""
+        if override.get("enabled") is False:
+            return replace(self, max_retries=0)
+        names = {"max_retries": "max_retries", "backoff": "backoff", "backoff_max": "backoff_max"}
+        changes = {field: override[key] for key, field in names.items() if key in override}
+        if "jitter" in override:
+            changes["jitter"] = bool(override["jitter"])
+        return replace(self, **changes)
 
     def describe(self) -> str:
         """The policy in words: "up to 3 retries, 30 s then doubling, at most 10 min apart"."""

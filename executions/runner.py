@@ -73,6 +73,13 @@ def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -
         return NOTHING
     execution, attempt = claimed
     agent = execution.agent
+    if getattr(agent.kind_impl, "is_flow", False):
+        # A flow's message is executions.start_flow's; one sent to this task (by an older
+        # release) starts it the same way.
+        from .flows import flow_begin
+
+        flow_begin(flow=execution, at=at)
+        return NOTHING
     ctx = ExecutionContext(
         execution=execution, agent=agent, deadline=at + timedelta(seconds=agent.timeout)
     )
@@ -167,6 +174,8 @@ class ExecutionContext:
         self.deadline = deadline
         self.secrets = agent.secrets
         self.config = agent.config
+        # What an earlier attempt saved with checkpoint() (None: start from the beginning).
+        self.last_checkpoint = execution.checkpoint
         self._secret_values = sorted(
             (v for v in self.secrets.values() if len(v) >= 4), key=len, reverse=True
         )
@@ -220,6 +229,28 @@ class ExecutionContext:
             self._last_cancel_check = float("-inf")
         if self._logs:
             self.flush()
+
+    def checkpoint(self, state: Any) -> None:
+        """Save ``state`` (JSON, at most ``CONVEYOR_CHECKPOINT_MAX_BYTES``) so that the next
+        attempt of this execution, if there is one, starts from it (``last_checkpoint``).
+        Written at once: an attempt killed right after still leaves it."""
+        try:
+            encoded = json.dumps(state)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"A checkpoint must be JSON: {exc}") from exc
+        size, most = len(encoded.encode()), settings.CONVEYOR_CHECKPOINT_MAX_BYTES
+        if size > most:
+            raise ValueError(
+                f"A checkpoint of {size} bytes is larger than the {most} bytes allowed: save "
+                "where the work stands (a position, an id), not the work itself."
+            )
+        now = timezone.now()
+        saved = Execution.objects.filter(
+            pk=self._pk, status=Status.RUNNING, attempt=self.attempt
+        ).update(checkpoint=state, checkpoint_at=now, heartbeat_at=now)
+        if not saved:
+            self._last_cancel_check = float("-inf")  # moved on under us: is_cancelled() says
+        self.last_checkpoint = state
 
     def is_cancelled(self, *, force: bool = False) -> bool:
         if self._cancelled:

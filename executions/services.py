@@ -32,6 +32,7 @@ from agents.models import Agent
 from .errors import CATEGORIES, Category, ClassifiedError
 from .humanize import seconds_in_words
 from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
+from .signals import execution_ended
 
 logger = logging.getLogger("conveyor.executions")
 
@@ -93,10 +94,28 @@ def transition(
             reason=reason,
             data=event_data,
         ).save(force_insert=True)
-    execution.status = to
-    for name, value in fields.items():
-        setattr(execution, name, value)
+        execution.status = to
+        for name, value in fields.items():
+            setattr(execution, name, value)
+        if to in Execution.TERMINAL_STATUSES:
+            ended(execution)
     return True
+
+
+def ended(execution: Execution) -> None:
+    """An execution reached a final state (inside the transaction that wrote it): tell the
+    ``execution_ended`` receivers, then, once committed, advance the flow it is a step of. If
+    that message is lost (the process dies first), the flows' recovery pass advances it."""
+    execution_ended.send(sender=Execution, execution=execution)
+    if execution.parent_id is not None:
+        flow_id = execution.parent_id
+
+        def advance_flow():  # named: Django logs a robust callback's failure by its __qualname__
+            from .tasks import advance_flow as task
+
+            task.apply_async(args=[flow_id], queue=settings.CONVEYOR_MAINTENANCE_QUEUE)
+
+        transaction.on_commit(advance_flow, robust=True)
 
 
 def execution_request(
@@ -110,6 +129,8 @@ def execution_request(
     retry_of: Execution | None = None,
     parent: Execution | None = None,
     step_index: int | None = None,
+    step_key: str = "",
+    retry_override: dict | None = None,
     schedule=None,
     scheduled_for: datetime | None = None,
     reason: str = "",
@@ -152,11 +173,12 @@ def execution_request(
         trigger=trigger,
         input=input,
         status=Status.QUEUED,
-        max_attempts=agent.max_retries + 1,
         idempotency_key=idempotency_key,
         retry_of=retry_of,
         parent=parent,
         step_index=step_index,
+        step_key=step_key,
+        retry_override=retry_override or None,
         not_before=not_before,
         schedule=schedule,
         scheduled_for=scheduled_for,
@@ -164,6 +186,9 @@ def execution_request(
         celery_task_id=str(uuid.uuid4()),
         **wait,
     )
+    # A flow makes one attempt, open while its steps run; its steps retry, not the flow.
+    is_flow = getattr(kind, "is_flow", False)
+    execution.max_attempts = 1 if is_flow else execution.retry_policy.max_attempts
     try:
         # A savepoint only when a duplicate key can make the insert fail inside a caller's
         # transaction (bulk creation in one transaction pays no extra round trips otherwise).
@@ -271,7 +296,7 @@ def enqueue(
     ``retries`` carries the number of attempts already made, so that the worker can tell a
     stale duplicate message from the one for the current attempt.
     """
-    from .tasks import run_execution
+    from .tasks import run_execution, start_flow
 
     if task_id is None:
         task_id = (
@@ -279,6 +304,12 @@ def enqueue(
             .values_list("celery_task_id", flat=True)
             .first()
         )
+    if getattr(agent.kind_impl, "is_flow", False):
+        # No worker runs a flow: this message lays out its steps and starts the first.
+        start_flow.apply_async(
+            args=[execution_id], task_id=task_id, queue=agent.queue, retries=attempt
+        )
+        return
     run_execution.apply_async(
         args=[execution_id],
         task_id=task_id,
@@ -457,6 +488,7 @@ def attempt_succeed(
                 result=result, at=at, started_at=execution.started_at
             ).items():
                 setattr(execution, name, value)
+            ended(execution)
             return True
         logs = []  # the statement wrote them whatever its outcome; the loss is recorded below
     with transaction.atomic():
@@ -495,7 +527,7 @@ def attempt_fail(
     ``Task.retry`` re-publish its own message).
     """
     agent = execution.agent
-    policy = agent.retry_policy
+    policy = execution.retry_policy
     info = CATEGORIES[error.category]
     retries_category = policy.retries(category=error.category, retryable=error.retryable)
     will_retry = retries_category and number < execution.max_attempts
@@ -644,20 +676,27 @@ def execution_cancel(*, execution: Execution, by: str = "", at: datetime | None 
                 code="already_finished",
             )
         was_running = execution.status == Status.RUNNING
-        won = transition(
-            execution,
-            to=Status.CANCELLED,
-            at=at,
-            reason=f"Cancelled{who}",
-            finished_at=at,
-            duration=(at - execution.started_at) if execution.started_at else None,
-            next_attempt_at=None,
-            wait_reason=WaitReason.NONE,
-            wait_until=None,
-            error_category=Category.CANCELLED,
-            error_title=CATEGORIES[Category.CANCELLED].title,
-            error_message=f"This execution was cancelled{who}.",
-        )
+        with transaction.atomic():
+            won = transition(
+                execution,
+                to=Status.CANCELLED,
+                at=at,
+                reason=f"Cancelled{who}",
+                finished_at=at,
+                duration=(at - execution.started_at) if execution.started_at else None,
+                next_attempt_at=None,
+                wait_reason=WaitReason.NONE,
+                wait_until=None,
+                error_category=Category.CANCELLED,
+                error_title=CATEGORIES[Category.CANCELLED].title,
+                error_message=f"This execution was cancelled{who}.",
+            )
+            if won and was_running and getattr(execution.agent.kind_impl, "is_flow", False):
+                from .flows import flow_stop
+
+                # A flow's own attempt runs nothing: its steps are what must stop.
+                flow_stop(flow=execution, at=at, why="the flow was cancelled")
+                was_running = False
         if won:
             if was_running:
                 # Named, like publish() above; the defaults bind this pass's values.

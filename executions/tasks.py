@@ -7,7 +7,7 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from . import dispatch, runner, services
+from . import dispatch, flows, runner, services
 
 logger = logging.getLogger("conveyor.tasks")
 
@@ -92,6 +92,36 @@ def resend_while_database_away(task: Task, exc: Exception, *, execution_id: int,
     task.signature_from_request(
         kwargs={"db_waits": db_waits + 1}, countdown=countdown
     ).apply_async()
+
+
+@shared_task(bind=True, name="executions.start_flow", ignore_result=True)
+def start_flow(self, execution_id: int, db_waits: int = 0) -> None:
+    """Start flow ``execution_id``: claim it, lay out its steps and start the first
+    (``executions.flows.flow_start``). Nothing runs here for long: the steps are executions of
+    their own. A duplicate message claims nothing."""
+    try:
+        flows.flow_start(
+            execution_id=execution_id,
+            expected_attempt=self.request.retries,
+            worker=self.request.hostname or "",
+        )
+    except (OperationalError, InterfaceError) as exc:
+        resend_while_database_away(self, exc, execution_id=execution_id, db_waits=db_waits)
+
+
+@shared_task(
+    name="executions.advance_flow",
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def advance_flow(flow_id: int) -> None:
+    """A step of flow ``flow_id`` ended: start what comes next (``executions.flows``). If this
+    message is lost or runs out of retries, the dispatcher's recovery pass advances the flow."""
+    flows.flow_advance(flow_id=flow_id)
 
 
 @shared_task(

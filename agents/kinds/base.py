@@ -119,6 +119,12 @@ class RunContext(Protocol):
     deadline: datetime  # when the soft time limit strikes
     config: Mapping[str, Any]  # the agent's validated config
     secrets: Mapping[str, str]  # the agent's secrets (masked repr)
+    last_checkpoint: Any  # what an earlier attempt saved with checkpoint(); None at first
+
+    def checkpoint(self, state: Any) -> None:
+        """Save where long work stands (JSON, size-limited): the next attempt of this execution
+        (after a timeout, a lost worker, a temporary error) reads it as ``last_checkpoint``
+        and resumes there instead of starting over."""
 
     def log(self, level: str, message: str, **data: Any) -> None: ...
 
@@ -141,8 +147,11 @@ class Kind:
     description: ClassVar[str]
     config_form: ClassVar[type[forms.Form]]
 
-    def clean_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Validate ``config`` with the kind's form; return what to store or raise ConfigInvalid."""
+    def clean_config(self, config: Mapping[str, Any] | None, *, agent=None) -> dict[str, Any]:
+        """Validate ``config`` with the kind's form; return what to store or raise ConfigInvalid.
+
+        ``agent``: the agent being saved (its owner, its own row), for kinds whose config
+        refers to other agents."""
         form = self.config_form(data=dict(config or {}))
         if not form.is_valid():
             raise ConfigInvalid({field: list(msgs) for field, msgs in form.errors.items()})
