@@ -184,7 +184,8 @@ def agent_delete_preview(*, agent: Agent) -> AgentDeletion:
 def agent_delete(*, agent: Agent) -> None:
     """Delete an agent with its executions (attempts, events, logs) and schedules.
 
-    Refused with :class:`AgentBusy` while any of its runs is queued, running or retrying: a
+    Refused with :class:`AgentBusy` while a flow of its owner has a step that runs it, and
+    while any of its runs is queued, running or retrying: a
     worker would be left holding a run whose rows are gone. The check runs with the agent's row
     locked. A run being started meanwhile cannot outlive the agent: Postgres checks its foreign
     key when its transaction commits, with a key-share lock on that row, so the run either
@@ -195,6 +196,14 @@ def agent_delete(*, agent: Agent) -> None:
         locked = Agent.objects.select_for_update().filter(pk=agent.pk).first()
         if locked is None:
             return
+        users = flows_using(agent=locked)
+        if users:
+            names = ", ".join(f"“{flow.name}”" for flow in users)
+            one = len(users) == 1
+            raise AgentBusy(
+                f"“{locked.name}” is a step of {'flow' if one else 'flows'} {names}: remove "
+                f"{'that step (or the flow)' if one else 'those steps (or the flows)'} first."
+            )
         busy = Execution.objects.filter(_in_progress(), agent=locked).count()
         if busy:
             runs = "1 run" if busy == 1 else f"{busy} runs"
@@ -207,6 +216,15 @@ def agent_delete(*, agent: Agent) -> None:
         "agent deleted",
         extra={"action": "agent_deleted", "agent_id": str(agent.uuid), "owner": agent.owner_id},
     )
+
+
+def flows_using(*, agent: Agent) -> list[Agent]:
+    """The owner's flows that have a step running ``agent``."""
+    from .kinds.flow import step_agents
+
+    wanted = str(agent.uuid)
+    flows = Agent.objects.filter(owner_id=agent.owner_id, kind="flow").exclude(pk=agent.pk)
+    return [flow for flow in flows if wanted in step_agents(flow.config)]
 
 
 def _in_progress() -> Q:

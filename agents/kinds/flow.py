@@ -370,11 +370,17 @@ class FlowKind(Kind):
         raise NotImplementedError("Flows are advanced by executions.flows, not run by a worker.")
 
 
+def step_agents(config: Mapping[str, Any]) -> set[str]:
+    """The UUIDs (text) of the agents a flow's steps run."""
+    steps = _all_steps(config.get("steps") or [])
+    return {s["agent"] for s in steps if isinstance(s.get("agent"), str) and s["agent"]}
+
+
 def agent_names(config: Mapping[str, Any]) -> dict[str, str]:
     """UUID (text) -> name of the agents a flow's steps run."""
     from ..models import Agent
 
-    wanted = {s.get("agent") for s in _all_steps(config.get("steps") or []) if s.get("agent")}
+    wanted = step_agents(config)
     return {str(u): n for u, n in Agent.objects.filter(uuid__in=wanted).values_list("uuid", "name")}
 
 
@@ -579,8 +585,8 @@ def _nesting_problem(target, *, flow) -> str | None:
                 f"Flows nest at most {most} deep; through {' → '.join(path)} this one would "
                 f"nest deeper."
             )
-        uuids = [s.get("agent") for s in _all_steps(agent.config.get("steps") or [])]
-        for inner in Agent.objects.filter(uuid__in=[u for u in uuids if u], kind="flow"):
+        uuids = step_agents(agent.config or {})
+        for inner in Agent.objects.filter(uuid__in=uuids, kind="flow"):
             if flow.pk is not None and inner.pk == flow.pk:
                 return (
                     f"“{target.name}” runs this flow (through {' → '.join([*path, inner.name])}),"

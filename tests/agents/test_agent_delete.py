@@ -117,3 +117,20 @@ def test_a_run_started_while_its_agent_is_deleted_does_not_outlive_it(make_agent
     assert outcome == {"run": "refused"}
     assert not Agent.objects.filter(pk=agent.pk).exists()
     assert not Execution.objects.exists()
+
+
+def test_an_agent_that_a_flow_runs_is_not_deleted_until_the_flow_stops_using_it(make_agent):
+    step = make_agent(name="fetch")
+    flow = make_agent(name="daily", kind="flow", config={"steps": [{"key": "a", "agent": "fetch"}]})
+    make_agent(name="other-flow", kind="flow", config={"steps": [{"key": "b", "agent": "daily"}]})
+
+    with pytest.raises(AgentBusy) as refused:
+        agent_delete(agent=step)
+
+    assert refused.value.message == (
+        "“fetch” is a step of flow “daily”: remove that step (or the flow) first."
+    )
+    assert Agent.objects.filter(pk=step.pk).exists()
+    flow.delete()  # (the flow "daily" is itself a step of other-flow: deleted directly here)
+    agent_delete(agent=step)
+    assert not Agent.objects.filter(pk=step.pk).exists()
