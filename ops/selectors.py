@@ -404,12 +404,14 @@ def running_over_timeout(*, now: datetime, limit: int = STUCK_LIMIT) -> list[Exe
 
     The worker stops an attempt at its time limit; one still running after it points at a
     worker that died or hangs (the reaper will finish it). Each has ``attempt_started_at``.
+    A running flow (waiting for its steps) runs no attempt of its own and is left out: its
+    steps are executions of their own, and its time limit is enforced by the engine.
     """
     attempt_started = ExecutionAttempt.objects.filter(
         execution_id=OuterRef("pk"), number=OuterRef("attempt")
     ).values("started_at")[:1]
     return list(
-        Execution.objects.filter(status=Status.RUNNING)
+        Execution.objects.filter(status=Status.RUNNING, wait_reason=Execution.WaitReason.NONE)
         .annotate(attempt_started_at=Coalesce(Subquery(attempt_started), F("started_at")))
         .filter(RanLongerThan(F("attempt_started_at"), F("agent__timeout"), _at(now)))
         .select_related("agent", "owner")

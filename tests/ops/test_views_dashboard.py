@@ -248,6 +248,24 @@ def test_the_current_attempt_decides_whether_a_retried_run_is_past_its_timeout(
     assert selectors.running_over_timeout(now=timezone.now()) == []
 
 
+def test_a_flow_waiting_for_its_steps_is_not_taken_for_a_run_past_its_timeout(make_agent):
+    from executions.flows import flow_start
+    from executions.services import execution_request
+
+    make_agent(name="step", timeout=60)
+    flow = make_agent(
+        name="flow", kind="flow", timeout=60, config={"steps": [{"key": "a", "agent": "step"}]}
+    )
+    started = timezone.now() - timedelta(minutes=10)
+    run = execution_request(agent=flow, trigger="manual", at=started, hold=True)
+    assert flow_start(execution_id=run.pk, expected_attempt=0, at=started)
+    child = run.children.get()
+    # The step claimed ten minutes ago and still running is past its agent's 60 s.
+    assert execution_claim(execution_id=child.pk, expected_attempt=0, worker="w", at=started)
+
+    assert [e.pk for e in selectors.running_over_timeout(now=timezone.now())] == [child.pk]
+
+
 # --- Cost -------------------------------------------------------------------------------------
 
 
