@@ -152,11 +152,16 @@ def _lay_out(flow: Execution, steps: list[dict], *, at: datetime) -> None:
                 record.result = original.result
                 record.reused_from_id = original.reused_from_id or original.execution_id
                 record.started_at = record.finished_at = at
+                record.note = (
+                    "Already waited in the run this one retries."
+                    if record.type == FlowStep.Type.WAIT
+                    else "Reused: it succeeded in the run this one retries."
+                )
         if kind == FlowStep.Type.GROUP and members:
             if all(m.status == Step.SUCCEEDED for m in members):
                 top.status, top.started_at, top.finished_at = Step.SUCCEEDED, at, at
-            else:
-                top.status, top.reused_from_id, top.result = Step.PENDING, None, None
+            else:  # its members that succeeded are reused; the others run again
+                top.status, top.reused_from_id, top.result, top.note = Step.PENDING, None, None, ""
         reusing = reusing and top.status == Step.SUCCEEDED
         records += [top, *members]
     FlowStep.objects.bulk_create(records)
@@ -591,24 +596,21 @@ def flow_time_out(*, flow_id: int, at: datetime | None = None) -> bool:
             return False
         steps = list(_steps(flow))
         _collect(steps, at=at)
-        active = [
-            s.key
-            for s in steps
-            if s.type != FlowStep.Type.GROUP and s.status in (Step.RUNNING, Step.WAITING)
-        ]
+        running = [s.key for s in steps if s.type == FlowStep.Type.RUN and s.status == Step.RUNNING]
+        waiting = [s.key for s in steps if s.status == Step.WAITING]
         limit = seconds_in_words((flow.deadline_at - flow.started_at).total_seconds())
-        if active:
-            doing = (
-                f"step “{active[0]}” was still running"
-                if len(active) == 1
-                else f"steps {', '.join(f'“{k}”' for k in active)} were still running"
-            )
+        if len(running) == 1:
+            doing = f"step “{running[0]}” was still running"
+        elif running:
+            doing = f"steps {', '.join(f'“{k}”' for k in running)} were still running"
+        elif waiting:
+            doing = f"it was still waiting (step “{waiting[0]}”)"
         else:
-            doing = "no step was running"
+            doing = "it had not finished"
         message = (
-            f"The flow did not finish within its time limit of {limit}: {doing} and was "
-            "stopped, and the steps after it were skipped. Raise the flow's time limit if its "
-            "steps need longer, or find out why the step is slow."
+            f"The flow did not finish within its time limit of {limit}: {doing}. Conveyor "
+            "cancelled what was running and skipped the steps after it. Raise the flow's time "
+            "limit if its steps need longer, or find out why the step is slow."
         )
         won = _finish_failed(
             flow,
