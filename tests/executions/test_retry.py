@@ -69,3 +69,18 @@ def test_it_describes_itself_in_words(overrides, words):
 
 def test_max_attempts_counts_the_first_attempt():
     assert policy(max_retries=3).max_attempts == 4
+
+
+def test_a_flow_override_replaces_only_what_it_names():
+    base = policy(max_retries=3, backoff=30, backoff_max=600, jitter=True)
+
+    assert base.overridden({"max_retries": 0}) == policy(
+        max_retries=0, backoff=30, backoff_max=600, jitter=True
+    )
+    assert base.overridden({"backoff": 2, "backoff_max": 4, "jitter": False}) == policy(
+        max_retries=3, backoff=2, backoff_max=4, jitter=False
+    )
+    # "enabled": false turns retries off whatever else it says; the categories stay the agent's.
+    off = base.overridden({"enabled": False, "max_retries": 5})
+    assert off.max_retries == 0 and off.retry_on == base.retry_on
+    assert base.overridden({"enabled": True}) == base
