@@ -1,5 +1,7 @@
 """Forms of the agent pages. Validation of the agent itself lives in agents.services."""
 
+import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -122,11 +124,32 @@ class AgentForm(forms.ModelForm):
             "workers listen on the default queue).",
         }
 
-    def __init__(self, *args, **kwargs):
+    # A flow is not retried or timed as a whole: its steps are (each step's retry settings,
+    # the flow's "retry" and "timeout" in its config), and no worker runs it, so a priority
+    # orders nothing (its steps run with their own agents'). Its form leaves these out: a new
+    # flow keeps the installation's defaults, an edited one what it had.
+    NOT_FOR_FLOWS = (
+        "max_retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "retry_on",
+        "timeout",
+        "priority",
+    )
+
+    def __init__(self, *args, kind=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if getattr(kind, "is_flow", False):
+            for name in self.NOT_FOR_FLOWS:
+                del self.fields[name]
         # A declared field gets no initial value from the model: take the instance's (a new
         # agent's instance carries the installation's defaults).
         self.initial.setdefault("retry_on", list(self.instance.retry_on or []))
+
+    def agent_fields(self) -> dict[str, Any]:
+        """The cleaned values of the agent's own fields this form shows."""
+        return {name: self.cleaned_data[name] for name in self.Meta.fields if name in self.fields}
 
     def _post_clean(self):
         # Model validation runs in agents.services, with the kind's config, in one place.
@@ -181,3 +204,59 @@ class SecretsForm(forms.Form):
         changes: dict[str, str | None] = dict.fromkeys(self.cleaned_data.get("remove", []))
         changes.update(self.cleaned_data["add"])
         return changes
+
+
+# Where a flow's save-time problems point (agents.kinds.flow keys them ``steps.<i>.<field>``,
+# a parallel group's members ``steps.<i>.parallel.<j>.<field>``), for the flow's form.
+STEP_PROBLEM_RE = re.compile(r"\Asteps\.(\d+)(?:\.parallel\.(\d+))?(?:\.([a-z_]+))?\Z")
+STEP_FIELD_WORDS = {
+    "key": "key",
+    "agent": "agent",
+    "input": "input",
+    "retry": "retries",
+    "wait": "wait",
+    "parallel": "steps in the group",
+}
+
+
+def flow_step_problems(errors: Mapping[str, list[str]], steps: Any) -> list[dict[str, Any]]:
+    """A flow's step problems as its form lists them, in the order found: ``where`` in words
+    ("Step 2 “deliver”, input"), the ``messages``, and ``anchor``, the id of the step's row
+    (``first``: the step's first problem, whose list item carries that id without script)."""
+    problems = []
+    seen = set()
+    for path, messages in errors.items():
+        match = STEP_PROBLEM_RE.match(path)
+        if match is None:
+            where, anchor = "Steps", "flow-steps"
+        else:
+            index, member, field = int(match[1]), match[2], match[3]
+            step = _item(steps, index)
+            where = f"Step {index + 1}{_key_of(step)}"
+            if member is not None:
+                members = step.get("parallel") if isinstance(step, dict) else None
+                where += f", step {int(member) + 1} in the group"
+                where += _key_of(_item(members, int(member)))
+            if field:
+                where += f", {STEP_FIELD_WORDS.get(field, field)}"
+            anchor = f"flow-step-{index + 1}"
+        problems.append(
+            {
+                "path": path,
+                "where": where,
+                "messages": list(messages),
+                "anchor": anchor,
+                "first": anchor not in seen,
+            }
+        )
+        seen.add(anchor)
+    return problems
+
+
+def _item(items: Any, index: int) -> Any:
+    return items[index] if isinstance(items, list) and index < len(items) else None
+
+
+def _key_of(step: Any) -> str:
+    key = step.get("key") if isinstance(step, dict) else None
+    return f" “{key}”" if isinstance(key, str) and key.strip() else ""

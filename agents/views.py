@@ -6,6 +6,7 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db.models.functions import Lower
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -17,7 +18,7 @@ from executions.selectors import agent_stats, agents_overview
 from executions.services import ExecutionRefused, execution_request
 
 from . import services
-from .forms import AgentForm, RunForm, SecretsForm
+from .forms import AgentForm, RunForm, SecretsForm, flow_step_problems
 from .kinds import KINDS, get_kind
 from .kinds.base import InvalidInputError
 from .models import Agent
@@ -133,56 +134,100 @@ def agent_edit(request, uuid):
 
 
 def _agent_form(request, kind, agent):
-    """Create or edit: the agent's own fields, the kind's config form and the secrets."""
-    existing = sorted(agent.secrets) if agent else []
+    """Create or edit: the agent's own fields, the kind's config form and the secrets (a flow
+    has none of its own; its steps are edited in the page's step editor, see flow_editor.js)."""
+    is_flow = getattr(kind, "is_flow", False)
     data = request.POST if request.method == "POST" else None
-    form = AgentForm(data, instance=agent, prefix="agent")
-    config_form = kind.config_form(data, prefix="config", initial=agent.config if agent else None)
-    secrets_form = SecretsForm(data, prefix="secrets", existing=existing)
+    form = AgentForm(data, instance=agent, prefix="agent", kind=kind)
+    initial = agent.config if agent else None
+    if is_flow and agent is None:
+        initial = NEW_FLOW
+    config_form = kind.config_form(data, prefix="config", initial=initial)
+    if is_flow:
+        # Without script this box is the whole editor, so its help shows the format (the
+        # editor, when it runs, says that its rows write the box).
+        config_form.fields["steps"].help_text = FLOW_STEPS_HELP
+    secrets_form = None
+    if not is_flow:
+        existing = sorted(agent.secrets) if agent else []
+        secrets_form = SecretsForm(data, prefix="secrets", existing=existing)
+    step_errors: dict[str, list[str]] = {}
     if request.method == "POST" and all(
-        [form.is_valid(), config_form.is_valid(), secrets_form.is_valid()]
+        [form.is_valid(), config_form.is_valid(), secrets_form is None or secrets_form.is_valid()]
     ):
-        fields = {name: form.cleaned_data[name] for name in AgentForm.Meta.fields}
+        changes = secrets_form.changes() if secrets_form is not None else {}
         try:
             if agent is None:
                 agent = services.agent_create(
                     owner=request.user,
                     kind=kind.name,
                     config=config_form.cleaned_data,
-                    secrets={k: v for k, v in secrets_form.changes().items() if v is not None},
-                    **fields,
+                    secrets={k: v for k, v in changes.items() if v is not None},
+                    **form.agent_fields(),
                 )
                 messages.success(request, f"Agent “{agent.name}” created. Run it below.")
             else:
                 services.agent_update(
                     agent=agent,
                     config=config_form.cleaned_data,
-                    secrets=secrets_form.changes(),
-                    **fields,
+                    secrets=changes,
+                    **form.agent_fields(),
                 )
                 messages.success(request, "Changes saved.")
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
-                if field.startswith("config."):
-                    config_form.add_error(field.removeprefix("config."), errors)
+                name = field.removeprefix("config.")
+                if field.startswith("config.") and name in config_form.fields:
+                    config_form.add_error(name, errors)
+                elif field.startswith("config.") and is_flow:
+                    # A step's problem ("steps.1.input"): shown at its step, not a form field.
+                    step_errors[name] = errors
                 elif field in form.fields:
                     form.add_error(field, errors)
                 else:
                     form.add_error(None, errors)
         else:
             return redirect("agents:detail", uuid=agent.uuid)
+    context = {
+        "agent": agent,
+        "kind": kind,
+        "form": form,
+        "config_form": config_form,
+        "secrets_form": secrets_form,
+    }
+    if is_flow:
+        context.update(_flow_editor_context(request, agent, config_form, step_errors))
     return render(
         request,
         "agents/form.html",
-        {
-            "agent": agent,
-            "kind": kind,
-            "form": form,
-            "config_form": config_form,
-            "secrets_form": secrets_form,
-        },
+        context,
         status=422 if request.method == "POST" else 200,
     )
+
+
+# A new flow starts with one run step to fill in.
+NEW_FLOW = {"steps": [{"key": "step-1", "agent": ""}], "result": "last"}
+FLOW_STEPS_HELP = (
+    'A JSON list of steps, for example [{"key": "fetch", "agent": "<agent name>", "input": '
+    '{"url": "{{ input.url }}"}}, {"key": "cool-off", "wait": {"seconds": 60}}].'
+)
+
+
+def _flow_editor_context(request, agent, config_form, step_errors) -> dict:
+    """What the step editor needs: the agents a step may run (the owner's others, by name) and
+    the problems found in the steps, by where they are (``steps.1.input``)."""
+    others = Agent.objects.filter(owner=request.user).order_by(Lower("name"), "pk")
+    if agent is not None:
+        others = others.exclude(pk=agent.pk)
+    steps = config_form.cleaned_data.get("steps") if config_form.is_bound else None
+    return {
+        "step_agents": [
+            {"uuid": str(uuid), "name": name, "kind": kind}
+            for uuid, name, kind in others.values_list("uuid", "name", "kind")
+        ],
+        "step_errors": step_errors,
+        "step_problems": flow_step_problems(step_errors, steps),
+    }
 
 
 @login_required

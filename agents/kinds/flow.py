@@ -213,6 +213,8 @@ class JSONValueField(forms.Field):
     """A JSON value given as JSON text (a page) or as the value itself (the API's config)."""
 
     widget = forms.Textarea(attrs={"rows": 12, "spellcheck": "false"})
+    # An empty list or object is a value (the form says what is wrong with it), not "missing".
+    empty_values = (None, "")
 
     def to_python(self, value):
         if isinstance(value, str):
@@ -233,6 +235,7 @@ class JSONValueField(forms.Field):
 class FlowConfigForm(forms.Form):
     steps = JSONValueField(
         label="Steps (JSON)",
+        error_messages={"required": "Give at least one step: a JSON list of steps."},
         help_text="The ordered list of steps; the step editor above writes it for you.",
     )
     timeout = forms.IntegerField(
@@ -342,7 +345,9 @@ class FlowKind(Kind):
         for position, step in enumerate(config.get("steps") or [], 1):
             lines.append((f"Step {position}", describe_step(step, names)))
         timeout = config.get("timeout")
-        lines.append(("Time limit", f"{timeout} s for the whole flow" if timeout else "None"))
+        lines.append(
+            ("Time limit", f"{timeout} s for the whole flow" if timeout else "None of its own")
+        )
         lines.append(("Result", dict(RESULT_CHOICES).get(config.get("result") or "last", "")))
         return lines
 
@@ -411,11 +416,14 @@ class _DefinitionCheck:
         self.errors: dict[str, list[str]] = {}
         self.earlier: list[str] = []  # keys a later step may read
         self.keys: set[str] = set()
+        self.all_keys: set[str] = set()  # every key in the definition
+        self.siblings: set[str] = set()  # while checking a parallel group: its members' keys
 
     def error(self, where: str, message: str) -> None:
         self.errors.setdefault(where, []).append(message)
 
     def steps(self, steps: list) -> list:
+        self.all_keys = {s["key"] for s in _all_steps(steps) if isinstance(s.get("key"), str)}
         cleaned = []
         for i, step in enumerate(steps):
             where = f"steps.{i}"
@@ -511,6 +519,9 @@ class _DefinitionCheck:
             )
             return step
         visible = list(self.earlier)  # members read earlier steps, not each other
+        self.siblings = {
+            m["key"] for m in members if isinstance(m, dict) and isinstance(m.get("key"), str)
+        }
         cleaned = []
         for j, member in enumerate(members):
             at = f"{where}.parallel.{j}"
@@ -520,6 +531,7 @@ class _DefinitionCheck:
                 continue
             cleaned.append(self.run(member, at, i, visible=visible))
         step["parallel"] = cleaned
+        self.siblings = set()
         self.earlier.extend(m.get("key") for m in cleaned if isinstance(m, dict))
         if key:
             self.earlier.append(key)
@@ -533,17 +545,17 @@ class _DefinitionCheck:
             return
         for path in found:
             if path[0] == "steps" and path[1] not in visible:
-                later = path[1] in self.keys
+                if path[1] in self.siblings:
+                    why = f"step “{path[1]}” runs at the same time (same parallel group)"
+                elif path[1] in self.all_keys:
+                    why = f"step “{path[1]}” does not come before this one"
+                else:
+                    why = f"there is no step “{path[1]}”"
                 known = ", ".join(k for k in visible if k) or "none"
                 self.error(
                     where,
-                    f"{{{{ {'.'.join(path)} }}}}: "
-                    + (
-                        f"step “{path[1]}” does not come before this one"
-                        if later
-                        else f"there is no step “{path[1]}”"
-                    )
-                    + f" (steps whose results it can read: {known}).",
+                    f"{{{{ {'.'.join(path)} }}}}: {why} (steps whose results it can read: "
+                    f"{known}).",
                 )
 
     def agent(self, ref: Any, where: str):
