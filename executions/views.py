@@ -1,6 +1,13 @@
-"""The owner's execution pages: the list, the live execution page, cancel and retry."""
+"""The owner's execution pages: the list, the live execution page, cancel and retry.
+
+A flow's page shows its steps as a timeline (:func:`flow_timeline`), refreshed with the rest of
+the live part; a step's page links back to its flow.
+"""
 
 import json
+import uuid as uuid_lib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,10 +19,13 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from agents.kinds.base import InvalidInputError
+from agents.kinds.flow import step_type, wait_key
+from agents.models import Agent
 
+from .errors import CATEGORIES
 from .forms import ExecutionFilterForm, RetryForm
 from .humanize import time_left
-from .models import Execution
+from .models import Execution, FlowStep
 from .selectors import agent_median_duration, agents_overview, executions_page
 from .services import ExecutionRefused, execution_cancel, execution_retry
 
@@ -24,7 +34,9 @@ LOG_LINES = 500
 
 def _owned_execution(request, uuid) -> Execution:
     return get_object_or_404(
-        Execution.objects.select_related("agent", "retry_of"), uuid=uuid, owner=request.user
+        Execution.objects.select_related("agent", "retry_of", "parent__agent"),
+        uuid=uuid,
+        owner=request.user,
     )
 
 
@@ -73,15 +85,20 @@ def live_context(request, execution: Execution) -> dict:
     if len(logs) == LOG_LINES:
         total_logs = execution.logs.count()
     estimate = None
+    now = timezone.now()
+    is_flow = getattr(execution.agent.kind_impl, "is_flow", False)
     current = attempts[-1] if attempts else None
-    if execution.status == Execution.Status.RUNNING and current is not None:
+    # A flow's progress counts steps, which take anything but equal times: no estimate.
+    if execution.status == Execution.Status.RUNNING and current is not None and not is_flow:
         estimate = time_left(
             progress=execution.progress,
-            elapsed=(timezone.now() - current.started_at).total_seconds(),
+            elapsed=(now - current.started_at).total_seconds(),
             median=agent_median_duration(agent_id=execution.agent_id),
         )
     return {
         "execution": execution,
+        "is_flow": is_flow,
+        "flow_steps": flow_timeline(execution, now=now) if is_flow else [],
         "attempts": attempts,
         # A cancelled run's attempt closes a moment after the cancel: keep refreshing till then.
         "settling": any(a.finished_at is None for a in attempts),
@@ -93,6 +110,160 @@ def live_context(request, execution: Execution) -> dict:
         "show_traceback": request.user.is_staff,
         "retry_form": RetryForm(initial={"input": _json_text(execution.input)}),
     }
+
+
+@dataclass
+class StepRow:
+    """One step of a flow's timeline as its page shows it (a parallel group with its members)."""
+
+    step: FlowStep
+    now: datetime
+    agent_name: str = ""
+    members: list["StepRow"] = field(default_factory=list)
+
+    @property
+    def number(self) -> int:
+        return self.step.index + 1
+
+    @property
+    def run(self) -> Execution | None:
+        """The step's own execution (run steps, once started)."""
+        return self.step.execution
+
+    @property
+    def page(self) -> Execution | None:
+        """The execution its link opens: its own run, or the earlier run it reuses."""
+        return self.step.execution or self.step.reused_from
+
+    @property
+    def tone(self) -> str:
+        """The marker's colour: the step's status, or its run's while the step runs (queued,
+        waiting to retry, or just ended and not yet recorded by the flow's advance)."""
+        run = self.run
+        if self.step.status == FlowStep.Status.RUNNING and run is not None:
+            return run.status
+        return self.step.status
+
+    @property
+    def label(self) -> str:
+        """The badge's words when it is not its run's (a step with no execution of its own)."""
+        if self.step.is_reused:
+            return "Reused"
+        return self.step.get_status_display()
+
+    @property
+    def attempts(self) -> str:
+        """ "attempt 2 of 4" while it runs, "3 attempts" once it has ended."""
+        run = self.run
+        if run is None or run.attempt == 0 or run.status == Execution.Status.RETRYING:
+            return ""
+        if run.status == Execution.Status.RUNNING:
+            return f"attempt {run.attempt} of {run.max_attempts}"
+        return "1 attempt" if run.attempt == 1 else f"{run.attempt} attempts"
+
+    @property
+    def took(self) -> timedelta | None:
+        """How long an ended step took (its run's duration, else from start to end)."""
+        step, run = self.step, self.run
+        if step.is_reused:
+            return None
+        if run is not None and run.is_terminal:
+            return run.duration
+        if not step.is_ended:
+            return None
+        if step.started_at and step.finished_at and step.finished_at > step.started_at:
+            return step.finished_at - step.started_at
+        return None  # a step that could not start took no time worth showing
+
+    @property
+    def running_for(self) -> timedelta | None:
+        step, run = self.step, self.run
+        if step.status != FlowStep.Status.RUNNING or step.started_at is None:
+            return None
+        if run is not None and run.is_terminal:
+            return None
+        return max(self.now - step.started_at, timedelta(0))
+
+    @property
+    def error_title(self) -> str:
+        """A failed step's error, by its title: its run's, or why it could not start."""
+        if self.step.status != FlowStep.Status.FAILED:
+            return ""
+        if self.run is not None and self.run.error_title:
+            return self.run.error_title
+        category = CATEGORIES.get(self.step.error_category)
+        return category.title if category else ""
+
+    @property
+    def error_text(self) -> str:
+        if self.run is not None and self.run.error_message:
+            return self.run.error_message
+        return self.step.note
+
+    @property
+    def wait_seconds(self) -> float | None:
+        """A wait step's fixed wait (None when it waits until a time)."""
+        wait = self.step.spec.get("wait")
+        seconds = wait.get("seconds") if isinstance(wait, dict) else None
+        return seconds if isinstance(seconds, int | float) else None
+
+
+def flow_timeline(execution: Execution, *, now: datetime) -> list[StepRow]:
+    """The flow's steps in order, each parallel group with its members: the FlowStep rows once
+    the flow has started (two queries, however many steps), else its definition as planned."""
+    steps = list(
+        FlowStep.objects.filter(flow=execution)
+        .select_related("execution", "reused_from")
+        .order_by("index", "id")
+    )
+    if not steps and execution.is_active:
+        steps = _planned_steps(execution.agent.config or {})
+    names = _agent_names(execution, steps)
+    top: list[StepRow] = []
+    members: dict[str, list[StepRow]] = {}
+    for step in steps:
+        row = StepRow(step=step, now=now, agent_name=names.get(str(step.spec.get("agent")), ""))
+        if step.group:
+            members.setdefault(step.group, []).append(row)
+        else:
+            top.append(row)
+    for row in top:
+        row.members = members.get(row.step.key, [])
+    return top
+
+
+def _planned_steps(config: dict) -> list[FlowStep]:
+    """A flow that has not started yet: its steps as defined now, none of them started."""
+    planned: list[FlowStep] = []
+    for index, spec in enumerate(s for s in config.get("steps") or [] if isinstance(s, dict)):
+        key = spec.get("key") or wait_key(index)
+        planned.append(FlowStep(key=key, index=index, type=step_type(spec), spec=spec))
+        for member in spec.get("parallel") or []:
+            if isinstance(member, dict):
+                planned.append(
+                    FlowStep(
+                        key=member.get("key", ""),
+                        index=index,
+                        group=key,
+                        type=FlowStep.Type.RUN,
+                        spec=member,
+                    )
+                )
+    return planned
+
+
+def _agent_names(execution: Execution, steps: list[FlowStep]) -> dict[str, str]:
+    """The names of the agents the run steps run, by UUID (one query)."""
+    wanted = set()
+    for step in steps:
+        try:
+            wanted.add(uuid_lib.UUID(str(step.spec.get("agent"))))
+        except ValueError:
+            continue
+    if not wanted:
+        return {}
+    found = Agent.objects.filter(owner_id=execution.owner_id, uuid__in=wanted)
+    return {str(u): name for u, name in found.values_list("uuid", "name")}
 
 
 def _json_text(value):
