@@ -13,13 +13,18 @@ import uuid
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
+from agents.kinds import KINDS
 from agents.schedule_services import schedule_create
 from agents.webhook_services import webhook_enable
 from api.services import token_create
+from executions.flows import flow_advance, flow_start
 from executions.models import Execution
+from executions.services import attempt_fail, execution_claim, execution_request
 from tests.browser import SCREENSHOTS, sign_in
 from tests.config.test_urls_isolation import POST_ONLY, owner_routes, url_for
+from tests.conftest import failure
 
 WIDTHS = (390, 1280)
 LONG_NAME = "nightly-invoice-reconciliation-for-the-european-subsidiaries_and-their-partners-v2"
@@ -120,10 +125,46 @@ def objects(make_agent, make_execution, alice):
             extra["attempt"] = 2
         executions[status] = make_execution(http, status, input={"since": "y" * 150}, **extra)
     make_execution(function, "succeeded")
+    # A flow of both, with long keys, a wait and a parallel group; one run of it in progress
+    # (its first step running) and one failed at its second step.
+    flow = make_agent(
+        alice,
+        name=f"{LONG_NAME}-flow",
+        kind="flow",
+        config={
+            "steps": [
+                {"key": "fetch-every-invoice-of-every-subsidiary", "agent": "echo",
+                 "input": {"since": "{{ input.since }}"}},
+                {"key": "cool-off", "wait": {"seconds": 3600}},
+                {"key": "tell", "parallel": [
+                    {"key": "mail-the-finance-team-about-it", "agent": "echo"},
+                    {"key": "reconcile-with-the-ledger-of-every-subsidiary", "agent": LONG_NAME},
+                ]},
+            ],
+            "timeout": 86400,
+        },
+    )  # fmt: skip
+    for status in ("running", "failed"):
+        run = execution_request(agent=flow, trigger="manual", input={"since": "z" * 150}, hold=True)
+        assert flow_start(execution_id=run.pk, expected_attempt=0)
+        if status == "failed":
+            step = run.children.get()
+            claimed, _attempt = execution_claim(
+                execution_id=step.pk, expected_attempt=0, worker="w", at=timezone.now()
+            )
+            attempt_fail(
+                execution=claimed,
+                number=1,
+                error=failure("upstream_error", retryable=False, reason=LONG_ERROR),
+                at=timezone.now(),
+            )
+            flow_advance(flow_id=run.pk)
+        run.refresh_from_db()
+        executions[f"flow-{status}"] = run
     token, _ = token_create(owner=alice, name="ci-deploys-from-the-main-branch-of-conveyor")
     schedule = http.schedules.first()
     return {
-        "agents": [http, function],
+        "agents": [http, function, flow],
         "executions": list(executions.values()),
         "token": token,
         "schedule": schedule,
@@ -135,7 +176,7 @@ def urls_for(name, pattern, objects):
     if name.startswith("ops:"):
         return [reverse(name)]
     if name == "agents:create":
-        return [reverse(name, kwargs={"kind": kind}) for kind in ("function", "http")]
+        return [reverse(name, kwargs={"kind": kind}) for kind in KINDS]
     base = {
         "agent": objects["agents"][0],
         "execution": objects["executions"][0],
