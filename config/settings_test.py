@@ -34,6 +34,10 @@ if not env_str("REDIS_URL"):
     if not env_str("BROKER_URL"):
         CELERY_BROKER_URL = f"redis+socket://{TEST_REDIS_SOCKET}"
 
+# Hooks the worker processes the suite starts load (tests/hooks/apps.py): end-to-end tests
+# that need a worker to fail at one exact moment.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.hooks"]  # noqa: F405 (from .settings)
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CONVEYOR_PROGRESS_INTERVAL = 0.2
 CONVEYOR_LOG_FLUSH_INTERVAL = 0.2

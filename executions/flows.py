@@ -206,7 +206,11 @@ def flow_advance(*, flow_id: int, at: datetime | None = None) -> None:
 
 
 def _steps(flow: Execution):
-    return FlowStep.objects.filter(flow=flow).select_related("execution").order_by("index", "id")
+    return (
+        FlowStep.objects.filter(flow=flow)
+        .select_related("execution__agent")
+        .order_by("index", "id")
+    )
 
 
 def _advance(flow: Execution, *, at: datetime) -> None:
@@ -455,7 +459,13 @@ def _fail_on(
         attempts = "1 attempt" if child.attempt == 1 else f"{child.attempt} attempts"
         retries = child.max_attempts - 1
         allowed = {0: "no retries", 1: "1 retry"}.get(retries, f"{retries} retries")
-        message = f"{where} failed after {attempts} ({allowed} allowed): {child.error_message}"
+        info = CATEGORIES.get(category)
+        retried = info is not None and child.retry_policy.retries(
+            category=category, retryable=info.retryable
+        )
+        # The retries it had, when they could have helped (its message says when they could not).
+        had = f" ({allowed} allowed)" if retried or retries == 0 else ""
+        message = f"{where} failed after {attempts}{had}: {child.error_message}"
     _skip_rest(flow, steps, why="Skipped: an earlier step did not succeed.", at=at)
     if category == Category.CANCELLED:
         won = transition(

@@ -145,20 +145,19 @@ def render(template: Any, scope: Mapping[str, Any]) -> Any:
 def resolve(path: list[str], scope: Mapping[str, Any]) -> Any:
     shown = "{{ " + ".".join(path) + " }}"
     if path[0] == "input":
-        value, walked, rest = scope.get("input"), "the flow's input", path[1:]
+        value, whose, rest = scope.get("input"), "the flow's input", path[1:]
     else:
         step = scope.get("steps", {}).get(path[1])
         if step is None:
             raise FlowReferenceError(f"{shown}: step “{path[1]}” has no result yet.")
-        value, walked, rest = step.get("result"), f"the result of step “{path[1]}”", path[3:]
-    for name in rest:
+        value, whose, rest = step.get("result"), f"the result of step “{path[1]}”", path[3:]
+    for depth, name in enumerate(rest, 1):
         if isinstance(value, dict) and name in value:
             value = value[name]
         elif isinstance(value, list) and name.isdigit() and int(name) < len(value):
             value = value[int(name)]
         else:
-            raise FlowReferenceError(f"{shown}: {walked} has no “{name}”.")
-        walked = f"{walked}.{name}" if not walked.endswith("”") else f"{walked[:-1]}.{name}”"
+            raise FlowReferenceError(f"{shown}: {whose} has no “{'.'.join(rest[:depth])}”.")
     return value
 
 
@@ -332,11 +331,17 @@ class FlowKind(Kind):
     is_flow = True
 
     def clean_config(self, config, *, agent=None):
-        cleaned = super().clean_config(config)
-        checker = _DefinitionCheck(agent=agent)
-        cleaned["steps"] = checker.steps(cleaned["steps"])
-        if checker.errors:
-            raise ConfigInvalid(checker.errors)
+        # The steps are checked even when a flow-wide field is wrong: every problem at once.
+        form = self.config_form(data=dict(config or {}))
+        form.is_valid()
+        errors = {field: list(messages) for field, messages in form.errors.items()}
+        cleaned = form.cleaned_data
+        if "steps" in cleaned:
+            checker = _DefinitionCheck(agent=agent)
+            cleaned["steps"] = checker.steps(cleaned["steps"])
+            errors.update(checker.errors)
+        if errors:
+            raise ConfigInvalid(errors)
         return cleaned
 
     def summary(self, config, secrets=None):
@@ -385,7 +390,12 @@ def agent_names(config: Mapping[str, Any]) -> dict[str, str]:
     """UUID (text) -> name of the agents a flow's steps run."""
     from ..models import Agent
 
-    wanted = step_agents(config)
+    wanted = []
+    for value in step_agents(config):
+        try:  # an unsaved config may still name an agent instead of giving its UUID
+            wanted.append(uuid.UUID(value))
+        except ValueError:
+            continue
     return {str(u): n for u, n in Agent.objects.filter(uuid__in=wanted).values_list("uuid", "name")}
 
 
@@ -424,6 +434,11 @@ class _DefinitionCheck:
 
     def steps(self, steps: list) -> list:
         self.all_keys = {s["key"] for s in _all_steps(steps) if isinstance(s.get("key"), str)}
+        self.all_keys |= {
+            wait_key(i)
+            for i, s in enumerate(steps)
+            if isinstance(s, dict) and step_type(s) == "wait" and "key" not in s
+        }
         cleaned = []
         for i, step in enumerate(steps):
             where = f"steps.{i}"
