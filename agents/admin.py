@@ -6,6 +6,9 @@ to the fields), ``agent_delete`` deletes them, and refuses while runs are in pro
 
 Secrets and webhook secrets are write-only: the admin shows which names are set, never a value.
 Secrets can be added, replaced or removed here (the same form as the agent's own page).
+
+The config is JSON as stored; "In words" says what it does as the agent's page does (a flow's
+steps name the agents they run, which its config holds by UUID).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from executions.models import Execution
 from ops.admin_actions import ActionReport, PauseResumeActions
@@ -162,6 +166,7 @@ class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
     inlines = (ScheduleInline,)
     readonly_fields = (
         "uuid",
+        "config_summary",
         "webhook_enabled",
         "secrets_set",
         "webhook_secrets_set",
@@ -170,7 +175,21 @@ class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
         "updated_at",
     )
     fieldsets = (
-        (None, {"fields": ("uuid", "owner", "name", "description", "kind", "config", "is_paused")}),
+        (
+            None,
+            {
+                "fields": (
+                    "uuid",
+                    "owner",
+                    "name",
+                    "description",
+                    "kind",
+                    "config",
+                    "config_summary",
+                    "is_paused",
+                )
+            },
+        ),
         ("Secrets (write-only)", {"fields": ("secrets_set", "secrets_add", "secrets_remove")}),
         ("Retries and limits", {"fields": RUN_POLICY_FIELDS}),
         ("Webhook trigger", {"fields": ("webhook_enabled", "webhook_secrets_set")}),
@@ -334,6 +353,16 @@ class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
         return format_html(
             '<span class="conveyor-badge conveyor-badge-{}">{}</span>', obj.last_status, label
         )
+
+    @admin.display(description="In words")
+    def config_summary(self, obj):
+        # What is stored: a form sent back with errors carries a config that may not be valid.
+        stored = Agent.objects.filter(pk=obj.pk).first() if obj.pk else None
+        kind = stored.kind_impl if stored is not None else None
+        if kind is None:
+            return "—"
+        lines = kind.summary(stored.config or {}, sorted(stored.secrets))
+        return format_html_join(mark_safe("<br>"), "{}: {}", lines) or "—"
 
     @admin.display(description="Secrets")
     def secrets_set(self, obj):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC
 
 from django import forms
 from django_filters import fields
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema_field
 
 from executions.models import Execution
 
@@ -33,6 +35,47 @@ class BoundedIsoDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = BoundedIsoDateTimeField
 
 
+#: ``parent=none``: only executions no flow started.
+TOP_LEVEL = "none"
+
+
+class ParentField(forms.Field):
+    """A flow execution's id, or ``none``."""
+
+    def to_python(self, value):
+        value = (value or "").strip()
+        if not value:
+            return None
+        if value.lower() == TOP_LEVEL:
+            return TOP_LEVEL
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise forms.ValidationError(
+                f"“{value[:100]}” is neither a flow execution's id nor “{TOP_LEVEL}” (executions "
+                "no flow started)."
+            ) from None
+
+
+PARENT_HELP = (
+    "A flow execution's id: the executions of its steps. `none`: only executions no flow started."
+)
+
+
+# The schema's description comes from here: with a schema of its own, the filter's help_text
+# is not read.
+@extend_schema_field({"type": "string", "example": TOP_LEVEL, "description": PARENT_HELP})
+class ParentFilter(filters.Filter):
+    field_class = ParentField
+
+    def filter(self, queryset, value):
+        if value is None:
+            return queryset
+        if value == TOP_LEVEL:
+            return queryset.filter(parent__isnull=True)
+        return queryset.filter(parent__uuid=value)
+
+
 class ExecutionFilter(filters.FilterSet):
     status = filters.MultipleChoiceFilter(
         choices=Execution.Status.choices, help_text="One or more statuses (repeat the parameter)."
@@ -47,10 +90,11 @@ class ExecutionFilter(filters.FilterSet):
     created_before = BoundedIsoDateTimeFilter(
         field_name="created_at", lookup_expr="lt", help_text="Created before (ISO 8601)."
     )
+    parent = ParentFilter(help_text=PARENT_HELP)
 
     class Meta:
         model = Execution
-        fields = ("status", "trigger", "agent", "created_after", "created_before")
+        fields = ("status", "trigger", "agent", "created_after", "created_before", "parent")
 
 
 class FilterBackend(filters.DjangoFilterBackend):

@@ -17,7 +17,7 @@ from agents.kinds import get_kind, kind_choices
 from agents.models import Agent
 from agents.webhook_services import webhook_rotation_in_progress
 from executions.errors import CATEGORIES
-from executions.models import Execution, ExecutionLog
+from executions.models import Execution, ExecutionLog, FlowStep
 
 SMALLINT_MAX = 32767
 INT_MAX = 2_147_483_647
@@ -205,8 +205,9 @@ class ExecutionSerializer(serializers.Serializer):
     wait_reason = serializers.ChoiceField(
         choices=Execution.WaitReason.choices,
         read_only=True,
-        help_text="Why an active execution is not running now: delayed, held, broker, backoff; "
-        "empty when it is not waiting.",
+        help_text="Why an active execution is not running now: delayed, held, broker, backoff "
+        "or, for a flow, steps (its current step runs) and pause (a wait step); empty when it is "
+        "not waiting.",
     )
     wait_label = serializers.CharField(
         source="get_wait_reason_display", read_only=True, help_text="The wait reason in words."
@@ -232,6 +233,30 @@ class ExecutionSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
     duration_seconds = serializers.SerializerMethodField()
     retry_of = serializers.UUIDField(source="retry_of.uuid", read_only=True, allow_null=True)
+    parent = serializers.UUIDField(
+        source="parent.uuid",
+        read_only=True,
+        allow_null=True,
+        help_text="A flow's step: the id of the flow execution that started it; null otherwise.",
+    )
+    step_key = serializers.CharField(
+        read_only=True, help_text="A flow's step: its key in the flow; empty otherwise."
+    )
+    step_index = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="A flow's step: the position of its step in the flow, from 0; null otherwise.",
+    )
+    checkpoint_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the agent last saved a checkpoint (a later attempt resumes from it).",
+    )
+    deadline_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="A running flow with a time limit: when it is stopped if not finished.",
+    )
     logs_url = serializers.SerializerMethodField()
 
     def to_representation(self, execution):
@@ -271,11 +296,77 @@ class ExecutionSerializer(serializers.Serializer):
         return execution.duration.total_seconds() if execution.duration is not None else None
 
 
+class FlowStepSerializer(serializers.Serializer):
+    """One step of a flow execution (a member of a parallel group has ``group`` set)."""
+
+    key = serializers.CharField(read_only=True)
+    index = serializers.IntegerField(
+        read_only=True,
+        help_text="The position of the step in the flow, from 0 (a group's members share it).",
+    )
+    group = serializers.CharField(
+        read_only=True, help_text="The key of the parallel group it belongs to; empty if none."
+    )
+    type = serializers.ChoiceField(choices=FlowStep.Type.choices, read_only=True)
+    # Words, not an enum: the schema has a "status" enum already (the execution's), and a second
+    # one of that name would need a settings override to be named.
+    status = serializers.CharField(
+        read_only=True,
+        help_text=f"One of: {', '.join(FlowStep.Status.values)}.",
+    )
+    execution = serializers.UUIDField(
+        source="execution.uuid",
+        read_only=True,
+        allow_null=True,
+        help_text="The id of the execution that runs this step; null for waits, groups, steps "
+        "not started and reused ones.",
+    )
+    reused_from = serializers.UUIDField(
+        source="reused_from.uuid",
+        read_only=True,
+        allow_null=True,
+        help_text="A retried flow reuses a step that succeeded before instead of running it "
+        "again: the id of that earlier run; null otherwise.",
+    )
+    result = serializers.JSONField(read_only=True, allow_null=True)
+    note = serializers.CharField(
+        read_only=True,
+        help_text="Why it ended so, in words: skipped, stopped, could not start, or reused.",
+    )
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    wait_until = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="A wait step: until when it waits."
+    )
+
+
+class ExecutionDetailSerializer(ExecutionSerializer):
+    """One execution, with a flow's steps."""
+
+    steps = serializers.SerializerMethodField(
+        help_text="A flow's steps in order (empty until the flow starts); null for an execution "
+        "that is not a flow."
+    )
+
+    @extend_schema_field(FlowStepSerializer(many=True, allow_null=True))
+    def get_steps(self, execution) -> list | None:
+        rows = list(
+            FlowStep.objects.filter(flow=execution)
+            .select_related("execution", "reused_from")
+            .order_by("index", "id")
+        )
+        if not rows and not getattr(execution.agent.kind_impl, "is_flow", False):
+            return None
+        return FlowStepSerializer(rows, many=True, context=self.context).data
+
+
 class ExecutionSchema(OpenApiSerializerExtension):
-    """The schema of ExecutionSerializer, with the field only staff get (added in
-    ``to_representation``, so the generator cannot see it) as an optional one."""
+    """The schema of ExecutionSerializer (and ExecutionDetailSerializer), with the field only
+    staff get (added in ``to_representation``, so the generator cannot see it) as an optional
+    one."""
 
     target_class = ExecutionSerializer
+    match_subclasses = True
 
     def map_serializer(self, auto_schema, direction):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)

@@ -156,7 +156,35 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
                     "max_retries": 3,
                 },
                 request_only=True,
-            )
+            ),
+            OpenApiExample(
+                "A flow of your other agents",
+                description="Steps name your agents by name or id (ids come back). A step's "
+                "`input` may read the flow's input and earlier steps' results.",
+                value={
+                    "name": "fetch-and-notify",
+                    "kind": "flow",
+                    "config": {
+                        "steps": [
+                            {
+                                "key": "fetch",
+                                "agent": "fetch-page",
+                                "input": {"url": "{{ input.url }}"},
+                            },
+                            {"key": "cool-off", "wait": {"seconds": 60}},
+                            {
+                                "key": "notify",
+                                "agent": "send-mail",
+                                "input": {"body": "{{ steps.fetch.result.body }}"},
+                                "retry": {"max_retries": 2, "backoff": 5},
+                            },
+                        ],
+                        "timeout": 3600,
+                        "result": "last",
+                    },
+                },
+                request_only=True,
+            ),
         ],
         responses={201: s.AgentSerializer, **error_responses(*WRITE)},
     )
@@ -280,9 +308,9 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             )
         ],
         responses={
-            202: OpenApiResponse(s.ExecutionSerializer, description="Queued."),
+            202: OpenApiResponse(s.ExecutionDetailSerializer, description="Queued."),
             200: OpenApiResponse(
-                s.ExecutionSerializer, description="Replay: the execution this key started."
+                s.ExecutionDetailSerializer, description="Replay: the execution this key started."
             ),
             **error_responses(404, 409, 429, *WRITE),
         },
@@ -319,7 +347,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             raise _invalid_input(exc) from None
         except ExecutionRefused as exc:
             raise Conflict(exc.message, code=exc.code) from None
-        body = s.ExecutionSerializer(execution, context=self.get_serializer_context()).data
+        body = s.ExecutionDetailSerializer(execution, context=self.get_serializer_context()).data
         if execution.is_replay:
             return Response(body, status=status.HTTP_200_OK, headers={"Location": body["url"]})
         return _created(body, status_code=status.HTTP_202_ACCEPTED)
@@ -445,7 +473,9 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Execution.objects.none()
-        return Execution.objects.filter(owner=self.request.user).select_related("agent", "retry_of")
+        return Execution.objects.filter(owner=self.request.user).select_related(
+            "agent", "retry_of", "parent"
+        )
 
     def get_throttles(self):
         if self.action == "retry":
@@ -453,7 +483,8 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         return super().get_throttles()
 
     def _execution(self, execution: Execution):
-        return s.ExecutionSerializer(execution, context=self.get_serializer_context()).data
+        """One execution on its own: with a flow's steps."""
+        return s.ExecutionDetailSerializer(execution, context=self.get_serializer_context()).data
 
     @extend_schema(
         summary="List your executions",
@@ -465,7 +496,9 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Get an execution",
-        responses={200: s.ExecutionSerializer, **error_responses(404, *READ)},
+        description="A flow's execution has its steps in `steps`; each step's own execution is "
+        "listed by `?parent=<the flow's id>`.",
+        responses={200: s.ExecutionDetailSerializer, **error_responses(404, *READ)},
     )
     def retrieve(self, request, id=None):
         return Response(self._execution(self.get_object()))
@@ -484,12 +517,14 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Retry a failed or cancelled execution as a new one",
         description=(
-            "The original is not changed. Optionally give a new `input`. Counted with run "
-            "requests against CONVEYOR_API_RUN_RATE: past the rate, 429 with Retry-After."
+            "The original is not changed. Optionally give a new `input`. A retried flow reuses "
+            "the steps that succeeded (`reused_from`) and runs again from the step that did "
+            "not. Counted with run requests against CONVEYOR_API_RUN_RATE: past the rate, 429 "
+            "with Retry-After."
         ),
         request=s.RetryRequestSerializer,
         responses={
-            201: OpenApiResponse(s.ExecutionSerializer, description="The new execution."),
+            201: OpenApiResponse(s.ExecutionDetailSerializer, description="The new execution."),
             **error_responses(404, 409, 429, *WRITE),
         },
     )
@@ -510,9 +545,10 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Cancel a queued, retrying or running execution",
+        description="Cancelling a flow cancels its running steps and skips the others.",
         request=None,
         responses={
-            202: OpenApiResponse(s.ExecutionSerializer, description="Cancelled."),
+            202: OpenApiResponse(s.ExecutionDetailSerializer, description="Cancelled."),
             **error_responses(404, 409, *ACTION),
         },
     )

@@ -7,6 +7,9 @@
   whose year/month links scan every row).
 * Search takes an execution UUID (exact, through its unique index), or part of an agent name or
   owner username (matched in the small agents and users tables first).
+* Flows: a flow's page lists its steps (``FlowStep``) with a link to each step's execution; a
+  step's page links to its flow. The list filters by trigger (``Flow``: the steps' runs) and
+  by whether an execution is a flow's step.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from agents.models import Agent
 from ops.admin_actions import ActionReport
 
 from .humanize import seconds_in_words
-from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
+from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog, FlowStep
 from .services import ExecutionRefused, execution_cancel, execution_retry
 
 Status = Execution.Status
@@ -143,6 +146,24 @@ class SlowerThanFilter(admin.SimpleListFilter):
         return queryset.filter(duration__gte=timedelta(seconds=seconds))
 
 
+class FlowStepFilter(admin.SimpleListFilter):
+    """A flow's steps run as executions of their own: hide them to see only what people and
+    systems started, or show only them."""
+
+    title = "flow step"
+    parameter_name = "flow_step"
+
+    def lookups(self, request, model_admin):
+        return (("no", "Not a flow's step"), ("yes", "Flows' steps"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(parent__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(parent__isnull=False)
+        return queryset
+
+
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
@@ -202,6 +223,77 @@ class LogInline(ReadOnlyInline):
     fields = ("when", "attempt", "level", "message")
 
 
+class FlowStepsFormSet(BaseInlineFormSet):
+    """The steps with the executions they link to, in one query."""
+
+    def get_queryset(self):
+        if not hasattr(self, "_steps"):
+            self._steps = super().get_queryset().select_related("execution", "reused_from")
+        return self._steps
+
+
+class FlowStepInline(ReadOnlyInline):
+    """A flow's steps, in order; each step's run has its own execution page."""
+
+    model = FlowStep
+    fk_name = "flow"
+    formset = FlowStepsFormSet
+    verbose_name = "step"
+    verbose_name_plural = "Steps"
+    started = precise_time("started_at", "Started")
+    finished = precise_time("finished_at", "Finished")
+    readonly_fields = (
+        "step",
+        "type",
+        "status_badge",
+        "run_link",
+        "result_json",
+        "note",
+        "started",
+        "finished",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="Step")
+    def step(self, obj):
+        if obj.group:
+            return f"{obj.index + 1}. {obj.key} (in {obj.group})"
+        return f"{obj.index + 1}. {obj.key}"
+
+    @admin.display(description="Status")
+    def status_badge(self, obj):
+        text = obj.get_status_display()
+        if obj.status == FlowStep.Status.WAITING and obj.wait_until is not None:
+            text += f" until {timezone.localtime(obj.wait_until):%Y-%m-%d %H:%M:%S}"
+        return format_html(
+            '<span class="conveyor-badge conveyor-badge-{}" data-status="{}">{}</span>',
+            obj.status,
+            obj.status,
+            text,
+        )
+
+    @admin.display(description="Run")
+    def run_link(self, obj):
+        if obj.execution_id is not None:
+            return _execution_link(obj.execution)
+        if obj.reused_from_id is not None:
+            return format_html("Reused: {}", _execution_link(obj.reused_from))
+        return "—"
+
+    @admin.display(description="Result")
+    def result_json(self, obj):
+        return _json_block(obj.result)
+
+
+def _is_flow(execution: Execution) -> bool:
+    """Run by the flow kind (or with steps: its agent may have changed kind since). Asked
+    several times per page: kept on the instance."""
+    if not hasattr(execution, "_admin_is_flow"):
+        kind = execution.agent.kind_impl
+        execution._admin_is_flow = bool(getattr(kind, "is_flow", False)) or execution.steps.exists()
+    return execution._admin_is_flow
+
+
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = (
@@ -222,6 +314,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         RetriedFilter,
         "error_category",
         "trigger",
+        FlowStepFilter,
         ("created_at", DateFieldListFilter),
         SlowerThanFilter,
         "agent__queue",
@@ -254,6 +347,7 @@ class ExecutionAdmin(admin.ModelAdmin):
                     "not_before_time",
                     "published_time",
                     "heartbeat_time",
+                    "checkpoint_time",
                 )
             },
         ),
@@ -261,7 +355,7 @@ class ExecutionAdmin(admin.ModelAdmin):
             "Error",
             {"fields": ("error_category", "error_title", "error_message", "traceback")},
         ),
-        ("Input and result", {"fields": ("input_json", "result_json")}),
+        ("Input and result", {"fields": ("input_json", "result_json", "checkpoint_json")}),
         (
             "Related",
             {
@@ -269,8 +363,6 @@ class ExecutionAdmin(admin.ModelAdmin):
                 "fields": (
                     "retry_of_link",
                     "retried_as_links",
-                    "parent_link",
-                    "step_index",
                     "schedule",
                     "scheduled_for_time",
                     "idempotency_key",
@@ -281,8 +373,16 @@ class ExecutionAdmin(admin.ModelAdmin):
         ),
     )
 
+    # Shown, second, on the page of a flow's step (its flow) and of a flow (its time limit).
+    step_fieldset = ("Flow", {"fields": ("parent_link", "step_display")})
+    flow_fieldset = ("Flow", {"fields": ("deadline_time",)})
+
     # The detail page is read-only: every field it shows, in the fieldsets' order.
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = tuple(
+        name
+        for _, options in (*fieldsets, step_fieldset, flow_fieldset)
+        for name in options["fields"]
+    )
 
     created_time = precise_time("created_at", "Created")
     started_time = precise_time("started_at", "Started")
@@ -302,6 +402,21 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     heartbeat_time = precise_time("heartbeat_at", "Heartbeat")
     scheduled_for_time = precise_time("scheduled_for", "Scheduled for")
+    checkpoint_time = precise_time("checkpoint_at", "Last checkpoint")
+    deadline_time = precise_time("deadline_at", "Time limit ends")
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and obj.parent_id is not None:
+            fieldsets.insert(1, self.step_fieldset)
+        elif obj is not None and _is_flow(obj):
+            fieldsets.insert(1, self.flow_fieldset)
+        return fieldsets
+
+    def get_inlines(self, request, obj):
+        if obj is not None and _is_flow(obj):
+            return (FlowStepInline, *self.inlines)
+        return self.inlines
 
     # --- Read-mostly -------------------------------------------------------------------------
 
@@ -488,9 +603,23 @@ class ExecutionAdmin(admin.ModelAdmin):
             or "—"
         )
 
-    @admin.display(description="Parent flow")
+    @admin.display(description="Flow")
     def parent_link(self, obj):
-        return _execution_link(obj.parent)
+        if obj.parent is None:
+            return "—"
+        return format_html("{} of “{}”", _execution_link(obj.parent), obj.parent.agent.name)
+
+    @admin.display(description="Step")
+    def step_display(self, obj):
+        if not obj.step_key:
+            return "—"
+        if obj.step_index is None:
+            return obj.step_key
+        return f"{obj.step_key} (step {obj.step_index + 1} of the flow)"
+
+    @admin.display(description="Checkpoint")
+    def checkpoint_json(self, obj):
+        return _json_block(obj.checkpoint)
 
     # --- Actions -------------------------------------------------------------------------------
 
@@ -557,3 +686,71 @@ def _json_block(value):
         return "—"
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
     return format_html('<pre class="conveyor-json">{}</pre>', text)
+
+
+@admin.register(FlowStep)
+class FlowStepAdmin(admin.ModelAdmin):
+    """Every flow's steps, read-only (the engine writes them): find the steps that wait or run
+    now, or those that failed; each links to its flow and to the execution that ran it."""
+
+    list_display = ("flow_link", "step", "type", "status_badge", "run_link", "started", "finished")
+    list_filter = ("status", "type")
+    search_fields = ("key",)
+    search_help_text = "A flow execution's UUID, or a step's key."
+    list_select_related = ("flow__agent", "execution", "reused_from")
+    list_per_page = 50
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    ordering = ("-id",)
+    fields = (
+        "flow_link",
+        "step",
+        "type",
+        "status_badge",
+        "run_link",
+        "note",
+        "error_category",
+        "started",
+        "finished",
+        "wait_until_time",
+        "result_json",
+        "spec_json",
+    )
+    readonly_fields = fields
+
+    step = FlowStepInline.step
+    status_badge = FlowStepInline.status_badge
+    run_link = FlowStepInline.run_link
+    result_json = FlowStepInline.result_json
+    started = precise_time("started_at", "Started")
+    finished = precise_time("finished_at", "Finished")
+    wait_until_time = precise_time("wait_until", "Waits until")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # they go with their flow's execution
+
+    def get_search_results(self, request, queryset, search_term):
+        try:
+            return queryset.filter(flow__uuid=uuid.UUID(search_term.strip())), False
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="Flow", ordering="flow")
+    def flow_link(self, obj):
+        return format_html(
+            '<a href="{}">{}</a> ({})',
+            _change_url(obj.flow),
+            str(obj.flow.uuid)[:8],
+            obj.flow.agent.name,
+        )
+
+    @admin.display(description="Definition")
+    def spec_json(self, obj):
+        return _json_block(obj.spec)

@@ -1,6 +1,8 @@
 """manage.py seed_demo: the demo user and agents, created once and put back on later runs."""
 
+import json
 import re
+import uuid
 from io import StringIO
 
 import pytest
@@ -11,6 +13,9 @@ from django.test import override_settings
 from agents.management.commands import seed_demo
 from agents.models import Agent
 from agents.services import agent_update
+from executions.models import Execution, FlowStep
+from executions.services import execution_request
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +24,10 @@ DEMO_KINDS = {
     "flaky": "function",
     "slow": "function",
     "broken": "function",
+    "count": "function",
     "http-example": "http",
+    "pipeline": "flow",
+    "fan-out": "flow",
 }
 
 
@@ -219,3 +227,125 @@ def test_the_commands_it_suggests_run_through_the_projects_environment(monkeypat
     output = seed()
     assert "  DEBUG=true uv run python manage.py run_agent demo/echo" in output
     assert "uv run python manage.py run_agent demo/flaky --input" in output
+
+
+# --- The demo flows ---------------------------------------------------------------------------
+
+
+def demo_agent(name: str) -> Agent:
+    return Agent.objects.get(owner__username="demo", name=name)
+
+
+def step_agents(flow: Agent) -> dict[str, str]:
+    """Step key -> the name of the agent it runs (members of parallel groups too)."""
+    steps = []
+    for step in flow.config["steps"]:
+        steps += step.get("parallel", [step])
+    names = dict(Agent.objects.values_list("uuid", "name"))
+    return {s["key"]: names[uuid.UUID(s["agent"])] for s in steps if "agent" in s}
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_the_demo_flows_run_the_demo_agents_stored_by_uuid():
+    seed()
+
+    pipeline, fan_out = demo_agent("pipeline"), demo_agent("fan-out")
+    assert step_agents(pipeline) == {"fetch": "echo", "transform": "flaky", "deliver": "echo"}
+    assert step_agents(fan_out) == {
+        "prepare": "echo",
+        "a": "slow",
+        "b": "slow",
+        "c": "echo",
+        "summarise": "echo",
+    }
+    assert pipeline.config["steps"][0]["agent"] == str(demo_agent("echo").uuid)
+    assert pipeline.config["steps"][1]["retry"] == {
+        "max_retries": 2,
+        "backoff": 1,
+        "jitter": False,
+    }
+    assert fan_out.config["steps"][1] == {"key": "cool-off", "wait": {"seconds": 5}}
+    assert demo_agent("count").config == {"function": "demo.count"}
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_a_second_run_leaves_the_flows_as_they_are():
+    seed()
+    before = {a.name: (a.updated_at, a.config) for a in Agent.objects.all()}
+
+    output = seed()
+
+    assert {a.name: (a.updated_at, a.config) for a in Agent.objects.all()} == before
+    assert re.search(r"pipeline\s+flow\s+unchanged", output)
+    assert re.search(r"fan-out\s+flow\s+unchanged", output)
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_a_later_run_puts_back_a_changed_flow():
+    seed()
+    pipeline = demo_agent("pipeline")
+    agent_update(agent=pipeline, config={"steps": [{"key": "only", "agent": "broken"}]})
+
+    output = seed()
+
+    pipeline.refresh_from_db()
+    assert step_agents(pipeline) == {"fetch": "echo", "transform": "flaky", "deliver": "echo"}
+    assert re.search(r"pipeline\s+flow\s+updated", output)
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_the_flows_run_the_agents_of_the_demo_names_again_after_a_rename():
+    seed()
+    renamed = demo_agent("echo")
+    agent_update(agent=renamed, name="my-echo")
+
+    output = seed()
+
+    echo = demo_agent("echo")
+    assert echo.pk != renamed.pk
+    assert demo_agent("pipeline").config["steps"][0]["agent"] == str(echo.uuid)
+    assert demo_agent("fan-out").config["steps"][0]["agent"] == str(echo.uuid)
+    assert re.search(r"pipeline\s+flow\s+updated", output)
+
+
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_it_suggests_running_the_flows_with_the_input_they_need():
+    output = seed()
+
+    assert 'run_agent demo/pipeline --input \'{"report": "weekly"}\' --wait' in output
+    assert 'run_agent demo/fan-out --input \'{"batch": "demo"}\' --wait' in output
+
+
+@pytest.mark.slow
+@override_settings(CONVEYOR_DEMO_PASSWORD=None)
+def test_the_demo_flows_succeed_through_the_real_worker(worker, beat):
+    seed()
+    beat()  # the tick ends the fan-out's wait
+    runs = {}
+    for spec in seed_demo.demo_agents():
+        if spec.kind == "flow":
+            agent = demo_agent(spec.name)
+            runs[spec.name] = execution_request(
+                agent=agent, trigger="manual", input=json.loads(spec.try_input)
+            )
+
+    for name, run in runs.items():
+        run = wait_for(run, "succeeded", "failed", "cancelled", timeout=90)
+        steps = {s.key: s.status for s in FlowStep.objects.filter(flow=run)}
+        assert run.status == "succeeded", (name, run.error_message, steps)
+        assert set(steps.values()) == {"succeeded"}, (name, steps)
+
+    pipeline = runs["pipeline"]
+    assert pipeline.result == {
+        "report": "weekly",
+        "rows": [3, 1, 2],
+        "transformed_on_attempt": 2,
+        "message": "The weekly report is ready.",
+    }
+    transform = FlowStep.objects.get(flow=pipeline, key="transform").execution
+    assert transform.attempt == 2
+    fan_out = runs["fan-out"]
+    assert fan_out.result["batch"] == "demo"
+    assert set(fan_out.result["results"]) == {"a", "b", "c"}
+    assert fan_out.result["results"]["c"] == {"item": "c"}
+    assert Execution.objects.filter(parent=fan_out).count() == 5

@@ -10,10 +10,19 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from executions.errors import CATEGORIES
+from executions.flows import flow_advance, flow_start
 from executions.management.commands.run_agent import Command, Watch
-from executions.models import Execution
-from executions.services import execution_request
+from executions.models import Execution, FlowStep
+from executions.services import (
+    attempt_fail,
+    attempt_succeed,
+    execution_cancel,
+    execution_claim,
+    execution_request,
+    execution_retry,
+)
 from executions.templatetags.conveyor import when
+from tests.conftest import failure
 
 
 class FakeTerminal(StringIO):
@@ -191,3 +200,184 @@ def test_a_delayed_run_says_until_when_as_the_pages_write_it(make_agent):
     execution = execution_request(agent=make_agent(), trigger="manual", not_before=start)
     watch = Watch(Command(stdout=StringIO()), execution, timeout=1, verbosity=1)
     assert watch.status_line() == f"Status: Queued (delayed until its start time: {when(start)})"
+
+
+# --- Flows ----------------------------------------------------------------------------------
+
+
+def _started_flow(flow_agent, input=None) -> Execution:
+    """A flow started in this process as the worker's task starts it."""
+    flow = execution_request(agent=flow_agent, trigger="manual", input=input)
+    assert flow_start(execution_id=flow.pk, expected_attempt=0, worker="test-worker")
+    flow.refresh_from_db()
+    return flow
+
+
+def _end_step(flow: Execution, key: str, *, result=None, error=None) -> None:
+    """The step's execution ends (one attempt) and the flow advances, as after a worker's run."""
+    child = FlowStep.objects.get(flow=flow, key=key).execution
+    claimed = execution_claim(
+        execution_id=child.pk, expected_attempt=child.attempt, worker="w", at=timezone.now()
+    )
+    assert claimed is not None
+    child, attempt = claimed
+    if error is None:
+        assert attempt_succeed(execution=child, attempt=attempt, result=result, at=timezone.now())
+    else:
+        attempt_fail(execution=child, number=attempt.number, error=error, at=timezone.now())
+    flow_advance(flow_id=flow.pk)
+    flow.refresh_from_db()
+
+
+def _watch(execution: Execution) -> str:
+    out = StringIO()
+    Watch(Command(stdout=out), execution, timeout=0.5, verbosity=1).run()
+    return out.getvalue()
+
+
+@pytest.fixture
+def nightly(make_agent, alice):
+    """export -> in parallel (mail, chat) -> archive."""
+    make_agent(alice, name="export")
+    make_agent(alice, name="notify")
+    return make_agent(
+        alice,
+        name="nightly",
+        kind="flow",
+        config={
+            "steps": [
+                {"key": "export", "agent": "export"},
+                {
+                    "key": "tell",
+                    "parallel": [
+                        {"key": "mail", "agent": "notify"},
+                        {"key": "chat", "agent": "notify"},
+                    ],
+                },
+                {"key": "archive", "agent": "export", "retry": {"max_retries": 0}},
+            ]
+        },
+    )
+
+
+@pytest.mark.django_db
+def test_a_finished_flow_prints_each_step_then_its_end(nightly):
+    flow = _started_flow(nightly)
+    for key in ("export", "mail", "chat", "archive"):
+        _end_step(flow, key, result={"done": key})
+
+    output = _watch(flow)
+
+    lines = output.splitlines()
+    assert lines[0].startswith("Step 1 “export”: succeeded in ")
+    assert lines[0].endswith(" (1 attempt).")
+    assert lines[1].startswith("Step 2 “mail” (in “tell”): succeeded in ")
+    assert lines[2].startswith("Step 2 “chat” (in “tell”): succeeded in ")
+    assert lines[3].startswith("Step 2 “tell”: succeeded in ")
+    assert lines[4].startswith("Step 3 “archive”: succeeded in ")
+    assert lines[5].startswith("Succeeded in ")
+    assert json.loads(output.split("Result:\n", 1)[1]) == {"done": "archive"}
+    # The flow's own single attempt is not reported as one: its steps are.
+    assert "Attempt 1 of 1" not in output
+
+
+@pytest.mark.django_db
+def test_a_failed_flow_s_lines_say_which_step_failed_and_what_was_skipped(nightly):
+    flow = _started_flow(nightly)
+    _end_step(
+        flow, "export", error=failure("auth", retryable=False, reason="The token was refused.")
+    )
+    out = StringIO()
+
+    with pytest.raises(CommandError):
+        Watch(Command(stdout=out), flow, timeout=0.5, verbosity=1).run()
+
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("Step 1 “export”: failed in ")
+    assert lines[0].endswith("(1 attempt).")
+    skipped = [line for line in lines if "skipped" in line]
+    assert skipped == [
+        "Step 2 “tell”: skipped: an earlier step did not succeed.",
+        "Step 2 “mail” (in “tell”): skipped: an earlier step did not succeed.",
+        "Step 2 “chat” (in “tell”): skipped: an earlier step did not succeed.",
+        "Step 3 “archive”: skipped: an earlier step did not succeed.",
+    ]
+    assert f"Failed: {CATEGORIES['auth'].title}" in out.getvalue()
+    assert "  Step “export” failed after 1 attempt" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_retried_flow_says_which_steps_it_reused(nightly):
+    flow = _started_flow(nightly)
+    _end_step(flow, "export", result={"rows": 3})
+    export = FlowStep.objects.get(flow=flow, key="export").execution
+    execution_cancel(execution=flow)
+    again = execution_retry(execution=flow)
+    assert flow_start(execution_id=again.pk, expected_attempt=0, worker="test-worker")
+    again.refresh_from_db()
+    out = StringIO()
+
+    with pytest.raises(CommandError):  # the retry's steps run on no worker here
+        Watch(Command(stdout=out), again, timeout=0.5, verbosity=1).run()
+
+    output = out.getvalue()
+    (line,) = [line for line in output.splitlines() if line.startswith("Step 1")]
+    assert line.startswith("Step 1 “export”: reused, not run again: it succeeded in ")
+    assert line.endswith(f"(1 attempt) as execution {export.uuid}.")
+    assert "Status: Running · Step 2 of 3: tell" in output
+
+
+@pytest.mark.django_db
+def test_a_cancelled_flow_says_how_its_steps_were_stopped(nightly):
+    flow = _started_flow(nightly)
+    execution_cancel(execution=flow)
+    out = StringIO()
+
+    with pytest.raises(CommandError):
+        Watch(Command(stdout=out), flow, timeout=0.5, verbosity=1).run()
+
+    lines = out.getvalue().splitlines()
+    # Cancelled while queued: no attempt to count.
+    assert lines[0].startswith("Step 1 “export”: cancelled in ")
+    assert lines[0].endswith(" ms. Stopped: the flow was cancelled.")
+    assert "Step 3 “archive”: skipped: the flow was cancelled." in lines
+
+
+def test_a_flow_run_with_wait_prints_each_step_as_it_ends(worker, make_agent, alice):
+    make_agent(alice, name="fetch")
+    make_agent(alice, name="flaky", config={"function": "demo.flaky"}, max_retries=0)
+    make_agent(
+        alice,
+        name="pipeline",
+        kind="flow",
+        config={
+            "steps": [
+                {"key": "fetch", "agent": "fetch", "input": {"n": "{{ input.n }}"}},
+                {
+                    "key": "transform",
+                    "agent": "flaky",
+                    "input": {"fail_times": 1},
+                    "retry": {"max_retries": 2, "backoff": 1, "jitter": False},
+                },
+                {"key": "deliver", "agent": "fetch", "input": "{{ steps.fetch.result.n }}"},
+            ]
+        },
+    )
+    out = StringIO()
+
+    call_command("run_agent", "alice/pipeline", "--input", '{"n": 7}', "--wait", stdout=out)
+
+    output = out.getvalue()
+    lines = output.splitlines()
+    step_lines = [line for line in lines if line.startswith("Step ")]
+    assert len(step_lines) == 3, output
+    assert step_lines[0].startswith("Step 1 “fetch”: succeeded in ")
+    assert step_lines[0].endswith("(1 attempt).")
+    assert step_lines[1].startswith("Step 2 “transform”: succeeded in ")
+    assert step_lines[1].endswith("(2 attempts).")
+    assert step_lines[2].startswith("Step 3 “deliver”: succeeded in ")
+    assert lines.index(step_lines[2]) < lines.index(
+        next(line for line in lines if line.startswith("Succeeded in "))
+    )
+    assert "(1 attempt)." in next(line for line in lines if line.startswith("Succeeded in "))
+    assert json.loads(output.split("Result:\n", 1)[1]) == 7

@@ -1,7 +1,11 @@
-"""``manage.py seed_demo``: a ``demo`` user with one agent per demo function, and an HTTP one.
+"""``manage.py seed_demo``: a ``demo`` user with one agent per demo function, an HTTP one, and
+two flows of them (``pipeline``: a step that fails once and succeeds on its retry; ``fan-out``: a
+wait and steps in parallel).
 
 Idempotent: a second run creates nothing. It puts back the demo settings of an agent someone
 changed, and keeps the demo user's password unless ``CONVEYOR_DEMO_PASSWORD`` says otherwise.
+Flows come after the agents they run, which their steps name (stored by UUID: a flow is
+compared with its demo settings cleaned for its owner, so a second run leaves it as it is).
 
 ``--login`` changes nothing and prints the login again (``make run`` shows it last, under the
 addresses, once the output of the set-up has scrolled by). A password the command made up is
@@ -81,6 +85,13 @@ def demo_agents() -> list[DemoAgent]:
         ),
         DemoAgent("broken", "function", {"function": "demo.broken"}, _describe("demo.broken")),
         DemoAgent(
+            "count",
+            "function",
+            {"function": "demo.count"},
+            _describe("demo.count"),
+            try_input='{"to": 10, "seconds": 0.5}',
+        ),
+        DemoAgent(
             "http-example",
             "http",
             {
@@ -92,6 +103,83 @@ def demo_agents() -> list[DemoAgent]:
             },
             "Calls a public echo service over HTTPS (needs Internet access).",
             optional=True,
+        ),
+        # Flows last: their steps run the agents above.
+        DemoAgent(
+            "pipeline",
+            "flow",
+            {
+                "steps": [
+                    {
+                        "key": "fetch",
+                        "agent": "echo",
+                        "input": {"report": "{{ input.report }}", "rows": [3, 1, 2]},
+                    },
+                    {
+                        # Fails once, then succeeds: its own retry settings, quicker than
+                        # the flaky agent's.
+                        "key": "transform",
+                        "agent": "flaky",
+                        "input": {"fail_times": 1},
+                        "retry": {"max_retries": 2, "backoff": 1, "jitter": False},
+                    },
+                    {
+                        "key": "deliver",
+                        "agent": "echo",
+                        "input": {
+                            "report": "{{ steps.fetch.result.report }}",
+                            "rows": "{{ steps.fetch.result.rows }}",
+                            "transformed_on_attempt": (
+                                "{{ steps.transform.result.succeeded_on_attempt }}"
+                            ),
+                            "message": "The {{ steps.fetch.result.report }} report is ready.",
+                        },
+                    },
+                ],
+                "timeout": 300,
+                "result": "last",
+            },
+            "A flow: fetch, transform (fails once, then its retry succeeds), deliver; each "
+            "step reads the results of the steps before it.",
+            try_input='{"report": "weekly"}',
+        ),
+        DemoAgent(
+            "fan-out",
+            "flow",
+            {
+                "steps": [
+                    {
+                        "key": "prepare",
+                        "agent": "echo",
+                        "input": {"batch": "{{ input.batch }}", "items": ["a", "b", "c"]},
+                    },
+                    {"key": "cool-off", "wait": {"seconds": 5}},
+                    {
+                        "key": "work",
+                        "parallel": [
+                            {"key": "a", "agent": "slow", "input": {"seconds": 2, "steps": 4}},
+                            {"key": "b", "agent": "slow", "input": {"seconds": 3, "steps": 3}},
+                            {
+                                "key": "c",
+                                "agent": "echo",
+                                "input": {"item": "{{ steps.prepare.result.items.2 }}"},
+                            },
+                        ],
+                    },
+                    {
+                        "key": "summarise",
+                        "agent": "echo",
+                        "input": {
+                            "batch": "{{ steps.prepare.result.batch }}",
+                            "results": "{{ steps.work.result }}",
+                        },
+                    },
+                ],
+                "timeout": 600,
+                "result": "last",
+            },
+            "A flow: prepare, wait 5 s, run three steps in parallel, then summarise their results.",
+            try_input='{"batch": "demo"}',
         ),
     ]
 
@@ -294,7 +382,7 @@ class Command(BaseCommand):
             for name, value in values.items()
             if name != "config" and getattr(agent, name) != value
         }
-        if agent.kind != spec.kind or agent.config != self._clean_config(spec):
+        if agent.kind != spec.kind or agent.config != self._clean_config(spec, agent=agent):
             changed["config"] = spec.config
             changed["kind"] = spec.kind
         if not changed:
@@ -303,12 +391,13 @@ class Command(BaseCommand):
         return agent, "updated"
 
     @staticmethod
-    def _clean_config(spec: DemoAgent) -> dict[str, Any] | None:
-        """The config as the kind stores it, to compare with the stored one (None: invalid)."""
+    def _clean_config(spec: DemoAgent, *, agent: Agent) -> dict[str, Any] | None:
+        """The config as the kind stores it for ``agent`` (a flow's steps name their agents by
+        UUID), to compare with the stored one (None: invalid)."""
         kind = get_kind(spec.kind)
         if kind is None:
             return None
         try:
-            return kind.clean_config(spec.config)
+            return kind.clean_config(spec.config, agent=agent)
         except ConfigInvalid:
             return None

@@ -4,7 +4,8 @@ watch it to the end.
 Watching is a client polling the execution's row (the engine itself never polls): the status,
 each attempt as it ends, the logs as they are written, then the result or the friendly error.
 On a terminal the status is a live progress line; otherwise (piped, in tests) status changes
-are printed line by line.
+are printed line by line. A flow's steps are printed as they end (how, how long, in how many
+attempts, or that a retried flow reused one), in place of the flow's own single attempt.
 
 Exit status: 0 when the run succeeded (or was only started, without ``--wait``); 1 when it
 failed or was cancelled, or the command was used wrongly; 3 when ``--timeout`` ran out first;
@@ -30,7 +31,7 @@ from agents.kinds.base import InvalidInputError
 from agents.models import Agent
 from executions.errors import CATEGORIES
 from executions.humanize import seconds_in_words
-from executions.models import Execution, ExecutionAttempt, ExecutionLog
+from executions.models import Execution, ExecutionAttempt, ExecutionLog, FlowStep
 from executions.services import ExecutionRefused, execution_request
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the row while waiting
@@ -182,6 +183,8 @@ class Watch:
         self.bar_text = ""
         self.last_log_id = 0
         self.attempts_shown: set[int] = set()
+        self.is_flow = bool(getattr(execution.agent.kind_impl, "is_flow", False))
+        self.steps_shown: set[int] = set()
         self.last_status = None
         self.queued_hint_given = False
         self.started = time.monotonic()
@@ -231,13 +234,18 @@ class Watch:
                 execution_id=execution.pk, id__gt=self.last_log_id
             ).order_by("id")
         )
+        steps = self.ended_steps() if self.is_flow else []
         lines = []
         if self.verbosity >= 1:
             # An attempt's logs, then how it ended; several attempts may end between two looks.
             events = [((log.attempt, 0, log.id), self.log_line(log)) for log in logs]
-            events += [((a.number, 1, 0), self.attempt_line(a)) for a in attempts]
+            if not self.is_flow:  # a flow's one attempt says nothing its steps do not
+                events += [((a.number, 1, 0), self.attempt_line(a)) for a in attempts]
             lines += [line for _, line in sorted(events, key=itemgetter(0))]
+            lines += [self.step_line(step) for step in steps]
             status = (execution.status, execution.attempt)
+            if self.is_flow:  # the step it is at (or waits in)
+                status += (execution.progress_message,)
             if not self.live and status != self.last_status and not execution.is_terminal:
                 lines.append((self.status_line(), None))
             self.last_status = status
@@ -254,12 +262,23 @@ class Watch:
         if logs:
             self.last_log_id = logs[-1].id
         self.attempts_shown.update(attempt.number for attempt in attempts)
+        self.steps_shown.update(step.pk for step in steps)
         if lines:
             self.clear_bar()
             for text, style in lines:
                 self.out.write(text, style_func=style)
         if self.live and not execution.is_terminal:
             self.draw_bar()
+
+    def ended_steps(self) -> list[FlowStep]:
+        """A flow's steps that ended since the last look, in the order they ended (read after
+        the row: a finished flow's steps have all ended, in its transaction or before)."""
+        return list(
+            FlowStep.objects.filter(flow_id=self.execution.pk, status__in=FlowStep.ENDED)
+            .exclude(pk__in=self.steps_shown)
+            .select_related("execution", "reused_from")
+            .order_by("finished_at", "index", "id")
+        )
 
     def queued_too_long(self) -> bool:
         return (
@@ -276,6 +295,9 @@ class Watch:
         if execution.status == Execution.Status.RETRYING and execution.next_attempt_at:
             at = timezone.localtime(execution.next_attempt_at)
             text += f", next attempt at {at:%H:%M:%S}"
+        elif self.is_flow and execution.status == Execution.Status.RUNNING:
+            if execution.progress_message:
+                text += f" · {execution.progress_message}"
         elif execution.status == Execution.Status.QUEUED and execution.is_waiting:
             text += f" ({execution.get_wait_reason_display().lower()}"
             if execution.wait_until is not None:
@@ -309,6 +331,60 @@ class Watch:
         outcome = attempt.get_outcome_display().lower()
         detail = f": {attempt.error_message}" if attempt.error_message else "."
         return f"{head} {outcome} after {took}{detail}", self.style.WARNING
+
+    def step_line(self, step: FlowStep):
+        """How a flow's step ended, e.g. "Step 2 “transform”: succeeded in 2.1 s (2 attempts)."."""
+        Status = FlowStep.Status
+        where = f"Step {step.index + 1} “{step.key}”"
+        if step.group:
+            where += f" (in “{step.group}”)"
+        status = step.get_status_display().lower()
+        if step.reused_from is not None:
+            earlier = step.reused_from
+            body = (
+                f"reused, not run again: it succeeded {self.run_words(earlier)} as execution "
+                f"{earlier.uuid}"
+            )
+        elif step.type == FlowStep.Type.WAIT and step.status == Status.SUCCEEDED and step.note:
+            body = step.note[:1].lower() + step.note[1:].rstrip(".")  # "already waited in ..."
+        elif step.type == FlowStep.Type.WAIT and step.status == Status.SUCCEEDED:
+            body = f"waited {duration_in_words(self.step_duration(step))}"
+        elif step.execution is not None:
+            body = f"{status} {self.run_words(step.execution, step)}"
+        elif step.type == FlowStep.Type.GROUP and self.step_duration(step) is not None:
+            body = f"{status} in {duration_in_words(self.step_duration(step))}"
+        else:
+            body = status
+        text = f"{where}: {body}."
+        if step.note and step.status != Status.SUCCEEDED:  # a success's note is said above
+            # "Skipped: an earlier step did not succeed." says the status already.
+            label, colon, why = step.note.partition(": ")
+            if colon and body == status and label.lower() == status:
+                text = f"{where}: {status}: {why}"
+            else:
+                text += f" {step.note}"
+        style = {
+            Status.SUCCEEDED: self.style.SUCCESS,
+            Status.FAILED: self.style.WARNING,
+            Status.CANCELLED: self.style.WARNING,
+        }.get(step.status)
+        return text, style
+
+    @staticmethod
+    def step_duration(step: FlowStep) -> timedelta | None:
+        if step.started_at is None or step.finished_at is None:
+            return None
+        return step.finished_at - step.started_at
+
+    def run_words(self, run: Execution, step: FlowStep | None = None) -> str:
+        """ "in 2.1 s (2 attempts)" for a step's execution."""
+        took = run.duration
+        if took is None and step is not None:
+            took = self.step_duration(step)
+        text = f"in {duration_in_words(took)}"
+        if run.attempt:
+            text += f" ({run.attempt} attempt{'s' if run.attempt != 1 else ''})"
+        return text
 
     def report_end(self) -> None:
         execution = self.execution
