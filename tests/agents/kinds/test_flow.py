@@ -106,9 +106,9 @@ def test_a_missing_path_is_named_with_where_it_stopped():
 
     with pytest.raises(FlowReferenceError, match="has no “url”"):
         resolve(["input", "url"], {"input": None, "steps": {}})
-    with pytest.raises(FlowReferenceError, match="has no “items.5”"):
+    with pytest.raises(FlowReferenceError, match=r"has no “items\.5”"):
         render("{{ steps.fetch.result.items.5 }}", SCOPE)
-    with pytest.raises(FlowReferenceError, match="has no “items.first”"):
+    with pytest.raises(FlowReferenceError, match=r"has no “items\.first”"):
         render("{{ steps.fetch.result.items.first }}", SCOPE)
 
 
