@@ -468,23 +468,8 @@ def _fail_on(
         message = f"{where} failed after {attempts}{had}: {child.error_message}"
     _skip_rest(flow, steps, why="Skipped: an earlier step did not succeed.", at=at)
     if category == Category.CANCELLED:
-        won = transition(
-            flow,
-            to=Status.CANCELLED,
-            at=at,
-            reason=f"Step “{culprit.key}” was cancelled",
-            **_ended_fields(flow, at),
-            error_category=category,
-            error_title=CATEGORIES[category].title,
-            error_message=message,
-            error_detail="",
-        )
-        if won:
-            _close_attempt(
-                flow.pk,
-                flow.attempt,
-                **attempt_closed(outcome=ExecutionAttempt.Outcome.CANCELLED, at=at),
-            )
+        with contextlib.suppress(ExecutionRefused):  # already ended: nothing to do
+            execution_cancel(execution=flow, by=f"its step “{culprit.key}”", at=at, message=message)
         return
     _finish_failed(
         flow,

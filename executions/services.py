@@ -659,12 +659,16 @@ def _close_attempt(execution_id: int, number: int, **fields: Any) -> int:
     ).update(**fields)
 
 
-def execution_cancel(*, execution: Execution, by: str = "", at: datetime | None = None) -> bool:
+def execution_cancel(
+    *, execution: Execution, by: str = "", at: datetime | None = None, message: str = ""
+) -> bool:
     """Cancel a queued, retrying or running execution. It never runs (again) afterwards.
 
     A running attempt is told through the row (``ctx.is_cancelled()``) and, if it has not
-    stopped by itself within ``CONVEYOR_CANCEL_GRACE`` seconds, terminated by its worker.
-    Raises ExecutionRefused when the execution has already finished.
+    stopped by itself within ``CONVEYOR_CANCEL_GRACE`` seconds, terminated by its worker; a
+    running flow's steps are stopped (``executions.flows.flow_stop``). ``message`` is what its
+    owner reads (default: "This execution was cancelled by <by>."). Raises ExecutionRefused
+    when the execution has already finished.
     """
     at = at or timezone.now()
     who = f" by {by}" if by else ""
@@ -689,7 +693,7 @@ def execution_cancel(*, execution: Execution, by: str = "", at: datetime | None 
                 wait_until=None,
                 error_category=Category.CANCELLED,
                 error_title=CATEGORIES[Category.CANCELLED].title,
-                error_message=f"This execution was cancelled{who}.",
+                error_message=message or f"This execution was cancelled{who}.",
             )
             if won and was_running and getattr(execution.agent.kind_impl, "is_flow", False):
                 from .flows import flow_stop
