@@ -8,7 +8,7 @@ tests need a worker or a browser. See tests/README.md for the layout and how to 
 * Personas: ``alice`` (an owner), ``bob`` (another owner), ``staff`` (sam, an operator); a
   signed-in test client for each.
 * Factories: ``make_agent``, ``make_execution`` (any state, reached through the services),
-  ``make_schedule``.
+  ``make_schedule``; ``flow_started`` and ``step_ended`` drive a flow without a worker.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from agents.schedule_services import schedule_create
 from agents.services import agent_create
 from agents.webhook_signing import sign
 from executions.errors import CATEGORIES, ClassifiedError
-from executions.models import Execution
+from executions.flows import flow_advance, flow_start
+from executions.models import Execution, FlowStep
 from executions.services import (
     attempt_close_cancelled,
     attempt_fail,
@@ -254,6 +255,65 @@ def make_execution():
         return execution
 
     return make
+
+
+# What the worker's tasks do for a flow, called in the test's own process: the test drives the
+# engine step by step (at the times it gives), without a worker.
+
+
+def flow_started(
+    flow_agent, input: Any = None, *, trigger: str = "manual", at: datetime | None = None
+) -> Execution:
+    """A flow requested (``execution_request``, held: no message is sent for it) and started as
+    the ``executions.start_flow`` task starts it (``flow_start``): its steps laid out, the first
+    one started. ``at`` pins both times (default: now)."""
+    flow = execution_request(agent=flow_agent, trigger=trigger, input=input, hold=True, at=at)
+    started = flow_start(
+        execution_id=flow.pk, expected_attempt=0, worker="test-worker@conveyor", at=at
+    )
+    assert started, f"{flow} was not started"
+    flow.refresh_from_db()
+    return flow
+
+
+def step_ended(
+    flow: Execution,
+    key: str,
+    *,
+    result: Any = None,
+    error: ClassifiedError | None = None,
+    at: datetime | None = None,
+    advance: bool = True,
+) -> Execution:
+    """The execution of the flow's step ``key`` makes one attempt as a worker's run does
+    (``execution_claim``): it succeeds with ``result`` (``attempt_succeed``), or fails with
+    ``error``, a ``failure(...)`` (``attempt_fail``: retried if the step's policy says so, the
+    retry not run). Then the flow advances as ``executions.advance_flow`` does
+    (``flow_advance``) and ``flow`` is refreshed; ``advance=False`` leaves that to the test.
+    ``at`` pins every time (default: now at each call). Returns the step's execution."""
+    step = FlowStep.objects.select_related("execution").get(flow=flow, key=key)
+    assert step.execution is not None, f"step {key} has no execution ({step.status}, {step.note})"
+    child = step.execution
+    claimed = execution_claim(
+        execution_id=child.pk,
+        expected_attempt=child.attempt,
+        worker="test-worker@conveyor",
+        at=at or timezone.now(),
+    )
+    assert claimed is not None, f"the execution of step {key} ({child.status}) was not claimed"
+    child, attempt = claimed
+    if error is None:
+        succeeded = attempt_succeed(
+            execution=child, attempt=attempt, result=result, at=at or timezone.now()
+        )
+        assert succeeded, f"the execution of step {key} did not succeed"
+    else:
+        attempt_fail(execution=child, number=attempt.number, error=error, at=at or timezone.now())
+    if advance:
+        flow_advance(flow_id=flow.pk, at=at)
+        flow.refresh_from_db()
+    child.refresh_from_db()
+    return child
 
 
 @pytest.fixture

@@ -7,17 +7,11 @@ from __future__ import annotations
 import pytest
 import yaml
 from django.core.management import call_command
-from django.utils import timezone
 
-from executions.flows import flow_advance, flow_start
+from executions.flows import flow_start
 from executions.models import Execution, FlowStep
-from executions.services import (
-    attempt_fail,
-    attempt_succeed,
-    execution_claim,
-    execution_request,
-)
-from tests.conftest import error_of, failure, wait_for
+from executions.services import execution_request
+from tests.conftest import error_of, failure, flow_started, step_ended, wait_for
 
 from .conftest import ApiClient
 
@@ -64,37 +58,6 @@ def report_flow(make_agent, alice, steps_agents):
             "timeout": 3600,
         },
     )
-
-
-# The engine driven in this process, as the worker's tasks drive it: start the flow, end a
-# step's execution through the attempt services, advance the flow.
-
-
-def started(flow_agent, input=None) -> Execution:
-    flow = execution_request(agent=flow_agent, trigger="api", input=input)
-    assert flow_start(execution_id=flow.pk, expected_attempt=0, worker="test-worker")
-    flow.refresh_from_db()
-    return flow
-
-
-def end_step(flow: Execution, key: str, *, result=None, error=None) -> Execution:
-    child = FlowStep.objects.get(flow=flow, key=key).execution
-    claimed = execution_claim(
-        execution_id=child.pk,
-        expected_attempt=child.attempt,
-        worker="test-worker",
-        at=timezone.now(),
-    )
-    assert claimed is not None
-    child, attempt = claimed
-    if error is None:
-        assert attempt_succeed(execution=child, attempt=attempt, result=result, at=timezone.now())
-    else:
-        attempt_fail(execution=child, number=attempt.number, error=error, at=timezone.now())
-    flow_advance(flow_id=flow.pk)
-    flow.refresh_from_db()
-    child.refresh_from_db()
-    return child
 
 
 # --- Flow agents --------------------------------------------------------------------------
@@ -240,8 +203,8 @@ def test_a_flow_run_through_the_api_answers_with_no_steps_until_it_starts(api, r
 
 @pytest.mark.django_db
 def test_a_flow_s_detail_lists_its_steps_in_order_with_their_executions(api, report_flow):
-    flow = started(report_flow, {"page": "home"})
-    fetch = end_step(flow, "fetch", result={"page": "home"})
+    flow = flow_started(report_flow, {"page": "home"}, trigger="api")
+    fetch = step_ended(flow, "fetch", result={"page": "home"})
 
     body = api.get(url(flow)).json()
 
@@ -266,7 +229,7 @@ def test_a_flow_s_detail_lists_its_steps_in_order_with_their_executions(api, rep
 
 @pytest.mark.django_db
 def test_a_step_s_execution_names_its_flow_and_its_step(api, report_flow):
-    flow = started(report_flow, {"page": "home"})
+    flow = flow_started(report_flow, {"page": "home"}, trigger="api")
     fetch = FlowStep.objects.get(flow=flow, key="fetch").execution
 
     body = api.get(url(fetch)).json()
@@ -294,7 +257,7 @@ def test_a_parallel_group_s_members_follow_it_with_their_group(api, make_agent, 
             ]
         },
     )
-    flow = started(fan)
+    flow = flow_started(fan, trigger="api")
 
     steps = api.get(url(flow)).json()["steps"]
 
@@ -309,8 +272,8 @@ def test_a_parallel_group_s_members_follow_it_with_their_group(api, make_agent, 
 
 @pytest.mark.django_db
 def test_a_failed_step_fails_the_flow_and_skips_the_rest(api, report_flow):
-    flow = started(report_flow, {"page": "home"})
-    end_step(flow, "fetch", error=failure("invalid_input", retryable=False, reason="No page."))
+    flow = flow_started(report_flow, {"page": "home"}, trigger="api")
+    step_ended(flow, "fetch", error=failure("invalid_input", retryable=False, reason="No page."))
 
     body = api.get(url(flow)).json()
 
@@ -342,8 +305,8 @@ def test_other_executions_have_no_steps_and_lists_carry_none(api, make_agent, ma
 def test_parent_lists_a_flow_s_step_executions_and_none_the_top_level_ones(
     api, report_flow, make_agent, make_execution
 ):
-    flow = started(report_flow, {"page": "home"})
-    fetch = end_step(flow, "fetch", result={"page": "home"})
+    flow = flow_started(report_flow, {"page": "home"}, trigger="api")
+    fetch = step_ended(flow, "fetch", result={"page": "home"})
     other = make_execution(make_agent(), "succeeded")
 
     def ids(**params):
@@ -365,7 +328,7 @@ def test_parent_of_someone_else_s_flow_lists_nothing(api, bob, make_agent, make_
     bobs_flow = make_agent(bob, name="bobs-flow", kind="flow", config={"steps": [
         {"key": "a", "agent": bobs.name}
     ]})  # fmt: skip
-    flow = started(bobs_flow)
+    flow = flow_started(bobs_flow, trigger="api")
 
     response = api.get(EXECUTIONS, {"parent": str(flow.uuid)})
 
@@ -393,8 +356,8 @@ def test_a_parent_that_is_neither_an_id_nor_none_is_a_400_saying_what_it_takes(a
 
 @pytest.mark.django_db
 def test_retrying_a_failed_flow_answers_with_the_new_flow_execution(api, report_flow):
-    flow = started(report_flow, {"page": "home"})
-    end_step(flow, "fetch", error=failure("invalid_input", retryable=False))
+    flow = flow_started(report_flow, {"page": "home"}, trigger="api")
+    step_ended(flow, "fetch", error=failure("invalid_input", retryable=False))
 
     response = api.post(url(flow, "/retry"), {"input": {"page": "about"}})
 
@@ -413,8 +376,8 @@ def test_retrying_a_failed_flow_answers_with_the_new_flow_execution(api, report_
 
 @pytest.mark.django_db
 def test_a_retried_flow_shows_the_steps_it_reused(api, report_flow):
-    flow = started(report_flow, {"page": "home"})
-    fetch = end_step(flow, "fetch", result={"page": "home"})
+    flow = flow_started(report_flow, {"page": "home"}, trigger="api")
+    fetch = step_ended(flow, "fetch", result={"page": "home"})
     api.post(url(flow, "/cancel"))
     new = Execution.objects.get(uuid=api.post(url(flow, "/retry")).json()["id"])
     assert flow_start(execution_id=new.pk, expected_attempt=0, worker="test-worker")
@@ -430,7 +393,7 @@ def test_a_retried_flow_shows_the_steps_it_reused(api, report_flow):
 
 @pytest.mark.django_db
 def test_cancelling_a_flow_cancels_its_running_step_and_skips_the_rest(api, report_flow):
-    flow = started(report_flow, {"page": "home"})
+    flow = flow_started(report_flow, {"page": "home"}, trigger="api")
     fetch = FlowStep.objects.get(flow=flow, key="fetch").execution
 
     response = api.post(url(flow, "/cancel"))

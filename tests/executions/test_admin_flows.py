@@ -8,12 +8,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
 
-from executions.flows import flow_advance, flow_start
+from executions.flows import flow_start
 from executions.models import Execution, FlowStep
-from executions.services import attempt_fail, attempt_succeed, execution_claim, execution_request
-from tests.conftest import failure
+from tests.conftest import failure, flow_started, step_ended
 
 from .test_admin import CHANGELIST, listed, run_action
 
@@ -24,32 +22,6 @@ STEPS = "/admin/executions/flowstep/"
 
 def change_url(execution: Execution) -> str:
     return reverse("admin:executions_execution_change", args=[execution.pk])
-
-
-def started(flow_agent, input=None) -> Execution:
-    """A flow started as the worker's task starts it: its steps laid out, the first running."""
-    flow = execution_request(agent=flow_agent, trigger="manual", input=input)
-    assert flow_start(execution_id=flow.pk, expected_attempt=0, worker="test-worker")
-    flow.refresh_from_db()
-    return flow
-
-
-def end_step(flow: Execution, key: str, *, result=None, error=None) -> Execution:
-    """The step's execution ends (one attempt) and the flow advances, as after a worker's run."""
-    child = FlowStep.objects.get(flow=flow, key=key).execution
-    claimed = execution_claim(
-        execution_id=child.pk, expected_attempt=child.attempt, worker="w", at=timezone.now()
-    )
-    assert claimed is not None
-    child, attempt = claimed
-    if error is None:
-        assert attempt_succeed(execution=child, attempt=attempt, result=result, at=timezone.now())
-    else:
-        attempt_fail(execution=child, number=attempt.number, error=error, at=timezone.now())
-    flow_advance(flow_id=flow.pk)
-    flow.refresh_from_db()
-    child.refresh_from_db()
-    return child
 
 
 @pytest.fixture
@@ -80,8 +52,8 @@ def nightly(make_agent, alice):
 
 
 def test_a_flow_s_page_lists_its_steps_with_a_link_to_each_step_s_run(staff_client, nightly):
-    flow = started(nightly, {"day": "monday"})
-    export = end_step(flow, "export", result={"rows": 12})
+    flow = flow_started(nightly, {"day": "monday"})
+    export = step_ended(flow, "export", result={"rows": 12})
     mail = FlowStep.objects.get(flow=flow, key="mail").execution
 
     response = staff_client.get(change_url(flow))
@@ -109,7 +81,7 @@ def test_a_flow_s_page_lists_its_steps_with_a_link_to_each_step_s_run(staff_clie
 
 
 def test_a_step_s_page_links_to_its_flow(staff_client, nightly):
-    flow = started(nightly, {"day": "monday"})
+    flow = flow_started(nightly, {"day": "monday"})
     export = FlowStep.objects.get(flow=flow, key="export").execution
 
     response = staff_client.get(change_url(export))
@@ -137,9 +109,9 @@ def test_a_flow_s_page_costs_the_same_queries_for_more_steps(staff_client, make_
     def flow_of(n: int) -> Execution:
         steps = [{"key": f"s{i}", "agent": "echo"} for i in range(n)]
         agent = make_agent(alice, name=f"flow-{n}", kind="flow", config={"steps": steps})
-        flow = started(agent)
+        flow = flow_started(agent)
         for i in range(n - 1):
-            end_step(flow, f"s{i}", result={"i": i})
+            step_ended(flow, f"s{i}", result={"i": i})
         return flow
 
     small, big = flow_of(2), flow_of(6)
@@ -154,8 +126,8 @@ def test_a_flow_s_page_costs_the_same_queries_for_more_steps(staff_client, make_
 
 
 def test_a_reused_step_links_to_the_run_it_reused(staff_client, nightly):
-    flow = started(nightly, {"day": "monday"})
-    export = end_step(flow, "export", result={"rows": 12})
+    flow = flow_started(nightly, {"day": "monday"})
+    export = step_ended(flow, "export", result={"rows": 12})
     staff_client.post(reverse("admin:executions_execution_cancel", args=[flow.pk]))
     staff_client.post(reverse("admin:executions_execution_retry", args=[flow.pk]))
     again = Execution.objects.get(retry_of=flow)
@@ -172,7 +144,7 @@ def test_a_reused_step_links_to_the_run_it_reused(staff_client, nightly):
 def test_the_list_filters_flows_steps_by_trigger_and_in_or_out(
     staff_client, nightly, make_agent, make_execution
 ):
-    flow = started(nightly, {"day": "monday"})
+    flow = flow_started(nightly, {"day": "monday"})
     export = FlowStep.objects.get(flow=flow, key="export").execution
     other = make_execution(make_agent(), "succeeded")
 
@@ -187,8 +159,8 @@ def test_the_list_filters_flows_steps_by_trigger_and_in_or_out(
 
 
 def test_cancel_selected_stops_a_running_flow_and_its_steps(staff_client, nightly):
-    flow = started(nightly, {"day": "monday"})
-    end_step(flow, "export", result={})
+    flow = flow_started(nightly, {"day": "monday"})
+    step_ended(flow, "export", result={})
 
     assert run_action(staff_client, "cancel_selected", [flow]) == ["1 cancelled."]
 
@@ -209,8 +181,8 @@ def test_cancel_selected_stops_a_running_flow_and_its_steps(staff_client, nightl
 
 
 def test_retry_selected_retries_a_failed_flow_as_a_new_flow(staff_client, nightly):
-    flow = started(nightly, {"day": "monday"})
-    end_step(flow, "export", error=failure("auth", retryable=False))
+    flow = flow_started(nightly, {"day": "monday"})
+    step_ended(flow, "export", error=failure("auth", retryable=False))
     assert flow.status == "failed"
 
     assert run_action(staff_client, "retry_selected", [flow]) == ["1 retried."]
@@ -224,8 +196,8 @@ def test_retry_selected_retries_a_failed_flow_as_a_new_flow(staff_client, nightl
 
 
 def test_the_steps_list_is_read_only_and_finds_a_flow_s_steps(staff_client, nightly):
-    flow = started(nightly, {"day": "monday"})
-    other = started(nightly, {"day": "tuesday"})
+    flow = flow_started(nightly, {"day": "monday"})
+    other = flow_started(nightly, {"day": "tuesday"})
 
     response = staff_client.get(STEPS, {"q": str(flow.uuid)})
 

@@ -10,19 +10,12 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from executions.errors import CATEGORIES
-from executions.flows import flow_advance, flow_start
+from executions.flows import flow_start
 from executions.management.commands.run_agent import Command, Watch
 from executions.models import Execution, FlowStep
-from executions.services import (
-    attempt_fail,
-    attempt_succeed,
-    execution_cancel,
-    execution_claim,
-    execution_request,
-    execution_retry,
-)
+from executions.services import execution_cancel, execution_request, execution_retry
 from executions.templatetags.conveyor import when
-from tests.conftest import failure
+from tests.conftest import failure, flow_started, step_ended
 
 
 class FakeTerminal(StringIO):
@@ -205,30 +198,6 @@ def test_a_delayed_run_says_until_when_as_the_pages_write_it(make_agent):
 # --- Flows ----------------------------------------------------------------------------------
 
 
-def _started_flow(flow_agent, input=None) -> Execution:
-    """A flow started in this process as the worker's task starts it."""
-    flow = execution_request(agent=flow_agent, trigger="manual", input=input)
-    assert flow_start(execution_id=flow.pk, expected_attempt=0, worker="test-worker")
-    flow.refresh_from_db()
-    return flow
-
-
-def _end_step(flow: Execution, key: str, *, result=None, error=None) -> None:
-    """The step's execution ends (one attempt) and the flow advances, as after a worker's run."""
-    child = FlowStep.objects.get(flow=flow, key=key).execution
-    claimed = execution_claim(
-        execution_id=child.pk, expected_attempt=child.attempt, worker="w", at=timezone.now()
-    )
-    assert claimed is not None
-    child, attempt = claimed
-    if error is None:
-        assert attempt_succeed(execution=child, attempt=attempt, result=result, at=timezone.now())
-    else:
-        attempt_fail(execution=child, number=attempt.number, error=error, at=timezone.now())
-    flow_advance(flow_id=flow.pk)
-    flow.refresh_from_db()
-
-
 def _watch(execution: Execution) -> str:
     out = StringIO()
     Watch(Command(stdout=out), execution, timeout=0.5, verbosity=1).run()
@@ -262,9 +231,9 @@ def nightly(make_agent, alice):
 
 @pytest.mark.django_db
 def test_a_finished_flow_prints_each_step_then_its_end(nightly):
-    flow = _started_flow(nightly)
+    flow = flow_started(nightly)
     for key in ("export", "mail", "chat", "archive"):
-        _end_step(flow, key, result={"done": key})
+        step_ended(flow, key, result={"done": key})
 
     output = _watch(flow)
 
@@ -283,8 +252,8 @@ def test_a_finished_flow_prints_each_step_then_its_end(nightly):
 
 @pytest.mark.django_db
 def test_a_failed_flow_s_lines_say_which_step_failed_and_what_was_skipped(nightly):
-    flow = _started_flow(nightly)
-    _end_step(
+    flow = flow_started(nightly)
+    step_ended(
         flow, "export", error=failure("auth", retryable=False, reason="The token was refused.")
     )
     out = StringIO()
@@ -308,8 +277,8 @@ def test_a_failed_flow_s_lines_say_which_step_failed_and_what_was_skipped(nightl
 
 @pytest.mark.django_db
 def test_a_retried_flow_says_which_steps_it_reused(nightly):
-    flow = _started_flow(nightly)
-    _end_step(flow, "export", result={"rows": 3})
+    flow = flow_started(nightly)
+    step_ended(flow, "export", result={"rows": 3})
     export = FlowStep.objects.get(flow=flow, key="export").execution
     execution_cancel(execution=flow)
     again = execution_retry(execution=flow)
@@ -329,7 +298,7 @@ def test_a_retried_flow_says_which_steps_it_reused(nightly):
 
 @pytest.mark.django_db
 def test_a_cancelled_flow_says_how_its_steps_were_stopped(nightly):
-    flow = _started_flow(nightly)
+    flow = flow_started(nightly)
     execution_cancel(execution=flow)
     out = StringIO()
 

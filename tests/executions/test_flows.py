@@ -12,15 +12,8 @@ from agents.services import agent_pause
 from executions.flows import ADVANCE_GRACE, advance_stalled, flow_advance, flow_start
 from executions.models import Execution, FlowStep
 from executions.recovery import reap_lost_attempts
-from executions.services import (
-    attempt_fail,
-    attempt_succeed,
-    execution_cancel,
-    execution_claim,
-    execution_request,
-    execution_retry,
-)
-from tests.conftest import failure
+from executions.services import execution_cancel, execution_claim, execution_retry
+from tests.conftest import failure, flow_started, step_ended
 
 pytestmark = pytest.mark.django_db
 
@@ -49,13 +42,8 @@ def run(key, agent="echo", **fields):
 
 
 def start(flow_agent, input=None, *, when=0):
-    """Request a flow and start it as the executions.start_flow task does."""
-    flow = execution_request(
-        agent=flow_agent, trigger="manual", input=input, hold=True, at=at(when)
-    )
-    assert flow_start(execution_id=flow.pk, expected_attempt=0, worker="w@test", at=at(when))
-    flow.refresh_from_db()
-    return flow
+    """Request a flow and start it as the executions.start_flow task does, at ``when``."""
+    return flow_started(flow_agent, input, at=at(when))
 
 
 def steps_of(flow) -> dict[str, FlowStep]:
@@ -70,23 +58,14 @@ def child(flow, key) -> Execution:
 
 def succeed(flow, key, result=None, *, when):
     """The step's execution runs once and succeeds with ``result`` (no advance is sent)."""
-    execution = child(flow, key)
-    claimed = execution_claim(
-        execution_id=execution.pk, expected_attempt=execution.attempt, worker="w", at=at(when)
-    )
-    assert claimed is not None
-    assert attempt_succeed(execution=claimed[0], attempt=claimed[1], result=result, at=at(when))
+    step_ended(flow, key, result=result, at=at(when), advance=False)
 
 
 def fail(flow, key, *, when, category="invalid_input", retryable=False, reason="It broke."):
-    """The step's execution makes one attempt, which fails (a retry, if any, is not run)."""
-    execution = child(flow, key)
-    claimed = execution_claim(
-        execution_id=execution.pk, expected_attempt=execution.attempt, worker="w", at=at(when)
-    )
-    assert claimed is not None
+    """The step's execution makes one attempt, which fails (a retry, if any, is not run; no
+    advance is sent). Returns when its retry is due, None when it is not retried."""
     error = failure(category, retryable=retryable, reason=reason)
-    return attempt_fail(execution=claimed[0], number=claimed[0].attempt, error=error, at=at(when))
+    return step_ended(flow, key, error=error, at=at(when), advance=False).next_attempt_at
 
 
 def advance(flow, *, when):

@@ -26,7 +26,7 @@ from executions.services import (
     execution_request,
     execution_retry,
 )
-from tests.conftest import failure
+from tests.conftest import failure, flow_started
 
 pytestmark = pytest.mark.django_db
 
@@ -65,14 +65,6 @@ def pipeline(make_agent, echo, mailer):
             ]
         },
     )
-
-
-def start(flow_agent, input=None, *, at=None) -> Execution:
-    """Request a flow and start it as the ``executions.start_flow`` task does."""
-    flow = execution_request(agent=flow_agent, trigger="manual", input=input, at=at)
-    assert flow_start(execution_id=flow.pk, expected_attempt=0, at=at)
-    flow.refresh_from_db()
-    return flow
 
 
 def run_of(flow: Execution, key: str) -> Execution:
@@ -178,7 +170,7 @@ def url(execution: Execution) -> str:
 def test_a_flow_that_has_just_started_shows_every_step_in_order_the_first_running(
     alice_client, pipeline
 ):
-    flow = start(pipeline, {"url": "https://example.com"})
+    flow = flow_started(pipeline, {"url": "https://example.com"})
     html = page(alice_client, flow)
     rows = Timeline(html)
 
@@ -203,7 +195,7 @@ def test_a_flow_that_has_just_started_shows_every_step_in_order_the_first_runnin
 def test_the_live_fragment_carries_the_timeline_and_keeps_polling_while_the_flow_runs(
     alice_client, pipeline
 ):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     live = page(alice_client, flow, live=True)
     assert 'hx-trigger="every 1s"' in live and 'id="flow-steps"' in live
 
@@ -216,7 +208,7 @@ def test_the_live_fragment_carries_the_timeline_and_keeps_polling_while_the_flow
 def test_a_step_shows_its_attempts_while_it_retries_and_once_it_has_ended(
     alice_client, pipeline, echo
 ):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     work(run_of(flow, "fetch"), "succeeded", result={"body": "hi"})
     flow = advance(flow)
     flow = advance(flow, at=timezone.now() + timedelta(seconds=61))  # the wait is over
@@ -239,7 +231,7 @@ def test_a_step_shows_its_attempts_while_it_retries_and_once_it_has_ended(
 
 
 def test_a_waiting_flow_says_until_when_its_wait_step_waits(alice_client, pipeline):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     work(run_of(flow, "fetch"), "succeeded")
     flow = advance(flow)
     assert flow.wait_reason == "pause"
@@ -255,7 +247,7 @@ def test_a_waiting_flow_says_until_when_its_wait_step_waits(alice_client, pipeli
 
 
 def test_a_failed_step_shows_its_error_and_the_rest_are_skipped(alice_client, pipeline):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     work(run_of(flow, "fetch"), "failed", attempts=1)
     flow = advance(flow)
     assert flow.status == "failed"
@@ -274,7 +266,7 @@ def test_a_failed_step_shows_its_error_and_the_rest_are_skipped(alice_client, pi
 
 
 def test_a_cancelled_flow_shows_its_running_step_cancelled(alice_client, pipeline):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     work(run_of(flow, "fetch"), "running")
     assert execution_cancel(execution=flow, by="alice")
 
@@ -286,7 +278,7 @@ def test_a_cancelled_flow_shows_its_running_step_cancelled(alice_client, pipelin
 
 
 def test_a_retried_flow_links_each_reused_step_to_the_run_it_reuses(alice_client, pipeline):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     fetch = work(run_of(flow, "fetch"), "succeeded", result={"ok": True})
     flow = advance(flow)
     assert execution_cancel(execution=flow, by="alice")
@@ -311,7 +303,7 @@ def test_a_step_that_could_not_start_says_why(alice_client, make_agent, echo):
             ]
         },
     )
-    flow = start(flow_agent)
+    flow = flow_started(flow_agent)
     work(run_of(flow, "first"), "succeeded", result={"other": 1})
     flow = advance(flow)
 
@@ -331,7 +323,7 @@ def test_a_queued_flow_shows_its_steps_as_planned(alice_client, pipeline):
 
 
 def test_every_step_status_renders(alice_client, pipeline):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     rows = Timeline(page(alice_client, flow))
     seen = {r["status"] for r in rows.rows.values()}
     # The statuses this flow has not reached yet are written on a row directly (no service
@@ -349,7 +341,7 @@ def test_the_flow_page_runs_the_same_queries_however_many_steps_it_has(
 ):
     def flow_of(n):
         steps = [{"key": f"s{i}", "agent": "Echo"} for i in range(n)]
-        return start(make_agent(name=f"flow of {n}", kind="flow", config={"steps": steps}))
+        return flow_started(make_agent(name=f"flow of {n}", kind="flow", config={"steps": steps}))
 
     small = flow_of(2)
     work(run_of(small, "s0"), "succeeded")
@@ -368,7 +360,7 @@ def test_the_flow_page_runs_the_same_queries_however_many_steps_it_has(
 
 
 def test_a_steps_page_links_back_to_its_flow(alice_client, pipeline):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     fetch = run_of(flow, "fetch")
     html = page(alice_client, fetch)
     link = re.search(r'<p class="step-of" id="step-of">(.*?)</p>', html, re.S)
@@ -381,7 +373,7 @@ def test_a_steps_page_links_back_to_its_flow(alice_client, pipeline):
 
 
 def test_a_steps_failed_page_says_a_retry_of_it_runs_on_its_own(alice_client, pipeline):
-    flow = start(pipeline, {"url": "u"})
+    flow = flow_started(pipeline, {"url": "u"})
     fetch = work(run_of(flow, "fetch"), "failed")
     html = page(alice_client, fetch)
     assert "Retrying this step runs it again on its own" in html
