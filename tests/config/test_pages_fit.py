@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
@@ -19,12 +20,11 @@ from agents.kinds import KINDS
 from agents.schedule_services import schedule_create
 from agents.webhook_services import webhook_enable
 from api.services import token_create
-from executions.flows import flow_advance, flow_start
 from executions.models import Execution
-from executions.services import attempt_fail, execution_claim, execution_request
+from executions.services import execution_claim
 from tests.browser import SCREENSHOTS, sign_in
 from tests.config.test_urls_isolation import POST_ONLY, owner_routes, url_for
-from tests.conftest import failure
+from tests.conftest import failure, flow_started, step_ended
 
 WIDTHS = (390, 1280)
 LONG_NAME = "nightly-invoice-reconciliation-for-the-european-subsidiaries_and-their-partners-v2"
@@ -145,21 +145,18 @@ def objects(make_agent, make_execution, alice):
         },
     )  # fmt: skip
     for status in ("running", "failed"):
-        run = execution_request(agent=flow, trigger="manual", input={"since": "z" * 150}, hold=True)
-        assert flow_start(execution_id=run.pk, expected_attempt=0)
-        if status == "failed":
-            step = run.children.get()
-            claimed, _attempt = execution_claim(
-                execution_id=step.pk, expected_attempt=0, worker="w", at=timezone.now()
-            )
-            attempt_fail(
-                execution=claimed,
-                number=1,
-                error=failure("upstream_error", retryable=False, reason=LONG_ERROR),
-                at=timezone.now(),
-            )
-            flow_advance(flow_id=run.pk)
-        run.refresh_from_db()
+        # One transaction: the message of its first step, sent on commit, finds the step
+        # claimed already (a worker of the session would run it otherwise).
+        with transaction.atomic():
+            run = flow_started(flow, {"since": "z" * 150})
+            if status == "failed":
+                error = failure("upstream_error", retryable=False, reason=LONG_ERROR)
+                step_ended(run, "fetch-every-invoice-of-every-subsidiary", error=error)
+            else:
+                step = run.children.get()
+                assert execution_claim(
+                    execution_id=step.pk, expected_attempt=0, worker="w", at=timezone.now()
+                )
         executions[f"flow-{status}"] = run
     token, _ = token_create(owner=alice, name="ci-deploys-from-the-main-branch-of-conveyor")
     schedule = http.schedules.first()
