@@ -40,6 +40,9 @@ class AgentFunction:
     validate_input: Callable[[Any], None] | None = None
     #: What the function expects, as an example input (JSON); pre-fills Run now.
     input_example: Any = None
+    #: ``on_complete(execution_id, outcome, result_or_error)``, called once per execution after
+    #: its final state is committed (notifications.services.hook_run).
+    on_complete: Callable[[str, str, Any], None] | None = None
 
 
 _registry: dict[str, AgentFunction] = {}
@@ -51,6 +54,7 @@ def agent_function(
     description: str = "",
     validate_input: Callable[[Any], None] | None = None,
     input_example: Any = None,
+    on_complete: Callable[[str, str, Any], None] | None = None,
 ) -> Callable:
     """Register ``func`` under ``name`` (dotted, e.g. ``"demo.echo"``).
 
@@ -59,6 +63,14 @@ def agent_function(
     before anything is queued. ``input_example`` is the function's input contract in one JSON
     value: the agent page pre-fills Run now with it and the API returns it with the agent (it is
     checked with ``validate_input`` when registered, so the example always runs).
+
+    ``on_complete(execution_id, outcome, result_or_error)``, if given, is called once per
+    execution, after its final state (``succeeded``, ``failed`` or ``cancelled``) is committed,
+    with the result, or ``{"category", "title", "message"}`` of the error. It runs on the
+    notifications worker, even if the worker that ran the agent died right after the end; if it
+    raises it is tried again with backoff (its failures are in the admin); it never changes the
+    execution. A hook cut off while it runs (its process killed) is called again: make it
+    idempotent, e.g. by the execution id.
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,6 +89,7 @@ def agent_function(
             description=text,
             validate_input=validate_input,
             input_example=input_example,
+            on_complete=on_complete,
         )
         return func
 

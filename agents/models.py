@@ -61,6 +61,12 @@ def default_retry_on():
 class Agent(models.Model):
     """A named, owned, configured unit of automated work. Each run is an Execution."""
 
+    class NotifyOn(models.TextChoices):
+        FAILURE = "failure", "When a run fails for good"
+        SUCCESS = "success", "When a run succeeds"
+        ALWAYS = "always", "When a run ends, whatever the outcome"
+        NEVER = "never", "Never"
+
     class Overlap(models.TextChoices):
         SKIP = "skip", "Skip the slot while a run is still active"
         ALLOW = "allow", "Start anyway, alongside the active run"
@@ -116,6 +122,29 @@ class Agent(models.Model):
 
     # What a scheduled slot does when the agent's previous run is still active.
     overlap_policy = models.CharField(max_length=10, choices=Overlap.choices, default=Overlap.SKIP)
+    # Notifications (notifications app): when its owner is told, and where.
+    notify_on = models.CharField(
+        max_length=10,
+        choices=NotifyOn.choices,
+        default=NotifyOn.FAILURE,
+        help_text="Which final states are sent to the chosen channels.",
+    )
+    notify_retries = models.BooleanField(
+        default=False, help_text="Also tell each time an attempt fails and a retry is planned."
+    )
+    notify_recovery = models.BooleanField(
+        default=False,
+        help_text="Also tell when it succeeds again after a failure (its first success after "
+        "failures), even if successes are not otherwise sent.",
+    )
+    notify_steps = models.BooleanField(
+        default=False,
+        help_text="A flow: also tell about each step's end, by the step agent's own settings "
+        "(otherwise only the flow's end is told).",
+    )
+    notify_channels = models.ManyToManyField(
+        "notifications.Channel", blank=True, related_name="agents"
+    )
     # Inbound webhook trigger: POST /hooks/<uuid>/ signed with one of these secrets
     # ({"current": "whsec_...", "next": "whsec_..."} while a rotation is under way).
     webhook_enabled = models.BooleanField(default=False)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import uuid as uuid_lib
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -33,8 +34,10 @@ RUN_POLICY_FIELDS = (
     "priority",
     "overlap_policy",
 )
-# Fields a caller may set besides kind, config and secrets.
-AGENT_FIELDS = ("name", "description", "is_paused", *RUN_POLICY_FIELDS)
+# When the agent's owner is told about its runs (the channels are set apart: notify_channels).
+NOTIFY_FIELDS = ("notify_on", "notify_retries", "notify_recovery", "notify_steps")
+# Fields a caller may set besides kind, config, secrets and notify_channels.
+AGENT_FIELDS = ("name", "description", "is_paused", *RUN_POLICY_FIELDS, *NOTIFY_FIELDS)
 
 
 class AgentBusy(Exception):
@@ -129,24 +132,61 @@ def agent_create(
     kind: str,
     config: Mapping[str, Any] | None = None,
     secrets: Mapping[str, str] | None = None,
+    notify_channels: Iterable[Any] | None = None,
     **fields: Any,
 ) -> Agent:
-    """Create an agent after validating it; raises ValidationError with per-field messages."""
+    """Create an agent after validating it; raises ValidationError with per-field messages.
+    ``notify_channels``: the owner's notification channels (or their UUIDs) to tell."""
     unknown = set(fields) - set(AGENT_FIELDS)
     if unknown:
         raise TypeError(f"Unknown agent fields: {', '.join(sorted(unknown))}")
     agent = Agent(owner=owner, name=name, kind=kind, config=dict(config or {}), **fields)
     agent.secrets = Secrets(secrets or {})
     agent_validate(agent=agent)
-    _save(agent, force_insert=True)
+    channels = _channels(agent, notify_channels)
+    with transaction.atomic():
+        _save(agent, force_insert=True)
+        if channels:
+            agent.notify_channels.set(channels)
     return agent
 
 
+def _channels(agent: Agent, given: Iterable[Any] | None) -> list | None:
+    """The owner's channels named by ``given`` (channels or UUIDs); ValidationError naming any
+    that is not one of the owner's."""
+    if given is None:
+        return None
+    from notifications.models import Channel
+
+    wanted, missing = [], []
+    mine = Channel.objects.filter(owner_id=agent.owner_id)
+    for item in given:
+        key = getattr(item, "uuid", item)
+        try:
+            channel = mine.filter(uuid=uuid_lib.UUID(str(key))).first()
+        except ValueError:
+            channel = None
+        if channel is None:
+            missing.append(str(key))
+        else:
+            wanted.append(channel)
+    if missing:
+        raise ValidationError(
+            {"notify_channels": [f"You have no notification channel {', '.join(missing)}."]}
+        )
+    return wanted
+
+
 def agent_update(
-    *, agent: Agent, secrets: Mapping[str, str | None] | None = None, **fields: Any
+    *,
+    agent: Agent,
+    secrets: Mapping[str, str | None] | None = None,
+    notify_channels: Iterable[Any] | None = None,
+    **fields: Any,
 ) -> Agent:
     """Change an agent. ``secrets`` merges: a value of None removes that secret, names not
-    given keep their value (secrets are write-only, so forms leave them blank to keep them)."""
+    given keep their value (secrets are write-only, so forms leave them blank to keep them).
+    ``notify_channels``, when given, replaces the channels told about its runs."""
     unknown = set(fields) - set(AGENT_FIELDS) - {"kind", "config"}
     if unknown:
         raise TypeError(f"Unknown agent fields: {', '.join(sorted(unknown))}")
@@ -161,7 +201,11 @@ def agent_update(
                 merged[name] = value
         agent.secrets = Secrets(merged)
     agent_validate(agent=agent)
-    _save(agent)
+    channels = _channels(agent, notify_channels)
+    with transaction.atomic():
+        _save(agent)
+        if channels is not None:
+            agent.notify_channels.set(channels)
     return agent
 
 

@@ -8,6 +8,7 @@ import base64
 import hashlib
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -89,6 +90,7 @@ INSTALLED_APPS = [
     "executions",
     "api",
     "ops",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -266,6 +268,33 @@ CONVEYOR_DEFAULT_TIMEOUT = env_int("CONVEYOR_DEFAULT_TIMEOUT", 300, minimum=1)
 CONVEYOR_MAX_TIMEOUT = env_int("CONVEYOR_MAX_TIMEOUT", 3600, minimum=1)
 CONVEYOR_MAX_BACKOFF = env_int("CONVEYOR_MAX_BACKOFF", 3600, minimum=0)
 CONVEYOR_MAX_RETRIES = env_int("CONVEYOR_MAX_RETRIES", 20, minimum=0)
+# Notifications (notifications/): the absolute address of this installation, for the links in
+# messages; how long one delivery may take; the waits between a delivery's attempts (seconds;
+# Standard Webhooks' guidance: quick first retries, then minutes, then hours; each capped at
+# CONVEYOR_MAX_BACKOFF), after which it is given up.
+CONVEYOR_BASE_URL = (env_str("CONVEYOR_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+CONVEYOR_NOTIFY_TIMEOUT = env_float("CONVEYOR_NOTIFY_TIMEOUT", 10.0, minimum=0.1)
+CONVEYOR_NOTIFY_RETRY_DELAYS = [
+    int(v) for v in env_list("CONVEYOR_NOTIFY_RETRY_DELAYS", ["5", "300", "1800", "7200", "18000"])
+]
+# Email: EMAIL_URL=smtp://user:password@host:587/?tls (or smtps://... for implicit TLS); without
+# it, messages are written to the worker's log (Django's console backend).
+EMAIL_URL = env_str("EMAIL_URL")
+if EMAIL_URL:
+    _email = urlsplit(EMAIL_URL)
+    if _email.scheme not in ("smtp", "smtps"):
+        raise ImproperlyConfigured("EMAIL_URL must start with smtp:// or smtps://.")
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _email.hostname or "localhost"
+    EMAIL_PORT = _email.port or (465 if _email.scheme == "smtps" else 25)
+    EMAIL_HOST_USER = unquote(_email.username or "")
+    EMAIL_HOST_PASSWORD = unquote(_email.password or "")
+    EMAIL_USE_SSL = _email.scheme == "smtps"
+    EMAIL_USE_TLS = "tls" in parse_qs(_email.query, keep_blank_values=True)
+    EMAIL_TIMEOUT = 10
+else:
+    EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "Conveyor <conveyor@localhost>"
 # Flows (agents/kinds/flow.py): the longest time limit a flow may set and the longest wait step
 # (30 days each), and how deep flows may run flows.
 CONVEYOR_FLOW_MAX_TIMEOUT = env_int("CONVEYOR_FLOW_MAX_TIMEOUT", 30 * 86400, minimum=1)
@@ -285,6 +314,9 @@ CONVEYOR_CANCEL_CHECK_INTERVAL = env_float("CONVEYOR_CANCEL_CHECK_INTERVAL", 0.5
 # (executions/fastpath.py); off, they take the ORM path that SQLite uses. Both write the same rows.
 CONVEYOR_FASTPATH = env_bool("CONVEYOR_FASTPATH", True)
 CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
+# Notifications and completion hooks have a worker of their own: a slow endpoint never holds
+# an agent's slot, nor the dispatcher's.
+CONVEYOR_NOTIFICATIONS_QUEUE = env_str("CONVEYOR_NOTIFICATIONS_QUEUE", "notifications")
 CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance")
 # The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, then the
 # recovery passes: due delayed and held runs, re-publishing, reaping); seconds a slot may be
@@ -406,7 +438,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = CONVEYOR_MAINTENANCE_QUEUE
-CELERY_TASK_ROUTES = {"executions.run_execution": {"queue": CONVEYOR_EXECUTIONS_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "executions.run_execution": {"queue": CONVEYOR_EXECUTIONS_QUEUE},
+    "notifications.*": {"queue": CONVEYOR_NOTIFICATIONS_QUEUE},
+}
 CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_TIMEZONE = TIME_ZONE
@@ -427,6 +462,12 @@ CELERY_BEAT_SCHEDULE = {
             "queue": CONVEYOR_MAINTENANCE_QUEUE,
             "expire_seconds": CONVEYOR_DISPATCH_INTERVAL,
         },
+    },
+    # The daily and weekly digests of the users who asked for one (each is sent when due).
+    "conveyor-digests": {
+        "task": "notifications.send_digests",
+        "schedule": 3600.0,
+        "options": {"queue": CONVEYOR_NOTIFICATIONS_QUEUE, "expire_seconds": 3600},
     },
 }
 # Celery's Django fixup closes the database connection around every task unless this is set,

@@ -17,6 +17,9 @@ RUN_SUFFIX = f"-{uuid.uuid4().hex[:8]}" if RABBITMQ else ""
 # and the suite may purge them, even when REDIS_URL is a Redis that `make run` also uses.
 os.environ.setdefault("CONVEYOR_EXECUTIONS_QUEUE", f"test-executions{RUN_SUFFIX}")
 os.environ.setdefault("CONVEYOR_MAINTENANCE_QUEUE", f"test-maintenance{RUN_SUFFIX}")
+os.environ.setdefault("CONVEYOR_NOTIFICATIONS_QUEUE", f"test-notifications{RUN_SUFFIX}")
+# Quick retries of notifications, so that the suite sees a retry within seconds.
+os.environ.setdefault("CONVEYOR_NOTIFY_RETRY_DELAYS", "1,2,4")
 if RABBITMQ:
     # The suite's agents wait and run for seconds: limits that fit RabbitMQ's default
     # consumer_timeout (30 min, see config/settings.py) let it run on a RabbitMQ as installed.
@@ -37,6 +40,11 @@ if not env_str("REDIS_URL"):
 # Hooks the worker processes the suite starts load (tests/hooks/apps.py): end-to-end tests
 # that need a worker to fail at one exact moment.
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.hooks"]  # noqa: F405 (from .settings)
+
+# Mail the worker processes send lands in files here, where end-to-end tests read it (pytest
+# gives the test process itself Django's in-memory outbox).
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = str(VAR_DIR / "test-mail")
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CONVEYOR_PROGRESS_INTERVAL = 0.2

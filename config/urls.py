@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/v1/", include("api.urls")),
     path("hooks/<str:agent_id>/", webhook_receive, name="webhook"),
     path("settings/tokens/", include("api.token_urls")),
+    path("settings/notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -12,7 +12,9 @@ The tick is a thin orchestrator. It runs, in order:
 2. the executions' recovery passes (``executions.recovery``): publish due delayed and held runs,
    re-publish stranded ones, reap attempts whose worker died;
 3. the flows' pass (``executions.flows.advance_stalled``): advance flows a step's end did not
-   advance, end waits that are over, time out flows past their limit.
+   advance, end waits that are over, time out flows past their limit;
+4. the notifications' pass (``notifications.services.resend_stalled``): deliveries and
+   completion hooks whose message was lost.
 
 Each pass runs even if an earlier one failed (a broken pass must not stop the others); the first
 error is raised again at the end so that the task is recorded as failed. Both sides learn what
@@ -43,6 +45,7 @@ class TickReport:
     republished: int = 0
     reaped: int = 0
     flows: int = 0
+    notifications: int = 0
     errors: int = 0
     seconds: float = 0.0
 
@@ -62,6 +65,7 @@ class TickReport:
             or self.republished
             or self.reaped
             or self.flows
+            or self.notifications
             or self.errors
             or self.slots.errors
         )
@@ -73,6 +77,12 @@ reaper_watch = recovery.ReaperWatch()
 
 def _reap(at: datetime, may_reap: bool) -> int:
     return recovery.reap_lost_attempts(at=at) if may_reap else 0
+
+
+def _notifications(at: datetime) -> int:
+    from notifications.services import resend_stalled
+
+    return resend_stalled(at=at)
 
 
 def tick(*, at: datetime | None = None) -> TickReport:
@@ -90,6 +100,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
         ("republish", lambda: setattr(report, "republished", recovery.republish_stranded(at=at))),
         ("reaper", lambda: setattr(report, "reaped", _reap(at, may_reap))),
         ("flows", lambda: setattr(report, "flows", flows.advance_stalled(at=at))),
+        ("notifications", lambda: setattr(report, "notifications", _notifications(at))),
     )
     for name, run in passes:
         try:
@@ -113,6 +124,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
                 "republished": report.republished,
                 "reaped": report.reaped,
                 "flows": report.flows,
+                "notifications": report.notifications,
                 "seconds": round(report.seconds, 3),
             },
         )

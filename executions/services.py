@@ -32,7 +32,7 @@ from agents.models import Agent
 from .errors import CATEGORIES, Category, ClassifiedError
 from .humanize import seconds_in_words
 from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
-from .signals import execution_ended
+from .signals import execution_ended, execution_retrying
 
 logger = logging.getLogger("conveyor.executions")
 
@@ -99,6 +99,8 @@ def transition(
             setattr(execution, name, value)
         if to in Execution.TERMINAL_STATUSES:
             ended(execution)
+        elif to == Status.RETRYING:
+            execution_retrying.send(sender=Execution, execution=execution)
     return True
 
 

@@ -10,3 +10,7 @@ before Conveyor's own follow-up such as advancing the flow the execution is a st
 from django.dispatch import Signal
 
 execution_ended = Signal()
+
+#: ``execution_retrying(sender=Execution, execution=...)``: an attempt failed and a retry is
+#: planned (the execution is ``retrying``); sent like ``execution_ended``.
+execution_retrying = Signal()

@@ -225,7 +225,10 @@ def celery_worker_process(request, django_db_setup, django_db_blocker, broker):
 
     app.control.purge()  # messages left by an interrupted earlier run
     worker = start_worker(
-        queues=f"{settings.CONVEYOR_EXECUTIONS_QUEUE},{settings.CONVEYOR_MAINTENANCE_QUEUE}",
+        queues=(
+            f"{settings.CONVEYOR_EXECUTIONS_QUEUE},{settings.CONVEYOR_MAINTENANCE_QUEUE},"
+            f"{settings.CONVEYOR_NOTIFICATIONS_QUEUE}"
+        ),
         concurrency=2,
         name="test",
         log=WORKER_LOG,

@@ -11,7 +11,7 @@ from ruamel.yaml import YAML  # installed with check-jsonschema
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-APP_SERVICES = ("web", "worker", "maintenance", "beat", "flower")
+APP_SERVICES = ("web", "worker", "maintenance", "notifier", "beat", "flower")
 
 
 def check_against_compose_spec(path: Path) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agents", "api", "common", "config", "executions", "ops")
+PACKAGES = ("agents", "api", "common", "config", "executions", "notifications", "ops")
 
 
 def module_name(path: Path) -> str:

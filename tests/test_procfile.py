@@ -21,4 +21,5 @@ def test_the_dispatcher_has_a_worker_that_agent_runs_cannot_fill():
     procs = processes()
     assert queues(procs["worker"]) == {"executions"}
     assert queues(procs["maintenance"]) == {"maintenance"}
-    assert {"web", "redis", "worker", "maintenance", "beat", "flower"} == set(procs)
+    assert queues(procs["notifier"]) == {"notifications"}
+    assert {"web", "redis", "worker", "maintenance", "notifier", "beat", "flower"} == set(procs)
