@@ -55,7 +55,12 @@ class Summary:
         lines = [self.headline + "."]
         if self.error_title:
             lines.append(f"{self.error_title}: {self.error_message}".strip())
-        if self.what_to_do and self.event != "execution.succeeded":
+        # A final failure's message already ends with what to do; a retry's does not.
+        if (
+            self.what_to_do
+            and self.event != "execution.succeeded"
+            and self.what_to_do not in self.error_message
+        ):
             lines.append(f"What to do: {self.what_to_do}")
         tried = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
         facts = [f"{tried} of {self.max_attempts} allowed"]

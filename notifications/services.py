@@ -332,14 +332,16 @@ def _post(channel: Channel, *, json_body=None, content: bytes | None = None, hea
             request = http.build_request(
                 "POST", channel.target, json=json_body, content=content, headers=headers
             )
-            with outbound.send(http, request) as response:
+            # Sent once: a redirect is answered, not followed (the guard checks the address).
+            response = http.send(request, stream=True, follow_redirects=False)
+            try:
                 outbound.read_limited(response, 4096, deadline=time.monotonic() + timeout)
+            finally:
+                response.close()
     except outbound.OutboundBlocked as exc:
         return Sent(ok=False, error=exc.message)
     except httpx.TimeoutException:
         return Sent(ok=False, error=f"No answer within {timeout:g} s.")
-    except httpx.TooManyRedirects:
-        return Sent(ok=False, error="The endpoint answered with a redirect, which is not followed.")
     except httpx.HTTPError as exc:
         return Sent(ok=False, error=f"Could not reach the endpoint: {exc}"[:500])
     code = response.status_code
