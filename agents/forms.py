@@ -11,9 +11,10 @@ from django.utils import timezone
 from common import jsonbody
 from common.errors import Malformed
 from executions.errors import CATEGORIES
+from notifications.models import Channel
 
 from .models import Agent
-from .services import RUN_POLICY_FIELDS
+from .services import NOTIFY_FIELDS, RUN_POLICY_FIELDS
 
 
 def parse_json_text(text: str) -> Any:
@@ -95,6 +96,14 @@ class RunForm(forms.Form):
         return data
 
 
+class ChannelChoiceField(forms.ModelMultipleChoiceField):
+    """The owner's notification channels, each as "ops (Email)"."""
+
+    def label_from_instance(self, obj):
+        label = f"{obj.name} ({obj.get_kind_display()})"
+        return label if obj.is_enabled else f"{label}, turned off"
+
+
 class AgentForm(forms.ModelForm):
     retry_on = forms.MultipleChoiceField(
         # Only temporary problems: retrying never fixes bad credentials, input or settings.
@@ -104,17 +113,33 @@ class AgentForm(forms.ModelForm):
         label="Retry on",
         help_text="Which kinds of error are retried automatically.",
     )
+    # Not a model field of the form: agents.services sets them (notify_channels=...), refusing
+    # another owner's. The queryset is the owner's channels (set in __init__).
+    notify_channels = ChannelChoiceField(
+        queryset=Channel.objects.none(),
+        to_field_name="uuid",
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        label="On these channels",
+    )
 
     class Meta:
         model = Agent
-        fields = ("name", "description", *RUN_POLICY_FIELDS)
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+        fields = ("name", "description", *RUN_POLICY_FIELDS, *NOTIFY_FIELDS)
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "notify_on": forms.RadioSelect,
+        }
         labels = {
             "overlap_policy": "When a scheduled run comes while a run is still active",
             "retry_backoff": "First retry after (s)",
             "retry_backoff_max": "Longest wait (s)",
             "retry_jitter": "Randomise waits",
             "timeout": "Time limit (whole attempt, s)",
+            "notify_on": "Tell me",
+            "notify_retries": "Also on each retry",
+            "notify_recovery": "Also when it recovers",
+            "notify_steps": "Also for each step",
         }
         help_texts = {
             # Not the http kind's request timeout, which bounds each HTTP call.
@@ -138,14 +163,33 @@ class AgentForm(forms.ModelForm):
         "priority",
     )
 
-    def __init__(self, *args, kind=None, **kwargs):
+    def __init__(self, *args, kind=None, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
         if getattr(kind, "is_flow", False):
-            for name in self.NOT_FOR_FLOWS:
+            # Nor is a flow's end a retry to tell about (each step's agent says whether its
+            # own retries are told).
+            for name in (*self.NOT_FOR_FLOWS, "notify_retries"):
                 del self.fields[name]
+        else:
+            del self.fields["notify_steps"]  # only a flow has steps to tell about
         # A declared field gets no initial value from the model: take the instance's (a new
         # agent's instance carries the installation's defaults).
         self.initial.setdefault("retry_on", list(self.instance.retry_on or []))
+        channels = self.fields["notify_channels"]
+        owner = owner if owner is not None else getattr(self.instance, "owner", None)
+        if owner is not None:
+            channels.queryset = Channel.objects.filter(owner=owner)
+        self.has_channels = channels.queryset.exists()
+        if self.instance.pk is not None:
+            self.initial.setdefault(
+                "notify_channels",
+                [str(u) for u in self.instance.notify_channels.values_list("uuid", flat=True)],
+            )
+        # Without a choice sent (a form of before notifications), the agent keeps its own.
+        self.fields["notify_on"].required = False
+
+    def clean_notify_on(self):
+        return self.cleaned_data.get("notify_on") or self.instance.notify_on
 
     def agent_fields(self) -> dict[str, Any]:
         """The cleaned values of the agent's own fields this form shows."""

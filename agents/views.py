@@ -77,7 +77,41 @@ def _detail_context(request, agent: Agent) -> dict:
         "recent": agent.executions.order_by("-created_at", "-id")[:15],
         "schedule_panel": schedule_panel(agent=agent, at=timezone.now()),
         "webhook_panel": panel_context(request, agent),
+        "notify_summary": notify_summary(agent),
     }
+
+
+# The agent page's one line on notifications ("Tells you when a run fails, by Email (ops)").
+NOTIFY_WHEN = {
+    Agent.NotifyOn.FAILURE: "when a run fails",
+    Agent.NotifyOn.SUCCESS: "when a run succeeds",
+    Agent.NotifyOn.ALWAYS: "when a run ends",
+}
+CHANNEL_WORD = {"email": "Email", "webhook": "Webhook", "slack": "Slack"}
+
+
+def notify_summary(agent: Agent) -> str:
+    """What the agent tells its owner and where, in one sentence."""
+    when = [NOTIFY_WHEN[agent.notify_on]] if agent.notify_on in NOTIFY_WHEN else []
+    if agent.notify_retries and not getattr(agent.kind_impl, "is_flow", False):
+        when.append("on each retry")
+    if agent.notify_recovery and agent.notify_on not in (
+        Agent.NotifyOn.SUCCESS,
+        Agent.NotifyOn.ALWAYS,
+    ):
+        when.append("when it recovers")
+    if not when:
+        return "Tells you nothing."
+    channels = [
+        f"{CHANNEL_WORD.get(c.kind, c.kind)} ({c.name}){'' if c.is_enabled else ', turned off'}"
+        for c in agent.notify_channels.all()
+    ]
+    if not channels:
+        return "Tells you nothing: no channel is chosen."
+    said = when[0] if len(when) == 1 else ", ".join(when[:-1]) + " and " + when[-1]
+    if getattr(agent.kind_impl, "is_flow", False) and agent.notify_steps:
+        said += ", and about each step"
+    return f"Tells you {said}, by {', '.join(channels)}."
 
 
 @login_required
@@ -138,7 +172,7 @@ def _agent_form(request, kind, agent):
     has none of its own; its steps are edited in the page's step editor, see flow_editor.js)."""
     is_flow = getattr(kind, "is_flow", False)
     data = request.POST if request.method == "POST" else None
-    form = AgentForm(data, instance=agent, prefix="agent", kind=kind)
+    form = AgentForm(data, instance=agent, prefix="agent", kind=kind, owner=request.user)
     initial = agent.config if agent else None
     if is_flow and agent is None:
         initial = NEW_FLOW
@@ -163,6 +197,7 @@ def _agent_form(request, kind, agent):
                     kind=kind.name,
                     config=config_form.cleaned_data,
                     secrets={k: v for k, v in changes.items() if v is not None},
+                    notify_channels=form.cleaned_data["notify_channels"],
                     **form.agent_fields(),
                 )
                 messages.success(request, f"Agent “{agent.name}” created. Run it below.")
@@ -171,6 +206,7 @@ def _agent_form(request, kind, agent):
                     agent=agent,
                     config=config_form.cleaned_data,
                     secrets=changes,
+                    notify_channels=form.cleaned_data["notify_channels"],
                     **form.agent_fields(),
                 )
                 messages.success(request, "Changes saved.")

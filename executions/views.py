@@ -87,6 +87,7 @@ def live_context(request, execution: Execution) -> dict:
     estimate = None
     now = timezone.now()
     is_flow = getattr(execution.agent.kind_impl, "is_flow", False)
+    deliveries = list(execution.deliveries.select_related("channel").prefetch_related("tries"))
     current = attempts[-1] if attempts else None
     # A flow's progress counts steps, which take anything but equal times: no estimate.
     if execution.status == Execution.Status.RUNNING and current is not None and not is_flow:
@@ -107,6 +108,10 @@ def live_context(request, execution: Execution) -> dict:
         "estimate": estimate,
         "heartbeat_timeout": settings.CONVEYOR_HEARTBEAT_TIMEOUT,
         "retried_as": list(execution.retried_as.order_by("created_at")[:5]),
+        # The notifications of this run (notifications.Delivery), with their attempts; the
+        # page keeps refreshing while one is still to be sent.
+        "deliveries": deliveries,
+        "deliveries_pending": any(d.status == d.Status.PENDING for d in deliveries),
         "show_traceback": request.user.is_staff,
         "retry_form": RetryForm(initial={"input": _json_text(execution.input)}),
     }

@@ -386,7 +386,12 @@ def delivery_resend(*, delivery: Delivery, at: datetime | None = None) -> Delive
     Delivery.objects.filter(pk=delivery.pk).update(
         status=Delivery.Status.PENDING, next_attempt_at=at, published_at=at
     )
-    transaction.on_commit(lambda: publish_delivery(delivery.pk), robust=True)
+    delivery_id = delivery.pk
+
+    def send_again():  # named: Django logs a robust callback's failure by its __qualname__
+        publish_delivery(delivery_id)
+
+    transaction.on_commit(send_again, robust=True)
     delivery.refresh_from_db()
     return delivery
 
@@ -490,12 +495,16 @@ def resend_stalled(*, at: datetime, limit: int = 500) -> int:
 # --- Channels ---------------------------------------------------------------------------------
 
 
-def channel_validate(*, channel: Channel) -> None:
+def channel_validate(*, channel: Channel, check_target: bool = True) -> None:
+    """The channel's name, kind and target in words; ``check_target`` False leaves an unchanged
+    target alone (an address refused since does not stop a rename)."""
     errors: dict[str, list[str]] = {}
     if not (channel.name or "").strip():
         errors["name"] = ["Give the channel a name."]
     if channel.kind not in Channel.Kind.values:
         errors["kind"] = [f"Choose one of: {', '.join(Channel.Kind.values)}."]
+    elif not check_target:
+        pass
     elif channel.kind == Channel.Kind.EMAIL:
         try:
             EmailValidator(message="Enter an email address.")(channel.target)
@@ -534,22 +543,29 @@ def channel_update(*, channel: Channel, **fields: Any) -> Channel:
     unknown = set(fields) - {"name", "target", "is_enabled"}
     if unknown:
         raise TypeError(f"Unknown channel fields: {', '.join(sorted(unknown))}")
+    before = channel.target
     for name, value in fields.items():
         setattr(channel, name, value.strip() if isinstance(value, str) else value)
     if fields.get("is_enabled"):
         channel.disabled_reason = ""
-    channel_validate(channel=channel)
+    # Turning a channel on sends to its address again: check it then too.
+    channel_validate(
+        channel=channel, check_target=channel.target != before or bool(fields.get("is_enabled"))
+    )
     channel.save()
     return channel
 
 
-def channel_disable(*, channel: Channel, reason: str) -> None:
+def channel_disable(*, channel: Channel, reason: str = "") -> None:
+    """Stop sending to a channel: its owner turned it off (no reason), or Conveyor did, saying
+    why (``reason``, shown to the owner), after its endpoint answered 410 Gone."""
     Channel.objects.filter(pk=channel.pk).update(is_enabled=False, disabled_reason=reason[:300])
     channel.is_enabled, channel.disabled_reason = False, reason[:300]
-    logger.warning(
-        "notification channel turned off",
-        extra={"action": "channel_disabled", "channel": str(channel.uuid), "reason": reason},
-    )
+    if reason:
+        logger.warning(
+            "notification channel turned off",
+            extra={"action": "channel_disabled", "channel": str(channel.uuid), "reason": reason},
+        )
 
 
 def channel_delete(*, channel: Channel) -> None:

@@ -22,6 +22,7 @@ from agents.webhook_services import webhook_enable
 from api.services import token_create
 from executions.models import Execution
 from executions.services import execution_claim
+from notifications.services import channel_create, channel_disable, channel_rotate_start
 from tests.browser import SCREENSHOTS, sign_in
 from tests.config.test_urls_isolation import POST_ONLY, owner_routes, url_for
 from tests.conftest import failure, flow_started, step_ended
@@ -158,6 +159,26 @@ def objects(make_agent, make_execution, alice):
                     execution_id=step.pk, expected_attempt=0, worker="w", at=timezone.now()
                 )
         executions[f"flow-{status}"] = run
+    # Notification channels: a long webhook mid-rotation, one turned off after a 410, an email.
+    long_hook, _ = channel_create(
+        owner=alice,
+        kind="webhook",
+        name=f"{LONG_NAME}-pager",
+        target="https://hooks.example.com/" + "incidents/" * 12 + "?token=" + "t" * 80,
+    )
+    channel_rotate_start(channel=long_hook)
+    gone, _ = channel_create(
+        owner=alice,
+        kind="slack",
+        name="retired-team-channel",
+        target="https://chat.example.com/hooks/T000/B000/" + "x" * 60,
+    )
+    channel_disable(
+        channel=gone,
+        reason="The endpoint answered 410 Gone on 30 Nov 2026, 12:00 UTC: it asked not to be "
+        "sent anything more. Check its address, then turn the channel on again.",
+    )
+    channel_create(owner=alice, kind="email", name="ops", target=f"{LONG_NAME}@example.com")
     token, _ = token_create(owner=alice, name="ci-deploys-from-the-main-branch-of-conveyor")
     schedule = http.schedules.first()
     return {

@@ -9,6 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from agents.schedule_services import schedule_create
 from api.services import token_create
 from executions.services import execution_request
+from notifications.services import channel_create
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +22,11 @@ PUBLIC_OR_OTHER = {"login", "logout", "webhook", "healthz", "metrics"}
 POST_ONLY = {"agents:run", "agents:pause", "agents:resume", "executions:cancel", "executions:retry",
              "agents:webhook_enable", "agents:webhook_disable", "agents:webhook_rotate",
              "agents:webhook_finish", "tokens:revoke", "agents:schedule_pause",
-             "agents:schedule_resume", "agents:schedule_delete"}  # fmt: skip
+             "agents:schedule_resume", "agents:schedule_delete",
+             "notifications:channel_edit", "notifications:channel_enable",
+             "notifications:channel_disable", "notifications:channel_test",
+             "notifications:channel_rotate", "notifications:channel_rotate_finish",
+             "notifications:channel_delete"}  # fmt: skip
 # Routes with a confirmation page (GET, checked with every other route) in front of the action
 # (POST, checked by test_the_action_behind_a_confirmation_page_is_private_too).
 CONFIRM_THEN_POST = {"agents:delete"}
@@ -56,7 +61,16 @@ def alices_objects(make_agent, alice):
     execution = execution_request(agent=agent, trigger="manual", input={"private": "data"})
     token, _ = token_create(owner=alice, name="alices-token")
     schedule = schedule_create(agent=agent, kind="interval", interval_seconds=300)
-    return {"agent": agent, "execution": execution, "token": token, "schedule": schedule}
+    channel, _ = channel_create(
+        owner=alice, kind="webhook", name="alices-channel", target="https://hooks.example.com/a"
+    )
+    return {
+        "agent": agent,
+        "execution": execution,
+        "token": token,
+        "schedule": schedule,
+        "channel": channel,
+    }
 
 
 def url_for(name, pattern, objects):
@@ -67,6 +81,8 @@ def url_for(name, pattern, objects):
         owner = objects["agent"] if name.startswith("agents:") else objects["execution"]
         if name.startswith("tokens:"):
             owner = objects["token"]
+        if name.startswith("notifications:"):
+            owner = objects["channel"]
         return reverse(name, kwargs={"uuid": owner.uuid})
     if params == ["kind"]:
         return reverse(name, kwargs={"kind": "function"})
