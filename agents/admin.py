@@ -28,6 +28,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from executions.models import Execution
+from notifications.models import Channel
 from ops.admin_actions import ActionReport, PauseResumeActions
 
 from .forms import SecretsForm
@@ -36,6 +37,7 @@ from .models import Agent, Schedule, SkippedSlot
 from .schedule_services import schedule_pause, schedule_resume
 from .services import (
     AGENT_FIELDS,
+    NOTIFY_FIELDS,
     RUN_POLICY_FIELDS,
     AgentBusy,
     agent_create,
@@ -68,6 +70,15 @@ class AgentAdminForm(forms.ModelForm):
     secrets_remove = forms.MultipleChoiceField(
         required=False, widget=forms.CheckboxSelectMultiple, label="Remove secrets"
     )
+    # Not the model's field: the services set it (agent_create/agent_update), and refuse a
+    # channel that is not the owner's.
+    notify_channels = forms.ModelMultipleChoiceField(
+        queryset=Channel.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Channels told",
+        help_text="The owner's notification channels that hear of this agent's runs.",
+    )
 
     class Meta:
         model = Agent
@@ -80,6 +91,21 @@ class AgentAdminForm(forms.ModelForm):
         self.fields["secrets_remove"].choices = [(n, n) for n in names]
         if not names:
             del self.fields["secrets_remove"]
+        if "notify_channels" in self.fields:
+            field = self.fields["notify_channels"]
+            if self.instance.pk:
+                # The owner's channels (their number is small); another owner's are refused.
+                field.queryset = Channel.objects.filter(owner_id=self.instance.owner_id)
+                self.initial["notify_channels"] = [
+                    c.pk for c in self.instance.notify_channels.all()
+                ]
+            else:
+                # Anyone's, named with their owner: the services refuse another owner's.
+                field.widget = forms.SelectMultiple()
+                field.label_from_instance = lambda c: f"{c.owner}: {c.name} ({c.kind})"
+                field.queryset = Channel.objects.select_related("owner").order_by(
+                    "owner__username", "name"
+                )
 
     #: Set by AgentAdmin when the services refused the last attempt to save this form.
     service_error: ValidationError | None = None
@@ -192,6 +218,7 @@ class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
         ),
         ("Secrets (write-only)", {"fields": ("secrets_set", "secrets_add", "secrets_remove")}),
         ("Retries and limits", {"fields": RUN_POLICY_FIELDS}),
+        ("Notifications", {"fields": (*NOTIFY_FIELDS, "notify_channels")}),
         ("Webhook trigger", {"fields": ("webhook_enabled", "webhook_secrets_set")}),
         (None, {"fields": ("runs_link", "created_at", "updated_at")}),
     )
@@ -255,15 +282,25 @@ class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
         changes, merged by ``agent_update`` and given whole to ``agent_create``)."""
         secrets = getattr(form, "secret_changes", {})
         fields = {name: getattr(obj, name) for name in AGENT_FIELDS}
+        # None (the field not on the form): the channels are kept.
+        channels = form.cleaned_data.get("notify_channels")
         try:
             if change:
-                agent_update(agent=obj, kind=obj.kind, config=obj.config, secrets=secrets, **fields)
+                agent_update(
+                    agent=obj,
+                    kind=obj.kind,
+                    config=obj.config,
+                    secrets=secrets,
+                    notify_channels=channels,
+                    **fields,
+                )
             else:
                 created = agent_create(
                     owner=obj.owner,
                     kind=obj.kind,
                     config=obj.config,
                     secrets={name: value for name, value in secrets.items() if value is not None},
+                    notify_channels=channels,
                     **fields,
                 )
         except ValidationError as exc:

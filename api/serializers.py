@@ -5,6 +5,7 @@ with the same field names ("config.url")."""
 from __future__ import annotations
 
 import re
+import uuid as uuid_lib
 from collections.abc import Mapping
 
 from django.urls import reverse
@@ -15,9 +16,11 @@ from rest_framework import serializers
 
 from agents.kinds import get_kind, kind_choices
 from agents.models import Agent
+from agents.secrets import Secrets
 from agents.webhook_services import webhook_rotation_in_progress
 from executions.errors import CATEGORIES
 from executions.models import Execution, ExecutionLog, FlowStep
+from notifications.models import Channel, Delivery, DeliveryAttempt
 
 SMALLINT_MAX = 32767
 INT_MAX = 2_147_483_647
@@ -103,6 +106,46 @@ class SecretsField(serializers.Field):
         raise AssertionError("secrets are write-only")
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "format": "uuid"},
+        "maxItems": 100,
+        "description": "The ids of your notification channels told about this agent's runs "
+        "(see /api/v1/channels), as the rules in notify_on, notify_retries and notify_recovery "
+        "say. Given, it replaces the list; left out, the list is kept; [] tells no channel.",
+    }
+)
+class ChannelIdsField(serializers.Field):
+    """A list of channel ids. Which ones are the caller's is the services' rule
+    (``agent_create``/``agent_update``: 422 naming any that is not)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError(
+                'Send a list of channel ids, e.g. ["3f2c…"], or [] for none.'
+            )
+        if len(data) > 100:
+            raise serializers.ValidationError("At most 100 channels.")
+        ids, bad = [], []
+        for item in data:
+            try:
+                ids.append(uuid_lib.UUID(str(item)) if isinstance(item, str) else None)
+            except ValueError:
+                ids.append(None)
+            if ids[-1] is None:
+                bad.append(f"“{str(item)[:100]}”")
+        if bad:
+            raise serializers.ValidationError(
+                f"Not a channel id (a UUID): {', '.join(bad)}. Channel ids are listed by "
+                "GET /api/v1/channels."
+            )
+        return list(dict.fromkeys(ids))
+
+    def to_representation(self, channels):
+        return [str(channel.uuid) for channel in channels.all()]
+
+
 class AgentSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     url = serializers.SerializerMethodField()
@@ -132,6 +175,27 @@ class AgentSerializer(serializers.Serializer):
         required=False,
         help_text="What a scheduled slot does while the previous run is still active.",
     )
+    notify_on = serializers.ChoiceField(
+        choices=Agent.NotifyOn.choices,
+        required=False,
+        help_text="Which ends of a run are sent to notify_channels: failure (a run failed for "
+        "good; the default), success, always, never.",
+    )
+    notify_retries = serializers.BooleanField(
+        required=False,
+        help_text="Also tell each time an attempt fails and a retry is planned.",
+    )
+    notify_recovery = serializers.BooleanField(
+        required=False,
+        help_text="Also tell when it succeeds again after a failure, even if successes are "
+        "not otherwise sent.",
+    )
+    notify_steps = serializers.BooleanField(
+        required=False,
+        help_text="A flow: also tell about each step's end, by the step agent's own settings "
+        "(otherwise only the flow's end is told).",
+    )
+    notify_channels = ChannelIdsField(required=False)
     webhook = serializers.SerializerMethodField()
     input_example = serializers.SerializerMethodField(
         help_text="An input this agent accepts, as its kind declares it (null: none declared). "
@@ -172,6 +236,98 @@ class AgentPutSerializer(AgentSerializer):
     """PUT: like PATCH, but the name, kind and config are required."""
 
     config = serializers.JSONField(help_text="The kind's settings, checked against its schema.")
+
+
+# --- Notification channels ---------------------------------------------------------------------
+
+
+# A pattern, not an enum: drf-spectacular would name this enum after the field, "kind", the name
+# the agents' kinds have taken, and warn.
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": f"^({'|'.join(Channel.Kind.values)})$",
+        "example": Channel.Kind.WEBHOOK.value,
+    }
+)
+class ChannelKindField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=Channel.Kind.choices, **kwargs)
+
+
+class ChannelSerializer(serializers.Serializer):
+    """Where an owner is told about runs: an email address, a signed webhook, or a
+    Slack-compatible incoming webhook (Slack, Discord's ``/slack`` URLs, Mattermost, ...)."""
+
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    url = serializers.SerializerMethodField()
+    kind = ChannelKindField(
+        help_text="email, webhook (signed, Standard Webhooks) or slack (Slack-compatible "
+        "incoming webhook). Fixed once the channel is made.",
+    )
+    name = serializers.CharField(max_length=100)
+    target = serializers.CharField(
+        max_length=2000,
+        help_text="An email address (email), or the http(s) URL messages are POSTed to.",
+    )
+    is_enabled = serializers.BooleanField(
+        required=False,
+        help_text="Off: nothing is sent to it. Turning it on clears disabled_reason.",
+    )
+    disabled_reason = serializers.CharField(
+        read_only=True,
+        help_text="Why Conveyor turned it off (the endpoint answered 410 Gone); empty otherwise.",
+    )
+    rotation_in_progress = serializers.SerializerMethodField(
+        help_text="A webhook channel: true while messages are signed with two secrets (a "
+        "rotation started and not finished)."
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+
+    def get_url(self, channel) -> str:
+        return _absolute(
+            self.context.get("request"), reverse("api:channel-detail", args=[channel.uuid])
+        )
+
+    def get_rotation_in_progress(self, channel) -> bool:
+        return bool(isinstance(channel.secrets, Secrets) and channel.secrets.get("next"))
+
+
+class ChannelUpdateSerializer(ChannelSerializer):
+    """PATCH and PUT: name, target and is_enabled (PUT: name and target required). The kind
+    cannot change."""
+
+    kind = ChannelKindField(
+        required=False,
+        help_text="May be sent, unchanged (a channel's kind cannot change: make a new one).",
+    )
+
+    def validate_kind(self, value):
+        if self.instance is not None and value != self.instance.kind:
+            raise serializers.ValidationError(
+                f"A channel's kind cannot change (this one is {self.instance.kind}): create a "
+                "new channel instead."
+            )
+        return value
+
+
+class ChannelSecretSerializer(ChannelSerializer):
+    # Not read_only: the schema would then call it required. A response-only serializer.
+    secret = serializers.CharField(
+        required=False,
+        help_text="A webhook channel's signing secret just made (whsec_…), shown this once: "
+        "store it now. Absent for email and slack channels.",
+    )
+
+
+class ChannelTestSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="The channel took the test message.")
+    status_code = serializers.IntegerField(
+        allow_null=True, help_text="The endpoint's HTTP status; null for email or no answer."
+    )
+    error = serializers.CharField(
+        allow_blank=True, help_text="What went wrong, in words; empty when it went through."
+    )
 
 
 # --- Executions -------------------------------------------------------------------------------
@@ -340,12 +496,63 @@ class FlowStepSerializer(serializers.Serializer):
     )
 
 
+class ChannelRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    name = serializers.CharField(read_only=True)
+    kind = ChannelKindField(read_only=True)
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryAttempt
+        fields = ("number", "at", "status_code", "error", "seconds")
+        read_only_fields = fields
+
+
+class DeliverySerializer(serializers.Serializer):
+    """One notification of one event of the execution to one channel, and how sending it
+    went. Its message_id (the webhook-id header) is the same on every try."""
+
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    event = serializers.ChoiceField(choices=Delivery.Event.choices, read_only=True)
+    execution_attempt = serializers.IntegerField(
+        source="attempt",
+        read_only=True,
+        help_text="execution.retrying: the attempt that failed; 0 for the final states.",
+    )
+    recovered = serializers.BooleanField(
+        read_only=True, help_text="A success after failures (told as “it recovered”)."
+    )
+    channel = ChannelRefSerializer(read_only=True)
+    # Words, not an enum: the schema's "status" enum is the execution's.
+    status = serializers.CharField(
+        read_only=True,
+        help_text=f"One of: {', '.join(Delivery.Status.values)} (failed: given up).",
+    )
+    attempts = serializers.IntegerField(read_only=True, help_text="Tries made so far.")
+    last_status_code = serializers.IntegerField(read_only=True, allow_null=True)
+    last_error = serializers.CharField(read_only=True)
+    next_attempt_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="While pending: when the next try is due."
+    )
+    message_id = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    delivered_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    tries = DeliveryAttemptSerializer(
+        many=True, read_only=True, help_text="Each try, oldest first."
+    )
+
+
 class ExecutionDetailSerializer(ExecutionSerializer):
-    """One execution, with a flow's steps."""
+    """One execution, with a flow's steps and its notifications."""
 
     steps = serializers.SerializerMethodField(
         help_text="A flow's steps in order (empty until the flow starts); null for an execution "
         "that is not a flow."
+    )
+    deliveries = serializers.SerializerMethodField(
+        help_text="The notifications of this execution's events to your channels, oldest "
+        "first, each with its tries."
     )
 
     @extend_schema_field(FlowStepSerializer(many=True, allow_null=True))
@@ -358,6 +565,16 @@ class ExecutionDetailSerializer(ExecutionSerializer):
         if not rows and not getattr(execution.agent.kind_impl, "is_flow", False):
             return None
         return FlowStepSerializer(rows, many=True, context=self.context).data
+
+    @extend_schema_field(DeliverySerializer(many=True))
+    def get_deliveries(self, execution) -> list:
+        rows = (
+            Delivery.objects.filter(execution=execution)
+            .select_related("channel")
+            .prefetch_related("tries")
+            .order_by("created_at", "id")
+        )
+        return DeliverySerializer(rows, many=True, context=self.context).data
 
 
 class ExecutionSchema(OpenApiSerializerExtension):

@@ -11,6 +11,7 @@ app_name = "api"
 router = SimpleRouter(trailing_slash=False)
 router.register("agents", views.AgentViewSet, basename="agent")
 router.register("executions", views.ExecutionViewSet, basename="execution")
+router.register("channels", views.ChannelViewSet, basename="channel")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,4 +1,5 @@
-"""The REST API (/api/v1/): agents, runs, executions, logs, stats and webhook secrets.
+"""The REST API (/api/v1/): agents, runs, executions, logs, stats, webhook secrets and
+notification channels.
 
 Thin views: each parses the request, calls one service and returns. Every queryset is the
 caller's own objects, so someone else's id is a 404 like an unknown one. Errors leave through
@@ -12,6 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -39,6 +41,8 @@ from executions.services import (
     execution_request,
     execution_retry,
 )
+from notifications import services as notification_services
+from notifications.models import Channel
 
 from . import serializers as s
 from .errors import (
@@ -53,7 +57,7 @@ from .errors import (
     validation_details,
 )
 from .filters import ExecutionFilter, FilterBackend
-from .pagination import AgentPagination, ExecutionPagination, LogPagination
+from .pagination import AgentPagination, ExecutionPagination, KeysetPagination, LogPagination
 from .throttling import RunRateThrottle
 
 STATS_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -121,7 +125,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Agent.objects.none()
-        return Agent.objects.filter(owner=self.request.user)
+        return Agent.objects.filter(owner=self.request.user).prefetch_related("notify_channels")
 
     def get_throttles(self):
         if self.action == "run":
@@ -483,7 +487,7 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         return super().get_throttles()
 
     def _execution(self, execution: Execution):
-        """One execution on its own: with a flow's steps."""
+        """One execution on its own: with a flow's steps and its notifications."""
         return s.ExecutionDetailSerializer(execution, context=self.get_serializer_context()).data
 
     @extend_schema(
@@ -497,7 +501,8 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Get an execution",
         description="A flow's execution has its steps in `steps`; each step's own execution is "
-        "listed by `?parent=<the flow's id>`.",
+        "listed by `?parent=<the flow's id>`. `deliveries`: what was sent about it to your "
+        "notification channels, and how each try went.",
         responses={200: s.ExecutionDetailSerializer, **error_responses(404, *READ)},
     )
     def retrieve(self, request, id=None):
@@ -561,6 +566,199 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
             raise Conflict(exc.message, code=exc.code) from None
         execution.refresh_from_db()
         return Response(self._execution(execution), status=status.HTTP_202_ACCEPTED)
+
+
+# --- Notification channels --------------------------------------------------------------------
+
+
+class ChannelPagination(KeysetPagination):
+    keys = (("name", "str"), ("id", "int"))
+
+
+def _secret_refused(exc: DjangoValidationError, *, code: str) -> Conflict:
+    """``channel_rotate_start``/``_finish`` refuse in words about the channel's state (not a
+    webhook channel, no rotation under way): a 409, as for an agent's webhook."""
+    return Conflict(" ".join(exc.messages), code=code)
+
+
+@extend_schema(tags=["channels"])
+class ChannelViewSet(ApiViewMixin, viewsets.GenericViewSet):
+    """Notification channels: where you are told about your agents' runs. An agent names the
+    channels it tells in ``notify_channels``. A webhook channel's signing secret is returned
+    once, when it is made (and the next one when a rotation starts), never again."""
+
+    queryset = Channel.objects.none()
+    serializer_class = s.ChannelSerializer
+    pagination_class = ChannelPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Channel.objects.none()
+        return Channel.objects.filter(owner=self.request.user)
+
+    def get_throttles(self):
+        if self.action == "send_test":
+            return [RunRateThrottle()]
+        return super().get_throttles()
+
+    def _channel(self, channel: Channel, *, secret: str | None = None, status_code: int = 200):
+        data = s.ChannelSerializer(channel, context=self.get_serializer_context()).data
+        if secret is not None:
+            data["secret"] = secret
+        if status_code == status.HTTP_201_CREATED:
+            return _created(data, status_code=status_code)
+        return Response(data, status=status_code)
+
+    @extend_schema(
+        summary="List your notification channels",
+        responses={200: s.ChannelSerializer(many=True), **error_responses(400, *READ)},
+    )
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Make a notification channel",
+        description="A webhook channel's signing secret comes back in `secret`, this once.",
+        request=s.ChannelSerializer,
+        examples=[
+            OpenApiExample(
+                "A signed webhook",
+                value={"kind": "webhook", "name": "ops", "target": "https://example.com/hooks"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Email",
+                value={"kind": "email", "name": "me", "target": "me@example.com"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Slack or Discord",
+                description="Discord: the channel webhook's URL with `/slack` at the end.",
+                value={
+                    "kind": "slack",
+                    "name": "team chat",
+                    "target": "https://hooks.slack.com/services/T000/B000/XXXX",
+                },
+                request_only=True,
+            ),
+        ],
+        responses={201: s.ChannelSecretSerializer, **error_responses(*WRITE)},
+    )
+    def create(self, request):
+        serializer = s.ChannelSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            with transaction.atomic():
+                channel, secret = notification_services.channel_create(
+                    owner=request.user, kind=data["kind"], name=data["name"], target=data["target"]
+                )
+                if data.get("is_enabled") is False:
+                    notification_services.channel_update(channel=channel, is_enabled=False)
+        except DjangoValidationError as exc:
+            raise Unprocessable(details=validation_details(exc)) from None
+        return self._channel(channel, secret=secret, status_code=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Get a notification channel",
+        responses={200: s.ChannelSerializer, **error_responses(404, *READ)},
+    )
+    def retrieve(self, request, id=None):
+        return self._channel(self.get_object())
+
+    def _update(self, request, *, partial: bool) -> Response:
+        channel = self.get_object()
+        serializer = s.ChannelUpdateSerializer(
+            channel, data=request.data, partial=partial, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        fields = {
+            name: value
+            for name, value in serializer.validated_data.items()
+            if name in ("name", "target", "is_enabled")
+        }
+        try:
+            notification_services.channel_update(channel=channel, **fields)
+        except DjangoValidationError as exc:
+            raise Unprocessable(details=validation_details(exc)) from None
+        channel.refresh_from_db()
+        return self._channel(channel)
+
+    @extend_schema(
+        summary="Replace a channel's name and target",
+        description="Like PATCH, but name and target are required. The kind cannot change.",
+        request=s.ChannelUpdateSerializer,
+        responses={200: s.ChannelSerializer, **error_responses(404, *WRITE)},
+    )
+    def update(self, request, id=None):
+        return self._update(request, partial=False)
+
+    @extend_schema(
+        summary="Change a channel's name, target, or turn it on or off",
+        request=s.ChannelUpdateSerializer,
+        responses={200: s.ChannelSerializer, **error_responses(404, *WRITE)},
+    )
+    def partial_update(self, request, id=None):
+        return self._update(request, partial=True)
+
+    @extend_schema(
+        summary="Delete a channel",
+        description="Its agents stop telling it; the record of what was sent to it goes too.",
+        responses={204: OpenApiResponse(description="Deleted."), **error_responses(404, *ACTION)},
+    )
+    def destroy(self, request, id=None):
+        notification_services.channel_delete(channel=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Send a test message now",
+        description=(
+            "Sends a message shaped like a real one (about no execution) and says how it went; "
+            "nothing is recorded. Works on a channel that is turned off. Counted with run "
+            "requests against CONVEYOR_API_RUN_RATE: past the rate, 429 with Retry-After."
+        ),
+        request=None,
+        responses={200: s.ChannelTestSerializer, **error_responses(404, 429, *ACTION)},
+    )
+    @action(detail=True, methods=["post"], url_path="test")
+    def send_test(self, request, id=None):
+        sent = notification_services.channel_test(channel=self.get_object())
+        return Response({"ok": sent.ok, "status_code": sent.status_code, "error": sent.error})
+
+    @extend_schema(
+        summary="Start a rotation of a webhook channel's secret: make the next one",
+        description=(
+            "Returns the new secret once, in `secret`. Until the rotation finishes, messages "
+            "carry two signatures (one per secret) in webhook-signature, so the receiver can "
+            "switch at its pace. Another rotation while one is under way replaces the next "
+            "secret. 409 for an email or slack channel."
+        ),
+        request=None,
+        responses={200: s.ChannelSecretSerializer, **error_responses(404, 409, *ACTION)},
+    )
+    @action(detail=True, methods=["post"], url_path="rotate")
+    def rotate(self, request, id=None):
+        channel = self.get_object()
+        try:
+            secret = notification_services.channel_rotate_start(channel=channel)
+        except DjangoValidationError as exc:
+            raise _secret_refused(exc, code="not_a_webhook") from None
+        return self._channel(channel, secret=secret)
+
+    @extend_schema(
+        summary="Finish the rotation: only the new secret signs from now on",
+        request=None,
+        responses={200: s.ChannelSerializer, **error_responses(404, 409, *ACTION)},
+    )
+    @action(detail=True, methods=["post"], url_path="rotate/finish")
+    def rotate_finish(self, request, id=None):
+        channel = self.get_object()
+        try:
+            notification_services.channel_rotate_finish(channel=channel)
+        except DjangoValidationError as exc:
+            raise _secret_refused(exc, code="no_rotation") from None
+        return self._channel(channel)
 
 
 @csrf_exempt

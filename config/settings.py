@@ -275,7 +275,7 @@ CONVEYOR_MAX_RETRIES = env_int("CONVEYOR_MAX_RETRIES", 20, minimum=0)
 CONVEYOR_BASE_URL = (env_str("CONVEYOR_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 CONVEYOR_NOTIFY_TIMEOUT = env_float("CONVEYOR_NOTIFY_TIMEOUT", 10.0, minimum=0.1)
 CONVEYOR_NOTIFY_RETRY_DELAYS = [
-    int(v) for v in env_list("CONVEYOR_NOTIFY_RETRY_DELAYS", ["5", "300", "1800", "7200", "18000"])
+    int(v) for v in env_list("CONVEYOR_NOTIFY_RETRY_DELAYS", ["5", "300", "1800", "3600", "3600"])
 ]
 # Email: EMAIL_URL=smtp://user:password@host:587/?tls (or smtps://... for implicit TLS); without
 # it, messages are written to the worker's log (Django's console backend).

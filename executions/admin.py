@@ -35,6 +35,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from agents.models import Agent
+from notifications.models import CompletionHook, Delivery
 from ops.admin_actions import ActionReport
 
 from .humanize import seconds_in_words
@@ -285,6 +286,81 @@ class FlowStepInline(ReadOnlyInline):
         return _json_block(obj.result)
 
 
+class DeliveriesFormSet(BaseInlineFormSet):
+    """The deliveries with their channels and tries, in two queries."""
+
+    def get_queryset(self):
+        if not hasattr(self, "_deliveries"):
+            self._deliveries = (
+                super().get_queryset().select_related("channel").prefetch_related("tries")
+            )
+        return self._deliveries
+
+
+# Badge colours (static/ops/admin.css) of a delivery's and a completion hook's statuses.
+NOTIFICATION_BADGE = {
+    "pending": "pending",
+    "running": "running",
+    "delivered": "succeeded",
+    "done": "succeeded",
+    "failed": "failed",
+}
+
+
+class DeliveryInline(ReadOnlyInline):
+    """What was sent about this execution, to which channel, and how each try went (the
+    delivery's own page, linked, has every try in full and the "Send again" action)."""
+
+    model = Delivery
+    formset = DeliveriesFormSet
+    verbose_name = "notification"
+    verbose_name_plural = "Notifications sent"
+    delivered = precise_time("delivered_at", "Delivered")
+    readonly_fields = (
+        "event_link",
+        "channel_display",
+        "status_badge",
+        "tries_display",
+        "last_error",
+        "delivered",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="Event")
+    def event_link(self, obj):
+        url = reverse("admin:notifications_delivery_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.get_event_display())
+
+    @admin.display(description="Channel")
+    def channel_display(self, obj):
+        return f"{obj.channel.name} ({obj.channel.get_kind_display()})"
+
+    @admin.display(description="Status")
+    def status_badge(self, obj):
+        return format_html(
+            '<span class="conveyor-badge conveyor-badge-{}" data-status="{}">{}</span>',
+            NOTIFICATION_BADGE[obj.status],
+            obj.status,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="Tries")
+    def tries_display(self, obj):
+        tries = [
+            f"{t.number}: {t.status_code if t.status_code is not None else 'no answer'}"
+            for t in obj.tries.all()
+        ]
+        return ", ".join(tries) or "none yet"
+
+
+def _completion_hook(execution: Execution) -> CompletionHook | None:
+    """The execution's completion hook, if its function has one (asked twice per page: kept on
+    the instance)."""
+    if not hasattr(execution, "_admin_hook"):
+        execution._admin_hook = CompletionHook.objects.filter(execution=execution).first()
+    return execution._admin_hook
+
+
 def _is_flow(execution: Execution) -> bool:
     """Run by the flow kind (or with steps: its agent may have changed kind since). Asked
     several times per page: kept on the instance."""
@@ -376,11 +452,13 @@ class ExecutionAdmin(admin.ModelAdmin):
     # Shown, second, on the page of a flow's step (its flow) and of a flow (its time limit).
     step_fieldset = ("Flow", {"fields": ("parent_link", "step_display")})
     flow_fieldset = ("Flow", {"fields": ("deadline_time",)})
+    # Shown before "Related" when the agent's function has an on_complete hook.
+    hook_fieldset = ("Completion hook", {"fields": ("completion_hook_display",)})
 
     # The detail page is read-only: every field it shows, in the fieldsets' order.
     readonly_fields = tuple(
         name
-        for _, options in (*fieldsets, step_fieldset, flow_fieldset)
+        for _, options in (*fieldsets, step_fieldset, flow_fieldset, hook_fieldset)
         for name in options["fields"]
     )
 
@@ -411,12 +489,17 @@ class ExecutionAdmin(admin.ModelAdmin):
             fieldsets.insert(1, self.step_fieldset)
         elif obj is not None and _is_flow(obj):
             fieldsets.insert(1, self.flow_fieldset)
+        if obj is not None and _completion_hook(obj) is not None:
+            fieldsets.insert(len(fieldsets) - 1, self.hook_fieldset)
         return fieldsets
 
     def get_inlines(self, request, obj):
+        inlines = list(self.inlines)
+        if obj is not None and obj.deliveries.exists():
+            inlines.insert(inlines.index(EventInline) + 1, DeliveryInline)
         if obj is not None and _is_flow(obj):
-            return (FlowStepInline, *self.inlines)
-        return self.inlines
+            inlines.insert(0, FlowStepInline)
+        return inlines
 
     # --- Read-mostly -------------------------------------------------------------------------
 
@@ -620,6 +703,29 @@ class ExecutionAdmin(admin.ModelAdmin):
     @admin.display(description="Checkpoint")
     def checkpoint_json(self, obj):
         return _json_block(obj.checkpoint)
+
+    @admin.display(description="Status")
+    def completion_hook_display(self, obj):
+        hook = _completion_hook(obj)
+        if hook is None:
+            return "—"
+        url = reverse("admin:notifications_completionhook_change", args=[hook.pk])
+        tries = "1 try" if hook.attempts == 1 else f"{hook.attempts} tries"
+        facts = [tries]
+        if hook.status == CompletionHook.Status.PENDING and hook.next_attempt_at is not None:
+            facts.append(f"next at {timezone.localtime(hook.next_attempt_at):%Y-%m-%d %H:%M:%S}")
+        if hook.last_error and hook.status != CompletionHook.Status.DONE:
+            facts.append(f"last error: {hook.last_error.splitlines()[0][:200]}")
+        return format_html(
+            '<span class="conveyor-badge conveyor-badge-{}" data-status="{}">{}</span> '
+            '{} · {} · <a href="{}">details</a>',
+            NOTIFICATION_BADGE.get(hook.status, "pending"),
+            hook.status,
+            hook.get_status_display(),
+            hook.function,
+            " · ".join(facts),
+            url,
+        )
 
     # --- Actions -------------------------------------------------------------------------------
 

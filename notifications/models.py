@@ -86,6 +86,7 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(
                 fields=["execution", "event", "attempt", "channel"],

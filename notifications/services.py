@@ -380,12 +380,27 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - timezone.now()).total_seconds())
 
 
+class ResendRefused(Exception):
+    """Why a delivery is not sent again (``reason``: a few words)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def delivery_resend(*, delivery: Delivery, at: datetime | None = None) -> Delivery:
-    """Send a delivered or given-up delivery again (same message id), from the admin."""
+    """Send a delivered or given-up delivery again (same message id), from the admin.
+
+    Refused (:class:`ResendRefused`) while it is still being sent (a second send would race the
+    first) and when its channel is turned off."""
     at = at or timezone.now()
-    Delivery.objects.filter(pk=delivery.pk).update(
-        status=Delivery.Status.PENDING, next_attempt_at=at, published_at=at
-    )
+    if not Channel.objects.filter(pk=delivery.channel_id, is_enabled=True).exists():
+        raise ResendRefused("channel turned off")
+    changed = Delivery.objects.filter(
+        pk=delivery.pk, status__in=[Delivery.Status.DELIVERED, Delivery.Status.FAILED]
+    ).update(status=Delivery.Status.PENDING, next_attempt_at=at, published_at=at)
+    if not changed:
+        raise ResendRefused("still being sent")
     delivery_id = delivery.pk
 
     def send_again():  # named: Django logs a robust callback's failure by its __qualname__
@@ -453,6 +468,24 @@ def hook_run(*, execution_id: int, at: datetime | None = None) -> float | None:
         status=CompletionHook.Status.DONE, done_at=timezone.now(), next_attempt_at=None
     )
     return None
+
+
+def hook_rerun(*, hook: CompletionHook, at: datetime | None = None) -> bool:
+    """Call a done or given-up completion hook again, with a fresh set of tries (the admin's
+    "Run again"). False, and nothing done, while it is waiting to run or running."""
+    at = at or timezone.now()
+    changed = CompletionHook.objects.filter(
+        pk=hook.pk, status__in=[CompletionHook.Status.DONE, CompletionHook.Status.FAILED]
+    ).update(status=CompletionHook.Status.PENDING, attempts=0, next_attempt_at=at, done_at=None)
+    if not changed:
+        return False
+    execution_id = hook.execution_id
+
+    def run_hook():  # named: Django logs a robust callback's failure by its __qualname__
+        publish_hook(execution_id)
+
+    transaction.on_commit(run_hook, robust=True)
+    return True
 
 
 # --- Recovery (the dispatcher's tick) ---------------------------------------------------------

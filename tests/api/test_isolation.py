@@ -10,11 +10,13 @@ from django.urls import reverse
 from agents.models import Agent
 from api.urls import router
 from executions.models import Execution
+from notifications.models import Channel
+from notifications.services import channel_create
 from tests.conftest import error_of
 
 pytestmark = pytest.mark.django_db
 
-OBJECT_OF_BASENAME = {"agent": "agent", "execution": "execution"}
+OBJECT_OF_BASENAME = {"agent": "agent", "execution": "execution", "channel": "channel"}
 
 
 def detail_endpoints():
@@ -33,13 +35,17 @@ def detail_endpoints():
 def alices(make_agent, make_execution, alice):
     agent = make_agent(alice, name="alices-agent", secrets={"token": "alice-token-1"})
     execution = make_execution(agent, "failed", trigger="api", input={"private": "data"})
-    return {"agent": agent, "execution": execution}
+    channel, _ = channel_create(
+        owner=alice, kind="webhook", name="alices-agent hook", target="https://example.com/in"
+    )
+    return {"agent": agent, "execution": execution, "channel": channel}
 
 
 def test_the_router_gives_every_kind_of_endpoint():
     names = {name for name, _ in detail_endpoints()}
     assert {"agent-detail", "agent-run", "agent-webhook-rotate", "execution-detail",
-            "execution-logs", "execution-retry", "execution-cancel"} <= names  # fmt: skip
+            "execution-logs", "execution-retry", "execution-cancel", "channel-detail",
+            "channel-rotate", "channel-rotate-finish", "channel-send-test"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "method"), detail_endpoints(), ids=lambda v: str(v))
@@ -64,11 +70,15 @@ def test_bobs_calls_changed_nothing_of_alices(bob_api, alices):
     assert (agent.name, agent.is_paused, agent.webhook_enabled) == ("alices-agent", False, False)
     assert agent.secrets.reveal() == {"token": "alice-token-1"}
     assert Execution.objects.filter(agent=agent).count() == 1
+    channel = Channel.objects.get(pk=alices["channel"].pk)
+    assert (channel.name, channel.is_enabled) == ("alices-agent hook", True)
+    assert channel.secrets.reveal() == alices["channel"].secrets.reveal()
 
 
 def test_bobs_lists_show_none_of_alices_objects(bob_api, alices):
     for path, params in [("/api/v1/agents", {}), ("/api/v1/executions", {}),
-                         ("/api/v1/executions", {"agent": str(alices["agent"].uuid)})]:  # fmt: skip
+                         ("/api/v1/executions", {"agent": str(alices["agent"].uuid)}),
+                         ("/api/v1/channels", {})]:  # fmt: skip
         response = bob_api.get(path, params)
         assert response.status_code == 200
         assert response.json()["results"] == []
