@@ -277,8 +277,9 @@ CONVEYOR_NOTIFY_TIMEOUT = env_float("CONVEYOR_NOTIFY_TIMEOUT", 10.0, minimum=0.1
 CONVEYOR_NOTIFY_RETRY_DELAYS = [
     int(v) for v in env_list("CONVEYOR_NOTIFY_RETRY_DELAYS", ["5", "300", "1800", "3600", "3600"])
 ]
-# Email: EMAIL_URL=smtp://user:password@host:587/?tls (or smtps://... for implicit TLS); without
-# it, messages are written to the worker's log (Django's console backend).
+# Email: EMAIL_URL=smtp://user:password@host:587/?tls (or smtps://... for implicit TLS), or
+# Django's EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS/SSL; without
+# either, messages are written to the notifier's log (Django's console backend).
 EMAIL_URL = env_str("EMAIL_URL")
 if EMAIL_URL:
     _email = urlsplit(EMAIL_URL)
@@ -291,6 +292,16 @@ if EMAIL_URL:
     EMAIL_HOST_PASSWORD = unquote(_email.password or "")
     EMAIL_USE_SSL = _email.scheme == "smtps"
     EMAIL_USE_TLS = "tls" in parse_qs(_email.query, keep_blank_values=True)
+    EMAIL_TIMEOUT = 10
+elif env_str("EMAIL_HOST"):
+    # Or Django's own settings, one variable each.
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = env_str("EMAIL_HOST")
+    EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
     EMAIL_TIMEOUT = 10
 else:
     EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"

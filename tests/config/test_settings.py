@@ -300,3 +300,37 @@ def test_env_example_is_readable_by_honcho_once_uncommented():
     parsed = parse_dotenv("\n".join(lines))
     assert set(parsed) <= keys_in_env_example()
     assert parsed["FLOWER_BASIC_AUTH"] == "admin:conveyor"
+
+
+EMAIL_NAMES = ("EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER",
+               "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "EMAIL_USE_SSL")  # fmt: skip
+
+
+def test_mail_is_printed_unless_a_mail_server_is_given(tmp_path):
+    values = settings_values(tmp_path, *EMAIL_NAMES)
+    assert values["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend"
+
+    url = settings_values(
+        tmp_path, *EMAIL_NAMES, EMAIL_URL="smtp://conveyor:p%40ss@mail.example.com:587/?tls"
+    )
+    assert [url[n] for n in EMAIL_NAMES] == [
+        "django.core.mail.backends.smtp.EmailBackend", "mail.example.com", 587, "conveyor",
+        "p@ss", True, False,
+    ]  # fmt: skip
+    implicit = settings_values(tmp_path, *EMAIL_NAMES, EMAIL_URL="smtps://mail.example.com")
+    assert (implicit["EMAIL_PORT"], implicit["EMAIL_USE_SSL"]) == (465, True)
+
+    django_style = settings_values(
+        tmp_path, *EMAIL_NAMES, EMAIL_HOST="smtp.example.com", EMAIL_PORT="2525",
+        EMAIL_USE_TLS="true",
+    )  # fmt: skip
+    assert [django_style[n] for n in EMAIL_NAMES[:3]] == [
+        "django.core.mail.backends.smtp.EmailBackend", "smtp.example.com", 2525,
+    ]  # fmt: skip
+    assert django_style["EMAIL_USE_TLS"] is True
+
+
+def test_an_email_url_of_another_scheme_is_refused(tmp_path):
+    result = import_settings(tmp_path, DEBUG="true", EMAIL_URL="http://mail.example.com")
+    assert result.returncode != 0
+    assert "EMAIL_URL must start with smtp:// or smtps://." in result.stderr
