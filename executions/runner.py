@@ -38,6 +38,7 @@ from .services import (
     attempt_fail,
     attempt_succeed,
     execution_claim,
+    retry_message_lost,
 )
 
 logger = logging.getLogger("conveyor.runner")
@@ -70,6 +71,12 @@ def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -
         execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
     )
     if claimed is None:
+        lost = retry_message_lost(
+            execution_id=execution_id, expected_attempt=expected_attempt, at=at
+        )
+        if lost is not None:
+            countdown, max_attempts = lost
+            return Decision(retry_in=countdown, max_retries=max_attempts - 1)
         return NOTHING
     execution, attempt = claimed
     agent = execution.agent

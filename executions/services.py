@@ -18,6 +18,7 @@ overwritten and the caller learns it lost. Publishing happens only in ``transact
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -437,6 +438,32 @@ def execution_claim(
             extra={"action": "execution_claim_skipped", "execution_pk": execution_id},
         )
     return claimed
+
+
+def retry_message_lost(
+    *, execution_id: int, expected_attempt: int, at: datetime
+) -> tuple[int, int] | None:
+    """A message for attempt ``expected_attempt + 1`` that finds the execution waiting to retry
+    after exactly that attempt: the message of that retry may have been lost with the process
+    that was to send it (killed between the failed attempt's commit and ``Task.retry``; the
+    broker then hands the older message back). Returns ``(countdown, max_attempts)`` to send
+    the retry again, or None. A copy too many claims nothing: claims are compare-and-sets."""
+    row = (
+        Execution.objects.filter(
+            pk=execution_id, status=Status.RETRYING, attempt=expected_attempt + 1
+        )
+        .values_list("wait_until", "max_attempts")
+        .first()
+    )
+    if row is None:
+        return None
+    wait_until, max_attempts = row
+    countdown = max(0, math.ceil((wait_until - at).total_seconds())) if wait_until else 0
+    logger.warning(
+        "retry sent again: its message may have been lost",
+        extra={"action": "execution_retry_resent", "execution_pk": execution_id},
+    )
+    return countdown, max_attempts
 
 
 def _claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):

@@ -54,6 +54,26 @@ def test_a_message_for_another_attempt_does_nothing(make_agent):
     assert execution.status == "queued" and execution.attempts.count() == 0
 
 
+def test_the_failed_attempts_message_handed_back_sends_the_lost_retry_again(make_agent):
+    # The process killed after attempt 1's failure committed and before Task.retry published
+    # the retry: the broker hands back the message of attempt 1, which sends the retry again.
+    agent = make_agent(config={"function": "demo.flaky"}, max_retries=2, retry_backoff=7)
+    execution = execution_request(agent=agent, trigger="manual")
+    first = runner.run_attempt(execution_id=execution.pk, expected_attempt=0)
+    assert first == runner.Decision(retry_in=7, max_retries=2)
+
+    again = runner.run_attempt(execution_id=execution.pk, expected_attempt=0)
+
+    assert again.max_retries == 2 and 5 <= again.retry_in <= 7  # what is left of the wait
+    execution.refresh_from_db()
+    assert (execution.status, execution.attempts.count()) == ("retrying", 1)
+    # The retry's message runs attempt 2 (which fails again: 14 s); a copy older than the
+    # latest failed attempt's sends nothing.
+    assert runner.run_attempt(execution_id=execution.pk, expected_attempt=1).retry_in == 14
+    assert runner.run_attempt(execution_id=execution.pk, expected_attempt=0) == runner.NOTHING
+    assert execution.attempts.count() == 2
+
+
 def test_a_message_for_a_finished_or_missing_execution_does_nothing(make_agent):
     execution = execution_request(agent=make_agent(), trigger="manual")
     runner.run_attempt(execution_id=execution.pk, expected_attempt=0)
