@@ -165,10 +165,9 @@ class FlowStepFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
+class ReadOnly:
+    """Admin pages (and inlines) of rows only the engine writes: nothing is added, changed or
+    deleted by hand."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -178,6 +177,12 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyInline(ReadOnly, admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
 
 
 class AttemptInline(ReadOnlyInline):

@@ -22,7 +22,7 @@ from django.contrib.admin import DateFieldListFilter
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from executions.admin import EstimatedCountPaginator, precise_time
+from executions.admin import EstimatedCountPaginator, ReadOnly, precise_time
 from ops.admin_actions import ActionReport
 
 from . import services
@@ -73,19 +73,6 @@ def _error_short(text: str, length: int = 60):
         return "—"
     short = text if len(text) <= length else text[: length - 1] + "…"
     return format_html('<span title="{}">{}</span>', text, short)
-
-
-class ReadOnly:
-    """What every admin here shares: nothing is added, changed or deleted by hand."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- Channels ---------------------------------------------------------------------------------
