@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models.functions import Lower
 
+from common.rates import rate_validator
 from executions.retry import DEFAULT_RETRY_ON, RetryPolicy
 
 from .secrets import EncryptedSecretsField
@@ -67,6 +68,12 @@ class Agent(models.Model):
         ALWAYS = "always", "When a run ends, whatever the outcome"
         NEVER = "never", "Never"
 
+    class LogLevel(models.TextChoices):
+        DEBUG = "debug", "Debug (everything)"
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error only"
+
     class Overlap(models.TextChoices):
         SKIP = "skip", "Skip the slot while a run is still active"
         ALLOW = "allow", "Start anyway, alongside the active run"
@@ -118,6 +125,57 @@ class Agent(models.Model):
         default=5,
         validators=[MaxValueValidator(9)],
         help_text="0 to 9; higher runs first when the queue is busy.",
+    )
+
+    # Capacity and protection (executions.capacity): every limit is checked when a worker
+    # claims a run, under a lock on the limit's row, so it holds across workers and machines.
+    max_concurrency = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="At most this many runs at once; the others wait for a slot (empty: no limit).",
+    )
+    rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[rate_validator],
+        help_text="At most this many starts per period, e.g. 5/min or 100/hour (empty: no limit).",
+    )
+    breaker_threshold = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Stop starting runs after this many failures in a row of errors that may pass "
+        "(timeouts, refused connections, 5xx), until a probe run succeeds (0: never stop).",
+    )
+    breaker_window = models.PositiveIntegerField(
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="Seconds within which those failures count as in a row.",
+    )
+    breaker_cooldown = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="Seconds to wait before one probe run is let through; doubled each time the "
+        "probe fails (at most an hour).",
+    )
+    log_level = models.CharField(
+        max_length=8,
+        choices=LogLevel.choices,
+        default=LogLevel.DEBUG,
+        help_text="The lowest level of the runs' log lines that is kept.",
+    )
+    # Retention (executions.retention): days a finished run is kept; empty: the site's default.
+    retain_succeeded_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Days a succeeded run is kept (empty: the site's default).",
+    )
+    retain_failed_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Days a failed or cancelled run is kept (empty: the site's default).",
     )
 
     # What a scheduled slot does when the agent's previous run is still active.

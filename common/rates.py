@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import redis
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 
 logger = logging.getLogger("conveyor.rates")
 
@@ -44,6 +44,19 @@ def parse_rate(text: str, *, setting: str = "rate") -> Rate:
             f"not {text!r}."
         )
     return Rate(int(match.group(1)), PERIODS[match.group(2)])
+
+
+def rate_validator(value: str) -> None:
+    """A rate is "N/period": 5/min, 100/hour (the syntax of the site's API rates)."""
+    if not value:
+        return
+    try:
+        parse_rate(value)
+    except ImproperlyConfigured:
+        raise ValidationError(
+            f"“{value}” is not a rate: write a number of starts per sec, min, hour or day, "
+            "e.g. 5/min."
+        ) from None
 
 
 @cache

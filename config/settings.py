@@ -329,6 +329,11 @@ CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
 # an agent's slot, nor the dispatcher's.
 CONVEYOR_NOTIFICATIONS_QUEUE = env_str("CONVEYOR_NOTIFICATIONS_QUEUE", "notifications")
 CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance")
+# The queues agents may put their runs on: name -> {"description", "concurrency"} (concurrency:
+# at most that many runs of the queue's agents at once, None for no limit).
+CONVEYOR_QUEUES = {
+    CONVEYOR_EXECUTIONS_QUEUE: {"description": "The default queue.", "concurrency": None},
+}
 # The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, then the
 # recovery passes: due delayed and held runs, re-publishing, reaping); seconds a slot may be
 # late before it counts as missed (and its schedule's catch-up policy applies); seconds an

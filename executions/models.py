@@ -22,6 +22,12 @@ Waiting is explicit. An execution that waits records why in ``wait_reason`` and 
              ── held     (overlap policy "queue": until the agent's earlier run ends)
              ── broker   (handed to the broker: until a worker claims it)
     retrying ── backoff  (until the next attempt is due)
+    queued or retrying, found by the claim over a limit (executions.capacity; ``waits_on``
+    names the limit):
+             ── slot     (concurrency limit: until a running run of the agent or queue ends)
+             ── rate     (rate limit: until wait_until, when a start is allowed again)
+             ── circuit  (circuit breaker open: until its probe, wait_until, or its close)
+             ── paused   (agent paused: until it is resumed)
     running  ── steps    (a flow: until its current step ends)
              ── pause    (a flow: in a wait step, until wait_until)
     other running executions, succeeded, failed, cancelled: no wait reason
@@ -40,6 +46,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from common.rates import rate_validator
 
 from .errors import Category
 
@@ -71,6 +79,10 @@ class Execution(models.Model):
         BACKOFF = "backoff", "Waiting to retry"
         STEPS = "steps", "Waiting for its current step"
         PAUSE = "pause", "Waiting before its next step"
+        SLOT = "slot", "Waiting for a free slot (concurrency limit)"
+        RATE = "rate", "Waiting for its rate limit"
+        CIRCUIT = "circuit", "Waiting for the circuit breaker"
+        PAUSED = "paused", "Waiting for the agent to be resumed"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -105,6 +117,9 @@ class Execution(models.Model):
         max_length=16, choices=WaitReason.choices, blank=True, default=WaitReason.NONE
     )
     wait_until = models.DateTimeField(null=True, blank=True)
+    # Waiting for a limit (slot, rate, circuit, paused): the key of the Limiter it waits on,
+    # so that the limit's release finds exactly its waiters (executions.capacity).
+    waits_on = models.CharField(max_length=200, blank=True)
     # When its message was last handed to the broker (the republish pass measures from it).
     published_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
@@ -164,6 +179,12 @@ class Execution(models.Model):
                 fields=["status", "wait_reason", "wait_until"],
                 condition=Q(status__in=["queued", "running", "retrying"]),
                 name="execution_active",
+            ),
+            # A limit's release: the runs waiting on it (executions.capacity).
+            models.Index(
+                fields=["waits_on", "created_at"],
+                condition=~Q(waits_on=""),
+                name="execution_waits_on",
             ),
             # Operations dashboard and metrics: windows of recent executions by status ...
             models.Index(fields=["created_at", "status"], name="execution_recent_status"),
@@ -395,3 +416,71 @@ class FlowStep(models.Model):
     @property
     def is_reused(self) -> bool:
         return self.reused_from_id is not None
+
+
+class Limiter(models.Model):
+    """The state of one limit, and the row its claims lock (executions.capacity).
+
+    ``key`` names what is limited: ``agent:<uuid>``, ``queue:<name>`` or ``host:<host>``. A
+    claim that a limit applies to locks the row (SELECT ... FOR UPDATE), so of the workers on
+    any number of machines one at a time counts and decides. Holds the rate limit's recent
+    starts and the circuit breaker's state.
+    """
+
+    class State(models.TextChoices):
+        CLOSED = "closed", "Closed"
+        OPEN = "open", "Open"
+        HALF_OPEN = "half_open", "Half-open (a probe run is under way)"
+
+    key = models.CharField(max_length=200, unique=True)
+    # Rate limit: when the recent starts began (epoch seconds, oldest first).
+    starts = models.JSONField(default=list, blank=True)
+    # Circuit breaker.
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CLOSED)
+    failures = models.PositiveIntegerField(default=0)
+    first_failure_at = models.DateTimeField(null=True, blank=True)
+    last_failure = models.TextField(blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    # Open: when the next probe may start. Half-open: the probe run (its execution's pk).
+    probe_at = models.DateTimeField(null=True, blank=True)
+    probe_execution = models.BigIntegerField(null=True, blank=True)
+    cooldown = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["state"], condition=~Q(state="closed"), name="limiter_not_closed"),
+        ]
+
+    def __str__(self):
+        return self.key
+
+
+class Destination(models.Model):
+    """Limits that operators set for one destination host, shared by every http agent that
+    calls it: a rate limit and a circuit breaker (executions.capacity)."""
+
+    host = models.CharField(
+        max_length=253,
+        unique=True,
+        help_text="The host name as in the agents' URLs, e.g. api.example.com (no port).",
+    )
+    rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[rate_validator],
+        help_text="At most this many requests started per period, e.g. 5/min (empty: none).",
+    )
+    breaker_threshold = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Open the circuit after this many failures in a row (0: never).",
+    )
+    breaker_window = models.PositiveIntegerField(default=300)
+    breaker_cooldown = models.PositiveIntegerField(default=60)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self):
+        return self.host
