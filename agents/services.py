@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from executions.errors import CATEGORIES
 from executions.models import Execution
@@ -36,8 +37,25 @@ RUN_POLICY_FIELDS = (
 )
 # When the agent's owner is told about its runs (the channels are set apart: notify_channels).
 NOTIFY_FIELDS = ("notify_on", "notify_retries", "notify_recovery", "notify_steps")
+# Capacity and protection (executions.capacity), logs and retention (executions.retention).
+LIMIT_FIELDS = (
+    "max_concurrency",
+    "rate_limit",
+    "breaker_threshold",
+    "breaker_window",
+    "breaker_cooldown",
+)
+KEEP_FIELDS = ("log_level", "retain_succeeded_days", "retain_failed_days")
 # Fields a caller may set besides kind, config, secrets and notify_channels.
-AGENT_FIELDS = ("name", "description", "is_paused", *RUN_POLICY_FIELDS, *NOTIFY_FIELDS)
+AGENT_FIELDS = (
+    "name",
+    "description",
+    "is_paused",
+    *RUN_POLICY_FIELDS,
+    *LIMIT_FIELDS,
+    *KEEP_FIELDS,
+    *NOTIFY_FIELDS,
+)
 
 
 class AgentBusy(Exception):
@@ -281,5 +299,13 @@ def agent_pause(*, agent: Agent) -> bool:
 
 
 def agent_resume(*, agent: Agent) -> bool:
-    """Resume a paused agent. Returns False if it was not paused."""
-    return bool(Agent.objects.filter(pk=agent.pk, is_paused=True).update(is_paused=False))
+    """Resume a paused agent: the runs that waited for it go to the workers (once committed).
+    Returns False if it was not paused."""
+    from executions.capacity import agent_key, release_all
+
+    with transaction.atomic():
+        resumed = bool(Agent.objects.filter(pk=agent.pk, is_paused=True).update(is_paused=False))
+        if resumed:
+            agent.is_paused = False
+            release_all(agent_key(agent), Execution.WaitReason.PAUSED, at=timezone.now())
+    return resumed

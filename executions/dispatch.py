@@ -11,6 +11,9 @@ The tick is a thin orchestrator. It runs, in order:
 1. the schedules' slot dispatch (``agents.schedule_dispatch.dispatch_schedules``);
 2. the executions' recovery passes (``executions.recovery``): publish due delayed and held runs,
    re-publish stranded ones, reap attempts whose worker died;
+   then the limits' pass (``executions.capacity.release_due``): runs waiting for a rate limit or
+   an open breaker whose time has come, and slots, breakers and pauses a lost message left
+   waiting;
 3. the flows' pass (``executions.flows.advance_stalled``): advance flows a step's end did not
    advance, end waits that are over, time out flows past their limit;
 4. the notifications' pass (``notifications.services.resend_stalled``): deliveries and
@@ -33,7 +36,7 @@ from django.utils import timezone
 
 from agents.schedule_dispatch import SlotReport, dispatch_schedules
 
-from . import flows, recovery
+from . import capacity, flows, recovery
 
 logger = logging.getLogger("conveyor.dispatch")
 
@@ -44,6 +47,7 @@ class TickReport:
     published: int = 0
     republished: int = 0
     reaped: int = 0
+    released: int = 0
     flows: int = 0
     notifications: int = 0
     errors: int = 0
@@ -64,6 +68,7 @@ class TickReport:
             or self.published
             or self.republished
             or self.reaped
+            or self.released
             or self.flows
             or self.notifications
             or self.errors
@@ -99,6 +104,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
         ("delayed", lambda: setattr(report, "published", recovery.publish_due(at=at))),
         ("republish", lambda: setattr(report, "republished", recovery.republish_stranded(at=at))),
         ("reaper", lambda: setattr(report, "reaped", _reap(at, may_reap))),
+        ("capacity", lambda: setattr(report, "released", capacity.release_due(at=at))),
         ("flows", lambda: setattr(report, "flows", flows.advance_stalled(at=at))),
         ("notifications", lambda: setattr(report, "notifications", _notifications(at))),
     )
@@ -123,6 +129,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
                 "published": report.published,
                 "republished": report.republished,
                 "reaped": report.reaped,
+                "released": report.released,
                 "flows": report.flows,
                 "notifications": report.notifications,
                 "seconds": round(report.seconds, 3),

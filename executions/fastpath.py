@@ -149,7 +149,7 @@ def _insert_rows(objs: list[models.Model], model: type[models.Model], params: _P
 # --- Claim -------------------------------------------------------------------------------------
 
 
-def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
+def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime, agent=None):
     E = Execution
     number = expected_attempt + 1
     p = _Params()
@@ -196,10 +196,12 @@ def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime
     if not rows:
         return None
     execution = rows[0]
-    # The agent is read here, after the claim, like the ORM path's select_related.
-    from agents.models import Agent
+    if agent is None or agent.pk != execution.agent_id:
+        # Not given by the caller: read after the claim, like the ORM path's select_related.
+        from agents.models import Agent
 
-    execution.agent = Agent.objects.get(pk=execution.agent_id)
+        agent = Agent.objects.get(pk=execution.agent_id)
+    execution.agent = agent
     opened.pk = execution.attempt_pk
     return execution, opened
 

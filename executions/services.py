@@ -98,6 +98,10 @@ def transition(
         execution.status = to
         for name, value in fields.items():
             setattr(execution, name, value)
+        if from_status == Status.RUNNING:
+            from .capacity import left_running
+
+            left_running(execution)
         if to in Execution.TERMINAL_STATUSES:
             ended(execution)
         elif to == Status.RETRYING:
@@ -169,7 +173,14 @@ def execution_request(
     elif hold:
         wait = {"wait_reason": WaitReason.HELD}
     else:
-        wait = {"wait_reason": WaitReason.BROKER, "published_at": at}
+        from .capacity import gates, initial_wait
+
+        # Others already wait for a slot, or every slot is busy: wait in line at once.
+        gate_list = gates(agent)
+        wait = (gate_list and initial_wait(agent, gate_list)) or {
+            "wait_reason": WaitReason.BROKER,
+            "published_at": at,
+        }
     execution = Execution(
         agent=agent,
         owner_id=agent.owner_id,
@@ -343,6 +354,7 @@ def claim_fields(*, number: int, at: datetime) -> dict[str, Any]:
         "next_attempt_at": None,
         "wait_reason": WaitReason.NONE,
         "wait_until": None,
+        "waits_on": "",
         "progress": 0,
         "progress_message": "",
     }
@@ -422,11 +434,27 @@ def execution_claim(
     is claimed; a duplicate or stale message, or a finished or cancelled execution, claims
     nothing (None). The claimed execution comes with its agent; the attempt is opened.
     """
-    from . import fastpath
+    from . import capacity, fastpath
 
-    if fastpath.enabled():
+    # The agent is read first: its limits decide how the run is claimed.
+    agent = Agent.objects.filter(executions__pk=execution_id).first()
+    gate_list = capacity.gates(agent) if agent is not None else []
+    if gate_list:
+        claimed = capacity.claim(
+            execution_id=execution_id,
+            expected_attempt=expected_attempt,
+            worker=worker,
+            at=at,
+            agent=agent,
+            gate_list=gate_list,
+        )
+    elif fastpath.enabled() and agent is not None:
         claimed = fastpath.claim(
-            execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
+            execution_id=execution_id,
+            expected_attempt=expected_attempt,
+            worker=worker,
+            at=at,
+            agent=agent,
         )
     else:
         claimed = _claim(
@@ -517,6 +545,9 @@ def attempt_succeed(
                 result=result, at=at, started_at=execution.started_at
             ).items():
                 setattr(execution, name, value)
+            from .capacity import left_running
+
+            left_running(execution)
             ended(execution)
             return True
         logs = []  # the statement wrote them whatever its outcome; the loss is recorded below
@@ -720,6 +751,7 @@ def execution_cancel(
                 next_attempt_at=None,
                 wait_reason=WaitReason.NONE,
                 wait_until=None,
+                waits_on="",
                 error_category=Category.CANCELLED,
                 error_title=CATEGORIES[Category.CANCELLED].title,
                 error_message=message or f"This execution was cancelled{who}.",

@@ -20,7 +20,13 @@ OUTCOME_WORDS = {
     "execution.failed": "failed",
     "execution.cancelled": "was cancelled",
     "execution.retrying": "failed an attempt and will retry",
+    "agent.circuit_opened": "stopped starting runs: its circuit breaker opened",
 }
+CIRCUIT_WHAT_TO_DO = (
+    "New runs wait; they do not fail. After the cool-down Conveyor lets one probe run through: "
+    "its success closes the breaker and the waiting runs start. Check the service it calls; an "
+    "operator can also close the breaker by hand on the operations dashboard."
+)
 
 
 def execution_url(execution: Execution) -> str:
@@ -114,7 +120,9 @@ def summary(*, execution: Execution, event: str, recovered: bool, at: datetime) 
         duration=duration,
         error_title=execution.error_title,
         error_message=execution.error_message,
-        what_to_do=info.what_to_do if info else "",
+        what_to_do=CIRCUIT_WHAT_TO_DO
+        if event == "agent.circuit_opened"
+        else (info.what_to_do if info else ""),
         url=url,
         data=data,
     )

@@ -56,6 +56,8 @@ class Delivery(models.Model):
         FAILED = "execution.failed", "Failed"
         CANCELLED = "execution.cancelled", "Cancelled"
         RETRYING = "execution.retrying", "Retrying"
+        # About the agent, sent with the run whose failure opened the breaker.
+        CIRCUIT_OPENED = "agent.circuit_opened", "Circuit breaker opened"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to send"

@@ -90,6 +90,22 @@ def on_execution_retrying(sender, execution: Execution, **kwargs) -> None:
         )
 
 
+def breaker_opened(*, execution_id: int, at=None) -> None:
+    """A circuit breaker opened on the failure of ``execution_id``: tell its agent's owner on
+    the agent's channels, whatever ``notify_on`` says (no run will start until it closes)."""
+    execution = Execution.objects.select_related("agent").filter(pk=execution_id).first()
+    if execution is None:
+        return
+    with transaction.atomic():
+        _record(
+            execution,
+            event=Event.CIRCUIT_OPENED,
+            attempt=execution.attempt,
+            recovered=False,
+            at=at or timezone.now(),
+        )
+
+
 def _told_about(execution: Execution) -> bool:
     """A flow's step is told about only when its flow asks for it (``notify_steps``)."""
     if execution.parent_id is None:
