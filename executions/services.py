@@ -436,30 +436,24 @@ def execution_claim(
     """
     from . import capacity, fastpath
 
-    # The agent is read first: its limits decide how the run is claimed.
-    agent = Agent.objects.filter(executions__pk=execution_id).first()
-    gate_list = capacity.gates(agent) if agent is not None else []
-    if gate_list:
-        claimed = capacity.claim(
-            execution_id=execution_id,
-            expected_attempt=expected_attempt,
-            worker=worker,
-            at=at,
-            agent=agent,
-            gate_list=gate_list,
-        )
-    elif fastpath.enabled() and agent is not None:
-        claimed = fastpath.claim(
-            execution_id=execution_id,
-            expected_attempt=expected_attempt,
-            worker=worker,
-            at=at,
-            agent=agent,
-        )
+    kwargs = {
+        "execution_id": execution_id,
+        "expected_attempt": expected_attempt,
+        "worker": worker,
+        "at": at,
+    }
+    # An agent with limits is claimed through them (executions.capacity); the others take the
+    # one-statement claim on Postgres, or the ORM's, which reads the agent with the run.
+    if fastpath.enabled():
+        agent = Agent.objects.filter(executions__pk=execution_id).first()
+        gated = agent is not None and capacity.gates(agent)
+        claimed = None if gated or agent is None else fastpath.claim(**kwargs, agent=agent)
     else:
-        claimed = _claim(
-            execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
-        )
+        claimed = _claim(**kwargs, ungated_only=True)
+        gated = isinstance(claimed, Agent)
+        agent = claimed if gated else None
+    if gated:
+        claimed = capacity.claim(**kwargs, agent=agent, gate_list=capacity.gates(agent))
     if claimed is None:
         logger.info(
             "execution not claimable (missing, duplicate, stale or finished message)",
@@ -494,7 +488,13 @@ def retry_message_lost(
     return countdown, max_attempts
 
 
-def _claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime):
+def _claim(
+    *, execution_id: int, expected_attempt: int, worker: str, at: datetime, ungated_only=False
+):
+    """The ORM's claim. ``ungated_only``: a run whose agent has limits is not claimed here; its
+    agent is returned instead, for ``capacity.claim``."""
+    from .capacity import gates
+
     with transaction.atomic():
         execution = (
             Execution.objects.select_related("agent")
@@ -507,6 +507,8 @@ def _claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetim
         )
         if execution is None:
             return None
+        if ungated_only and gates(execution.agent):
+            return execution.agent
         number = expected_attempt + 1
         won = transition(
             execution,

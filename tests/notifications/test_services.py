@@ -937,3 +937,35 @@ def test_a_weekly_digest_waits_a_week_and_a_user_without_an_address_gets_none(
     assert digest.send_due(at=at + timedelta(days=6)) == 0
     assert digest.send_due(at=at + timedelta(days=7)) == 1
     assert {tuple(m.to) for m in mailoutbox} == {("alice@example.com",)}
+
+
+def test_an_opened_circuit_breaker_tells_the_owner_once_on_the_agent_s_channels(
+    make_agent, hook, django_capture_on_commit_callbacks
+):
+    from executions.services import attempt_fail, execution_claim
+
+    channel, _ = hook
+    # notify_on "never": an opened breaker is told anyway (no run starts until it closes).
+    agent = make_agent(
+        breaker_threshold=1, max_retries=0, notify_on="never", notify_channels=[channel]
+    )
+    execution = execution_request(agent=agent, trigger="api", input={})
+    claimed, _ = execution_claim(
+        execution_id=execution.pk, expected_attempt=0, worker="w", at=timezone.now()
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        attempt_fail(
+            execution=claimed,
+            number=1,
+            error=failure("network", retryable=True, reason="Connection refused."),
+            at=timezone.now(),
+        )
+    assert told(claimed) == [("agent.circuit_opened", 1, channel.name, False)]
+    delivery = Delivery.objects.get(execution=claimed)
+    summary = messages.summary(
+        execution=claimed, event=delivery.event, recovered=False, at=timezone.now()
+    )
+    text = "\n".join(summary.lines())
+    assert summary.headline == f"“{agent.name}” stopped starting runs: its circuit breaker opened"
+    assert "New runs wait; they do not fail." in text
+    assert "Connection refused." in text
