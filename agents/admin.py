@@ -31,12 +31,14 @@ from executions.models import Execution
 from notifications.models import Channel
 from ops.admin_actions import ActionReport, PauseResumeActions
 
-from .forms import SecretsForm
+from .forms import SecretsForm, queue_choices
 from .kinds import kind_choices
 from .models import Agent, Schedule, SkippedSlot
 from .schedule_services import schedule_pause, schedule_resume
 from .services import (
     AGENT_FIELDS,
+    KEEP_FIELDS,
+    LIMIT_FIELDS,
     NOTIFY_FIELDS,
     RUN_POLICY_FIELDS,
     AgentBusy,
@@ -84,9 +86,16 @@ class AgentAdminForm(forms.ModelForm):
         model = Agent
         # The fields the services accept, plus owner, kind and config; never the encrypted ones.
         fields = ("owner", "kind", "config", *AGENT_FIELDS)
+        # The declared queues with what each is for (their choices are set per form).
+        widgets = {"queue": forms.Select}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "queue" in self.fields:
+            self.fields["queue"].widget.choices = queue_choices(self.instance.queue)
+        if "breaker_threshold" in self.fields:
+            # Blank is no breaker (0), as on the agent's page.
+            self.fields["breaker_threshold"].required = False
         names = sorted(self.instance.secrets) if self.instance.pk else []
         self.fields["secrets_remove"].choices = [(n, n) for n in names]
         if not names:
@@ -106,6 +115,10 @@ class AgentAdminForm(forms.ModelForm):
                 field.queryset = Channel.objects.select_related("owner").order_by(
                     "owner__username", "name"
                 )
+
+    def clean_breaker_threshold(self):
+        value = self.cleaned_data.get("breaker_threshold")
+        return 0 if value is None else value
 
     #: Set by AgentAdmin when the services refused the last attempt to save this form.
     service_error: ValidationError | None = None
@@ -218,6 +231,8 @@ class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
         ),
         ("Secrets (write-only)", {"fields": ("secrets_set", "secrets_add", "secrets_remove")}),
         ("Retries and limits", {"fields": RUN_POLICY_FIELDS}),
+        ("Limits and protection", {"fields": LIMIT_FIELDS}),
+        ("Logs and retention", {"fields": KEEP_FIELDS}),
         ("Notifications", {"fields": (*NOTIFY_FIELDS, "notify_channels")}),
         ("Webhook trigger", {"fields": ("webhook_enabled", "webhook_secrets_set")}),
         (None, {"fields": ("runs_link", "created_at", "updated_at")}),

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 
 from common import jsonbody
@@ -13,8 +14,8 @@ from common.errors import Malformed
 from executions.errors import CATEGORIES
 from notifications.models import Channel
 
-from .models import Agent
-from .services import NOTIFY_FIELDS, RUN_POLICY_FIELDS
+from .models import Agent, queue_label
+from .services import KEEP_FIELDS, LIMIT_FIELDS, NOTIFY_FIELDS, RUN_POLICY_FIELDS
 
 
 def parse_json_text(text: str) -> Any:
@@ -96,6 +97,23 @@ class RunForm(forms.Form):
         return data
 
 
+# An agent's retention field, and the setting its empty value stands for.
+RETENTION_DEFAULTS = {
+    "retain_succeeded_days": "CONVEYOR_RETAIN_SUCCEEDED_DAYS",
+    "retain_failed_days": "CONVEYOR_RETAIN_FAILED_DAYS",
+}
+
+
+def queue_choices(current: str | None = None) -> list[tuple[str, str]]:
+    """The declared queues, each with what it is for, for a select (the page's and the
+    admin's). An agent whose queue is no longer declared sees it first, marked, so that saving
+    asks for another (``agents.models.queue_validator`` says which)."""
+    choices = [(name, queue_label(name)) for name in settings.CONVEYOR_QUEUES]
+    if current and current not in settings.CONVEYOR_QUEUES:
+        choices.insert(0, (current, f"{current} — no longer offered: choose another"))
+    return choices
+
+
 class ChannelChoiceField(forms.ModelMultipleChoiceField):
     """The owner's notification channels, each as "ops (Email)"."""
 
@@ -125,12 +143,24 @@ class AgentForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        fields = ("name", "description", *RUN_POLICY_FIELDS, *NOTIFY_FIELDS)
+        fields = ("name", "description", *RUN_POLICY_FIELDS, *LIMIT_FIELDS, *KEEP_FIELDS,
+                  *NOTIFY_FIELDS)  # fmt: skip
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "notify_on": forms.RadioSelect,
+            "queue": forms.Select,
+            "rate_limit": forms.TextInput(attrs={"placeholder": "5/min", "spellcheck": "false"}),
+            "max_concurrency": forms.NumberInput(attrs={"placeholder": "no limit"}),
         }
         labels = {
+            "max_concurrency": "Runs at once",
+            "rate_limit": "Starts per period",
+            "breaker_threshold": "Circuit breaker: failures in a row",
+            "breaker_window": "Within (s)",
+            "breaker_cooldown": "Try again after (s)",
+            "log_level": "Keep log lines from",
+            "retain_succeeded_days": "Keep succeeded runs (days)",
+            "retain_failed_days": "Keep failed runs (days)",
             "overlap_policy": "When a scheduled run comes while a run is still active",
             "retry_backoff": "First retry after (s)",
             "retry_backoff_max": "Longest wait (s)",
@@ -145,8 +175,7 @@ class AgentForm(forms.ModelForm):
             # Not the http kind's request timeout, which bounds each HTTP call.
             "timeout": "How long one attempt may run in all, whatever the agent does; then it "
             "stops and fails as a timeout.",
-            "queue": "The Celery queue its runs go to. Workers must listen on it (the standard "
-            "workers listen on the default queue).",
+            "queue": "Where its runs wait for a worker: one of the queues your operators set up.",
         }
 
     # A flow is not retried or timed as a whole: its steps are (each step's retry settings,
@@ -161,7 +190,19 @@ class AgentForm(forms.ModelForm):
         "retry_on",
         "timeout",
         "priority",
+        # A breaker protects what a run calls, and the flow calls its steps' agents, which have
+        # their own; a flow writes no log lines of its own (its steps do).
+        "breaker_threshold",
+        "breaker_window",
+        "breaker_cooldown",
+        "log_level",
     )
+    # Fields added after the form was first published: a form sent without one (a page loaded
+    # before, a client that posts the old fields) keeps the agent's value, as does a blank one
+    # that has no "none" (a number the agent must have, a level). A blank breaker threshold is
+    # no breaker (0).
+    KEPT_WHEN_NOT_SENT = (*LIMIT_FIELDS, *KEEP_FIELDS)
+    KEPT_WHEN_BLANK = ("breaker_window", "breaker_cooldown", "log_level")
 
     def __init__(self, *args, kind=None, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -172,6 +213,20 @@ class AgentForm(forms.ModelForm):
                 del self.fields[name]
         else:
             del self.fields["notify_steps"]  # only a flow has steps to tell about
+        self.fields["queue"].widget.choices = queue_choices(self.instance.queue)
+        for name in (*self.KEPT_WHEN_BLANK, "breaker_threshold"):
+            if name in self.fields:
+                self.fields[name].required = False
+        for name, setting in RETENTION_DEFAULTS.items():
+            days = getattr(settings, setting, None)
+            if name in self.fields and days:
+                self.fields[name].widget.attrs["placeholder"] = f"{days} (the site's default)"
+        for name in self.KEPT_WHEN_NOT_SENT:
+            # The ranges are the model's (agents.services.agent_validate checks them, with the
+            # same messages as the API and the admin); the form only reads a number.
+            field = self.fields.get(name)
+            if isinstance(field, forms.IntegerField):
+                field.validators = []
         # A declared field gets no initial value from the model: take the instance's (a new
         # agent's instance carries the installation's defaults).
         self.initial.setdefault("retry_on", list(self.instance.retry_on or []))
@@ -190,6 +245,19 @@ class AgentForm(forms.ModelForm):
 
     def clean_notify_on(self):
         return self.cleaned_data.get("notify_on") or self.instance.notify_on
+
+    def clean(self):
+        data = super().clean()
+        for name in self.KEPT_WHEN_NOT_SENT:
+            if name not in self.fields:
+                continue
+            value = data.get(name)
+            blank = value is None or value == ""
+            if self.add_prefix(name) not in self.data or (blank and name in self.KEPT_WHEN_BLANK):
+                data[name] = getattr(self.instance, name)
+            elif blank and name == "breaker_threshold":
+                data[name] = 0
+        return data
 
     def agent_fields(self) -> dict[str, Any]:
         """The cleaned values of the agent's own fields this form shows."""

@@ -19,15 +19,43 @@ name_validator = RegexValidator(
 )
 
 
+def queue_about(name: str) -> str:
+    """What a declared queue is for and its limit, in words ("" when nothing is said)."""
+    queue = settings.CONVEYOR_QUEUES.get(name) or {}
+    about = [(queue.get("description") or "").rstrip(".")]
+    if queue.get("concurrency"):
+        about.append(f"at most {queue['concurrency']} at once")
+    return "; ".join(part for part in about if part)
+
+
+def queue_label(name: str) -> str:
+    """A declared queue as people choose it: "reports — Long reports; at most 2 at once"."""
+    about = queue_about(name)
+    return f"{name} — {about}" if about else name
+
+
 def queue_validator(value: str) -> None:
-    """Agent runs never go to the maintenance queue: its worker must stay free for the
-    dispatcher, or schedules and recovery would wait behind long runs."""
+    """An agent's runs go to one of the queues operators declared (``CONVEYOR_QUEUES``, see
+    config/queues.py), which workers listen on. Never to the maintenance queue: its worker must
+    stay free for the dispatcher, or schedules and recovery would wait behind long runs; nor to
+    the notifications queue, whose worker delivers messages. An agent saved before its queue was
+    taken out of the settings keeps running there; saving it again asks for a declared queue."""
+    if value in settings.CONVEYOR_QUEUES:
+        return
+    choices = ", ".join(
+        f"“{name}” ({about})" if (about := queue_about(name)) else f"“{name}”"
+        for name in settings.CONVEYOR_QUEUES
+    )
     if value.strip() == settings.CONVEYOR_MAINTENANCE_QUEUE:
-        raise ValidationError(
+        why = (
             f"“{value}” is Conveyor's maintenance queue (schedules, delayed runs, recovery); "
-            f"agent runs cannot use it. Use “{settings.CONVEYOR_EXECUTIONS_QUEUE}” or a queue "
-            "of your own that a worker listens on."
+            "agent runs cannot use it."
         )
+    elif value.strip() == settings.CONVEYOR_NOTIFICATIONS_QUEUE:
+        why = f"“{value}” is Conveyor's notifications queue; agent runs cannot use it."
+    else:
+        why = f"“{value}” is not one of this installation's queues."
+    raise ValidationError(f"{why} Choose one of: {choices}.", code="unknown_queue")
 
 
 # Defaults are callables so the settings in force when a row is created apply.

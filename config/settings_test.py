@@ -18,6 +18,21 @@ RUN_SUFFIX = f"-{uuid.uuid4().hex[:8]}" if RABBITMQ else ""
 os.environ.setdefault("CONVEYOR_EXECUTIONS_QUEUE", f"test-executions{RUN_SUFFIX}")
 os.environ.setdefault("CONVEYOR_MAINTENANCE_QUEUE", f"test-maintenance{RUN_SUFFIX}")
 os.environ.setdefault("CONVEYOR_NOTIFICATIONS_QUEUE", f"test-notifications{RUN_SUFFIX}")
+# Agents may only use declared queues (config/queues.py). Besides the executions queue, the
+# suite's agents use queues "<executions queue>-<purpose>" (an end-to-end test's private worker,
+# or a queue no worker reads so that a run waits in the broker), and a few fixed names. Set here,
+# over what the environment says (the processes the suite starts inherit it); a test that needs
+# another queue declares it with pytest-django's ``settings`` fixture.
+SUITE_QUEUES = (
+    "held", "inspected", "nobody-listens", "poison", "waits", "checkpoint", "killed-between",
+    "killed-after-end", "doomed", "doomed-notify",
+)  # fmt: skip
+FIXED_QUEUES = ("executions", "reports", "nobody-listens", "ops-fast",
+                *(f"ops-q{i}" for i in range(10)))  # fmt: skip
+os.environ["CONVEYOR_QUEUES"] = ";".join(
+    [f"{os.environ['CONVEYOR_EXECUTIONS_QUEUE']}-{purpose}" for purpose in SUITE_QUEUES]
+    + [f"{name}=A queue of the test suite" for name in FIXED_QUEUES]
+)
 # Quick retries of notifications, so that the suite sees a retry within seconds.
 os.environ.setdefault("CONVEYOR_NOTIFY_RETRY_DELAYS", "1,2,4")
 if RABBITMQ:

@@ -96,6 +96,9 @@ class QueueDepths:
     #: Unreadable messages set aside per queue (config/broker.py: "<queue>.malformed"), only the
     #: queues that have any; always empty on RabbitMQ, where Conveyor sets nothing aside.
     malformed: dict[str, int] = field(default_factory=dict)
+    #: Queues whose name is a Redis key of another type (a hash, a string, a set ...), with
+    #: that type: not a queue at all (counted 0). Something else uses the broker's database.
+    not_queues: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -112,27 +115,62 @@ def queue_depths(queues: list[str]) -> QueueDepths:
 
 
 def _redis_queue_depths(url: str, queues: list[str]) -> QueueDepths:
-    """LLEN of every queue's priority lists and the unacknowledged count, in one round trip."""
+    """LLEN of every queue's priority lists and the unacknowledged count, in one round trip.
+
+    Any name may be a Redis key of another type (an agent's queue named after a key that
+    something else keeps in the broker's database): its LLEN fails with WRONGTYPE, which is
+    taken as "not a queue" (a second round trip asks the keys' types, for the panel) rather
+    than raised, so that the dashboard and /metrics answer whatever keys they find."""
     client = redis_client(url)
     try:
         pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            for key in queue_keys(queue):
-                pipe.llen(key)
+        keys = [key for queue in queues for key in queue_keys(queue)]
+        for key in keys:
+            pipe.llen(key)
         for queue in queues:
             pipe.llen(malformed_key(queue))
         pipe.hlen(UNACKED_KEY)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        wrong = [key for key, reply in zip(keys, replies, strict=False) if _failed(reply)]
+        # "none": gone since (deleted or expired in between); it counted 0 all the same.
+        types = {k: t for k, t in zip(wrong, _types(client, wrong), strict=True) if t != "none"}
     except redis.RedisError as exc:
         logger.warning("broker unreachable", extra={"action": "ops_broker_unreachable"})
         return QueueDepths({}, None, error=_describe(exc))
     finally:
         client.close()
+    counts = [0 if _failed(reply) else reply for reply in replies]
     steps = len(PRIORITY_STEPS) + 1
-    depths = {q: sum(replies[i * steps : (i + 1) * steps]) for i, q in enumerate(queues)}
-    set_aside = replies[len(queues) * steps : -1]
+    depths = {q: sum(counts[i * steps : (i + 1) * steps]) for i, q in enumerate(queues)}
+    set_aside = counts[len(keys) : -1]
     malformed = {q: n for q, n in zip(queues, set_aside, strict=True) if n}
-    return QueueDepths(depths, replies[-1], malformed=malformed)
+    not_queues = {}
+    for queue in queues:
+        found = [types[key] for key in queue_keys(queue) if key in types]
+        if found:
+            not_queues[queue] = found[0]
+    if not_queues:
+        logger.warning(
+            "queue names that are not lists",
+            extra={"action": "ops_queue_not_a_list", "queues": sorted(not_queues)},
+        )
+    unacked = None if _failed(replies[-1]) else replies[-1]
+    return QueueDepths(depths, unacked, malformed=malformed, not_queues=not_queues)
+
+
+def _failed(reply) -> bool:
+    """A pipeline reply that is an error (WRONGTYPE: the key is not of the command's type)."""
+    return isinstance(reply, Exception)
+
+
+def _types(client: redis.Redis, keys: list[str]) -> list[str]:
+    """The Redis types of ``keys`` ("hash", "string", "set", "zset", "stream" ...)."""
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.type(key)
+    return [t.decode() if isinstance(t, bytes) else str(t) for t in pipe.execute()]
 
 
 def _amqp_queue_depths(url: str, queues: list[str]) -> QueueDepths:

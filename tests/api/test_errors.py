@@ -230,7 +230,9 @@ def _junk(rng: random.Random):
 
 AGENT_FIELDS = ["name", "description", "kind", "config", "secrets", "is_paused", "max_retries",
                 "retry_backoff", "retry_backoff_max", "retry_jitter", "retry_on", "timeout",
-                "queue", "priority", "webhook", "id"]  # fmt: skip
+                "queue", "priority", "webhook", "id", "max_concurrency", "rate_limit",
+                "breaker_threshold", "breaker_window", "breaker_cooldown", "log_level",
+                "retain_succeeded_days", "retain_failed_days"]  # fmt: skip
 RUN_FIELDS = ["input", "run_at", "delay_seconds"]
 RAW_BODIES = [b"", b" ", b"null", b"[]", b'"', b"{", b"}", b"{{}}", b'{"a":1,}', b"\x00",
               b"\xc3\x28", b'{"input": tru}', b"[" * 3000, b'{"a": "\\x"}', b"1" * 5000,

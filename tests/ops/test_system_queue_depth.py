@@ -59,16 +59,21 @@ class Broker:
     """A broker under test: ops.system reads it (through ``CELERY_BROKER_URL``) and the test
     publishes to it; the queues it names are removed at the end."""
 
-    def __init__(self, kind: str, url: str):
+    def __init__(self, kind: str, url: str, settings):
         self.kind = kind
         self.url = url
         self.connection = Connection(url)
         self.queues: list[str] = []
+        self.settings = settings
 
     def queue(self, suffix: str = "") -> str:
-        """A queue name of this test only."""
+        """A queue name of this test only, declared for this test (agents may use it)."""
         name = f"ops-test-{uuid.uuid4().hex[:8]}{suffix}"
         self.queues.append(name)
+        self.settings.CONVEYOR_QUEUES = {
+            **self.settings.CONVEYOR_QUEUES,
+            name: {"description": "", "concurrency": None},
+        }
         return name
 
     def publish(self, queue: str, priority: int | None = None) -> None:
@@ -99,7 +104,7 @@ def _redis_broker_url() -> str:
 def redis_broker(settings):
     """The suite's Redis as the broker (whatever BROKER_URL the suite runs with)."""
     settings.CELERY_BROKER_URL = _redis_broker_url()
-    broker = Broker("redis", settings.CELERY_BROKER_URL)
+    broker = Broker("redis", settings.CELERY_BROKER_URL, settings)
     yield broker
     broker.remove_queues()
 
@@ -114,7 +119,7 @@ def rabbitmq(settings):
             "BROKER_URL=amqp://... to test against another one"
         )
     settings.CELERY_BROKER_URL = RABBITMQ_URL
-    broker = Broker("amqp", RABBITMQ_URL)
+    broker = Broker("amqp", RABBITMQ_URL, settings)
     yield broker
     broker.remove_queues()
 
