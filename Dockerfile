@@ -21,8 +21,8 @@ COPY . .
 # at build time; it does not stay in the image.
 RUN DEBUG=true python manage.py collectstatic --noinput
 RUN useradd --system --create-home conveyor \
-    && mkdir -p /app/var \
-    && chown conveyor /app/var
+    && mkdir -p /app/var/artifacts \
+    && chown -R conveyor /app/var
 USER conveyor
 
 EXPOSE 8000

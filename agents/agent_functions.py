@@ -3,6 +3,9 @@
 Input keys are optional; the defaults make a good demonstration.
 """
 
+import csv
+import io
+import json
 import time
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -131,3 +134,36 @@ def count(ctx, input):
         ctx.checkpoint({"done": number})
         ctx.progress(number * 100 / to, f"Counted {number} of {to}")
     return {"counted": to, "resumed_from": start, "attempt": ctx.attempt}
+
+
+def _report_input(input):
+    return int(_number(input, "days", 7, minimum=1, maximum=366))
+
+
+@agent_function(
+    "demo.report",
+    description="Writes a small sales report as two files, a CSV table and a JSON summary, to "
+    "download from the run's page.",
+    validate_input=_report_input,
+    input_example={"days": 7},
+)
+def report(ctx, input):
+    days = _report_input(input)
+    ctx.progress(10, "Gathering the figures")
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["day", "orders", "revenue"])
+    orders_total, revenue_total = 0, 0.0
+    for day in range(1, days + 1):
+        # Made-up but repeatable figures.
+        orders = 10 + (day * 7) % 13
+        revenue = round(orders * 12.5, 2)
+        orders_total += orders
+        revenue_total += revenue
+        writer.writerow([day, orders, f"{revenue:.2f}"])
+        ctx.log("debug", f"Day {day}: {orders} orders.", day=day, orders=orders)
+    ctx.save_artifact("report.csv", table.getvalue())
+    summary = {"days": days, "orders": orders_total, "revenue": round(revenue_total, 2)}
+    ctx.save_artifact("summary.json", json.dumps(summary, indent=2) + "\n")
+    ctx.log("info", f"Wrote the report of {days} days: {orders_total} orders.")
+    return summary

@@ -16,9 +16,11 @@ Any installed app can plug in its own agents: put an ``agent_functions.py`` next
         return {"synced": 12}
 
 The callable receives the run context (``ctx.log``, ``ctx.progress``, ``ctx.secrets``,
-``ctx.attempt``, ``ctx.deadline``, ``ctx.is_cancelled``) and the execution's input, and returns a
-JSON-safe result. It raises ``agents.kinds.base.RetryableError`` for a temporary problem and
-``PermanentError`` for one that retrying will not fix.
+``ctx.attempt``, ``ctx.deadline``, ``ctx.is_cancelled``, ``ctx.checkpoint``,
+``ctx.save_artifact`` to keep a file with the run: see ``agents.kinds.base.RunContext``) and the
+execution's input, and returns a JSON-safe result. It raises
+``agents.kinds.base.RetryableError`` for a temporary problem and ``PermanentError`` for one that
+retrying will not fix.
 """
 
 from __future__ import annotations

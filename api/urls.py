@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import SimpleRouter
 
 from . import views
+from .artifact_views import ExecutionArtifactView
 
 app_name = "api"
 
@@ -19,6 +20,11 @@ urlpatterns = [
     # Content-Security-Policy (config/security.py) requires.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     *router.urls,
+    re_path(
+        r"^executions/(?P<id>[^/.]+)/artifacts/(?P<artifact_id>[^/.]+)$",
+        ExecutionArtifactView.as_view(),
+        name="execution-artifact",
+    ),
     # Anything else under /api/v1/ answers in the API's format, not with the HTML 404 page.
     re_path(r"^.*$", views.not_found),
 ]

@@ -16,6 +16,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("agents/", include("agents.urls")),
     path("executions/", include("executions.urls")),
+    path("executions/<uuid:execution>/files/", include("artifacts.urls")),
     path("ops/", include("ops.urls")),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),

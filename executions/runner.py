@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.utils import timezone
@@ -169,9 +169,15 @@ class ExecutionContext:
     buffered and written in bulk at most every ``CONVEYOR_LOG_FLUSH_INTERVAL`` seconds (and at
     the end of the attempt), the cancel flag read at most every
     ``CONVEYOR_CANCEL_CHECK_INTERVAL`` seconds.
+
+    ``log`` keeps only the lines at or above the agent's ``log_level`` (the others still reach
+    the worker's own log, under its LOG_LEVEL); the lines Conveyor itself writes about the run
+    (a failed attempt, a cancel, a saved file) are kept whatever the level. ``save_artifact``
+    stores a file at once (``artifacts.services.artifact_save``).
     """
 
     def __init__(self, *, execution: Execution, agent: Agent, deadline: datetime):
+        self._execution = execution
         self._pk = execution.pk
         self.execution_id = str(execution.uuid)
         # From the execution alone, so every attempt (and only this execution) sees the same.
@@ -187,6 +193,7 @@ class ExecutionContext:
             (v for v in self.secrets.values() if len(v) >= 4), key=len, reverse=True
         )
         self._logs: list[ExecutionLog] = []
+        self._log_level = _LEVELS.get(agent.log_level, logging.DEBUG)
         self._last_flush = time.monotonic()
         self._last_progress = float("-inf")
         self._last_cancel_check = float("-inf")
@@ -194,9 +201,44 @@ class ExecutionContext:
 
     # -- for kinds ---------------------------------------------------------------------------
     def log(self, level: str, message: str, **data: Any) -> None:
-        level = level.lower() if level.lower() in _LEVELS else "info"
+        level = str(level).lower()
+        level = level if level in _LEVELS else "info"
+        kept = _LEVELS[level] >= self._log_level
+        if not kept and not logger.isEnabledFor(_LEVELS[level]):
+            return
         message = self.scrub(str(message))
-        data = self.scrub_json(_jsonable(data))
+        logger.log(
+            _LEVELS[level],
+            message,
+            extra={"action": "agent_log", "execution_id": self.execution_id},
+        )
+        if not kept:  # below the agent's log level: not stored
+            return
+        self._append_log(level, message, self.scrub_json(_jsonable(data)))
+
+    def save_artifact(
+        self, name: str, data: bytes | str | BinaryIO, content_type: str | None = None
+    ) -> None:
+        # Imported here: the artifacts app builds on executions' models.
+        from artifacts.services import artifact_save, human_size
+
+        artifact = artifact_save(
+            execution=self._execution,
+            attempt=self.attempt,
+            name=self.scrub(name) if isinstance(name, str) else name,
+            data=data,
+            content_type=content_type,
+            mask=self._secret_values,
+            at=timezone.now(),
+        )
+        # Conveyor's own line about the run: kept whatever the agent's log level.
+        self._append_log(
+            "info",
+            f"Saved the file “{artifact.name}” ({human_size(artifact.size)}).",
+            {"file": artifact.name, "bytes": artifact.size, "content_type": artifact.content_type},
+        )
+
+    def _append_log(self, level: str, message: str, data: dict[str, Any]) -> None:
         self._logs.append(
             ExecutionLog(
                 execution_id=self._pk,
@@ -206,11 +248,6 @@ class ExecutionContext:
                 message=message,
                 data=data,
             )
-        )
-        logger.log(
-            _LEVELS[level],
-            message,
-            extra={"action": "agent_log", "execution_id": self.execution_id},
         )
         if (
             time.monotonic() - self._last_flush >= settings.CONVEYOR_LOG_FLUSH_INTERVAL

@@ -108,6 +108,13 @@ def test_maintenance_has_a_worker_that_agent_runs_cannot_fill(compose):
     assert "maintenance" not in queues_of(services["worker"])
 
 
+def test_web_and_the_workers_share_the_artifacts_volume(compose):
+    services = compose["services"]
+    mounts = {name: set(services[name].get("volumes", [])) for name in ("web", "worker")}
+    assert "artifacts:/app/var/artifacts" in mounts["web"] & mounts["worker"]
+    assert "artifacts" in compose["volumes"]
+
+
 def seconds(duration: str) -> float:
     units = {"s": 1, "m": 60}
     return float(duration[:-1]) * units[duration[-1]]

@@ -17,7 +17,16 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agents", "api", "common", "config", "executions", "notifications", "ops")
+PACKAGES = (
+    "agents",
+    "api",
+    "artifacts",
+    "common",
+    "config",
+    "executions",
+    "notifications",
+    "ops",
+)
 
 
 def module_name(path: Path) -> str:

@@ -14,9 +14,10 @@ the rest is an internal error that is not retried).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Protocol
 
 from django import forms
 
@@ -126,11 +127,37 @@ class RunContext(Protocol):
         (after a timeout, a lost worker, a temporary error) reads it as ``last_checkpoint``
         and resumes there instead of starting over."""
 
-    def log(self, level: str, message: str, **data: Any) -> None: ...
+    def save_artifact(
+        self, name: str, data: bytes | str | BinaryIO, content_type: str | None = None
+    ) -> None:
+        """Keep a file with this execution: ``data`` as bytes, text (stored as UTF-8) or a file
+        opened in binary mode. Its owner lists and downloads it on the execution's page and
+        through the API. ``name`` is what people see (and the download's file name);
+        ``content_type`` is guessed from the name when not given. Saving a name again replaces
+        that file. Written at once: a later failure, or a retry, does not take it back.
+        Size-limited per file and per execution, and in number: over a limit it raises a
+        ValueError that says which (the run fails with it unless the agent catches it)."""
+
+    def log(self, level: str, message: str, **data: Any) -> None:
+        """A line of the execution's log (debug, info, warning or error). Lines below the
+        agent's log level are not kept."""
 
     def progress(self, percent: int, message: str = "") -> None: ...
 
     def is_cancelled(self) -> bool: ...
+
+
+# "type/subtype" with optional parameters ("text/csv; charset=utf-8"): what an artifact's
+# content type may be (agents name it; the http kind passes on what an endpoint sent).
+_MEDIA_TYPE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    r"(?:\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(?:[A-Za-z0-9!#$&^_.+-]+|\"[^\"\\\x00-\x1f\x7f]*\"))*\Z"
+)
+
+
+def is_media_type(value: Any) -> bool:
+    """Whether ``value`` is a content type such as ``text/csv; charset=utf-8``."""
+    return isinstance(value, str) and len(value) <= 255 and bool(_MEDIA_TYPE.match(value))
 
 
 class ConfigInvalid(Exception):

@@ -26,6 +26,16 @@ honours the header does the work once even when an attempt is cut off after the 
 out and the next attempt sends it again. A header of that name in ``headers`` or
 ``secret_headers`` is refused when the agent is saved while the option is on: Conveyor never
 quietly replaces a value the owner wrote, nor sends the header twice.
+
+With ``keep_response`` on, the body of an answer with an expected status is also kept whole as
+a file of the execution, named ``response``, with the answer's content type
+(``ctx.save_artifact``); its owner downloads it from the execution's page or the API. The body
+is then read up to the larger of ``CONVEYOR_HTTP_MAX_RESPONSE_BYTES`` and
+``CONVEYOR_ARTIFACT_MAX_BYTES``; a longer one fails the attempt for good (it could not be kept
+whole), as does a file over the execution's limits. The result still holds the body as usual
+(cut at ``CONVEYOR_HTTP_RESULT_BODY_CHARS``). Each attempt that gets an expected answer saves
+it again, replacing the file. Secret values the endpoint echoes back are masked in the file,
+as in the result.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from .base import (
     RateLimitedError,
     RetryableError,
     RunContext,
+    is_media_type,
 )
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -72,6 +83,8 @@ DEFAULT_RESPONSE_HEADERS = "content-type"
 # Headers the HTTP client manages itself; setting them by hand breaks requests.
 MANAGED_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The name of the file keep_response saves.
+RESPONSE_ARTIFACT = "response"
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 header field name
 _STATUS_ITEM = re.compile(r"^(\d{3})(?:-(\d{3}))?$")
@@ -341,6 +354,16 @@ class HttpConfigForm(forms.Form):
         initial=DEFAULT_RESPONSE_HEADERS,
         help_text="Response headers to keep in the result, separated by commas.",
     )
+    keep_response = _SwitchField(
+        required=False,
+        label="Keep the response as a file",
+        help_text=(
+            "Also keeps the whole body of a successful answer as a file of the run, named "
+            "“response”, with the answer's content type, to download from the run's page or "
+            "the API (within this installation's file size limits; a larger answer fails the "
+            "run). The result keeps its shortened copy of the body either way."
+        ),
+    )
 
     def clean_method(self):
         return self.cleaned_data.get("method") or "POST"
@@ -530,6 +553,8 @@ class HttpKind(Kind):
         )
         kept = config.get("response_headers", DEFAULT_RESPONSE_HEADERS) or ""
         pairs.append(("Response headers kept", kept.replace(",", ", ") if kept else "None"))
+        if config.get("keep_response"):
+            pairs.append(("Response body", f"Kept as the file “{RESPONSE_ARTIFACT}”"))
         return pairs
 
     def run(self, ctx: RunContext, input: Any) -> Any:
@@ -575,6 +600,12 @@ class HttpKind(Kind):
                 url=target,
             )
 
+        keep = bool(config.get("keep_response"))
+        result_limit = settings.CONVEYOR_HTTP_MAX_RESPONSE_BYTES
+        # A body kept as a file is read whole, up to what one file may be.
+        read_limit = result_limit
+        if keep:
+            read_limit = max(result_limit, settings.CONVEYOR_ARTIFACT_MAX_BYTES)
         started = time.monotonic()
         try:
             with outbound.client(timeout=timeout) as http:
@@ -583,9 +614,7 @@ class HttpKind(Kind):
                     http, request, sensitive_headers=secret_headers, on_redirect=on_redirect
                 ) as response:
                     raw, cut = outbound.read_limited(
-                        response,
-                        settings.CONVEYOR_HTTP_MAX_RESPONSE_BYTES,
-                        deadline=started + timeout,
+                        response, read_limit, deadline=started + timeout
                     )
         except outbound.OutboundBlocked as exc:
             message = exc.message
@@ -635,14 +664,35 @@ class HttpKind(Kind):
             bytes=len(raw),
             truncated=cut,
         )
-        result = self._result(response, raw, cut, config)
+        # The result is built from what it always was: at most the result limit's bytes.
+        if len(raw) > result_limit:
+            result = self._result(response, raw[:result_limit], True, config)
+        else:
+            result = self._result(response, raw, cut, config)
         ranges = parse_statuses(config.get("expected_statuses") or DEFAULT_EXPECTED_STATUSES)
         if status_expected(status, ranges):
+            if keep:
+                self._keep(ctx, response, raw, cut, read_limit)
             ctx.progress(100, status_text(status))
             return result
         raise self._failure(response, result, config)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _keep(ctx: RunContext, response: httpx.Response, raw: bytes, cut: bool, limit: int) -> None:
+        """Save the whole body as the execution's file ``response`` (keep_response)."""
+        if cut:
+            raise PermanentError(
+                f"The answer is longer than the {limit:,} bytes Conveyor keeps as a file, so it "
+                "could not be kept whole. Turn off “Keep the response as a file”, or ask the "
+                "operators to raise the file size limit.",
+                category="configuration",
+            )
+        media = response.headers.get("content-type", "").strip()
+        # What the endpoint said, if it is a content type at all; otherwise plain bytes.
+        content_type = media if is_media_type(media) else "application/octet-stream"
+        ctx.save_artifact(RESPONSE_ARTIFACT, raw, content_type=content_type)
 
     @staticmethod
     def _timeout(ctx: RunContext, config: Mapping[str, Any]) -> float:

@@ -25,6 +25,7 @@ DEMO_KINDS = {
     "slow": "function",
     "broken": "function",
     "count": "function",
+    "report": "function",
     "http-example": "http",
     "pipeline": "flow",
     "fan-out": "flow",

@@ -8,6 +8,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from agents.schedule_services import schedule_create
 from api.services import token_create
+from artifacts.services import artifact_save
 from executions.services import execution_request
 from notifications.services import channel_create
 
@@ -64,12 +65,16 @@ def alices_objects(make_agent, alice):
     channel, _ = channel_create(
         owner=alice, kind="webhook", name="alices-channel", target="https://hooks.example.com/a"
     )
+    artifact = artifact_save(
+        execution=execution, attempt=1, name="private.txt", data="private data"
+    )
     return {
         "agent": agent,
         "execution": execution,
         "token": token,
         "schedule": schedule,
         "channel": channel,
+        "artifact": artifact,
     }
 
 
@@ -77,6 +82,9 @@ def url_for(name, pattern, objects):
     params = list(pattern.converters)
     if not params:
         return reverse(name)
+    if name == "artifacts:download":  # under /executions/<execution uuid>/files/
+        kwargs = {"execution": objects["execution"].uuid, "uuid": objects["artifact"].uuid}
+        return reverse(name, kwargs=kwargs)
     if params == ["uuid"]:
         owner = objects["agent"] if name.startswith("agents:") else objects["execution"]
         if name.startswith("tokens:"):

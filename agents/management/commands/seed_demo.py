@@ -92,6 +92,15 @@ def demo_agents() -> list[DemoAgent]:
             try_input='{"to": 10, "seconds": 0.5}',
         ),
         DemoAgent(
+            "report",
+            "function",
+            {"function": "demo.report"},
+            _describe("demo.report"),
+            # Its per-day debug lines are left out of the run's log: only info and above kept.
+            {"log_level": "info"},
+            try_input='{"days": 7}',
+        ),
+        DemoAgent(
             "http-example",
             "http",
             {

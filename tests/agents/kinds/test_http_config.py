@@ -30,6 +30,7 @@ def test_a_url_alone_gets_the_documented_defaults():
         "timeout": 30.0,
         "expected_statuses": "200-299",
         "response_headers": "content-type",
+        "keep_response": False,
     }
 
 
