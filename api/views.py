@@ -34,7 +34,6 @@ from agents import webhook_services
 from agents.kinds.base import InvalidInputError
 from agents.models import Agent
 from executions.models import Execution
-from executions.selectors import agent_stats
 from executions.services import (
     ExecutionRefused,
     execution_cancel,
@@ -43,6 +42,7 @@ from executions.services import (
 )
 from notifications import services as notification_services
 from notifications.models import Channel
+from ops.selectors import agent_stats
 
 from . import serializers as s
 from .errors import (
@@ -364,7 +364,8 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
                 OpenApiTypes.STR,
                 OpenApiParameter.QUERY,
                 enum=[*STATS_WINDOWS],
-                description="How far back: 24h, 7d (default) or 30d.",
+                description="How far back: 24h, 7d (default) or 30d, in whole hours (the "
+                "window starts on the hour; the current hour is its last).",
             )
         ],
         responses={200: s.StatsSerializer, **error_responses(400, 404, *READ)},
@@ -375,12 +376,11 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
         window = request.query_params.get("window", "7d")
         if window not in STATS_WINDOWS:
             raise _invalid_query("window", f"One of {', '.join(STATS_WINDOWS)}.")
-        since = timezone.now() - STATS_WINDOWS[window]
-        stats = agent_stats(agent=agent, since=since)
+        stats = agent_stats(agent=agent, span=STATS_WINDOWS[window])
         return Response(
             {
                 "window": window,
-                "since": since,
+                "since": stats.since,
                 "runs": stats.runs,
                 "succeeded": stats.succeeded,
                 "failed": stats.failed,

@@ -1,9 +1,11 @@
 """The throughput chart, drawn on the server as SVG (no JavaScript).
 
 Bars are stacked per bucket (succeeded, failed, other) and each series is one ``<path>``, so a
-day of minutes stays a few kilobytes per series. On top, a transparent link per slice (a minute,
-or an hour when bars are minutes of a day) opens the admin list of that slice's executions and
-shows its figures on hover.
+chart of a few hundred bars stays a few kilobytes per series. Bars are minutes in the last-hour
+window (from the rows) and hours in the day and week windows (from the hourly rollups, the
+current hour from the rows: ops.selectors.window_throughput). On top, a transparent link per
+slice (the window's ``slice``: one or several bars) opens the admin list of that slice's
+executions and shows its figures on hover.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def throughput_svg(buckets: list[Bucket], window: TimeWindow) -> SafeString:
             )
     # Clickable slices with their figures on hover.
     per_slice = max(1, round(window.slice / window.bucket))
+    changelist = admin_executions_url()
     for i in range(0, len(buckets), per_slice):
         group = buckets[i : i + per_slice]
         start, end = group[0].start, group[-1].start + window.bucket
@@ -95,7 +98,7 @@ def throughput_svg(buckets: list[Bucket], window: TimeWindow) -> SafeString:
             f"{when:%a %d %b %H:%M} to {timezone.localtime(end):%H:%M}: "
             f"{ok} succeeded, {bad} failed, {other} other"
         )
-        url = admin_executions_url(created_at__gte=start, created_at__lt=end)
+        url = admin_executions_url(base=changelist, created_at__gte=start, created_at__lt=end)
         parts.append(
             f'<a href="{escape(url)}"><rect class="slice" x="{LEFT + i * bar_w:.2f}" y="{TOP}" '
             f'width="{bar_w * len(group):.2f}" height="{plot_h}"><title>{escape(title)}</title>'

@@ -1,31 +1,39 @@
-"""Read-side queries of the operations dashboard and of /metrics.
+"""Read-side queries of the operations dashboard, /metrics and the agent statistics.
 
-Everything is aggregated in the database: conditional counts, GROUP BY and, on Postgres,
-``percentile_cont``. Python only shapes the aggregated rows (one per agent, category or time
-bucket), never execution rows, and every function runs a fixed number of queries whatever the
-size of the executions table (tests/ops/test_dashboard.py counts them).
+The figures about past executions (counts by outcome and category, durations, attempts) add up
+the hourly and daily rollups of the whole past hours (ops.rollups) and aggregate the executions
+table only for the rest: the current hour, runs not settled at the last roll, and a window's
+partial first hour. So they outlive retention, and their cost follows the number of agents and
+periods, not the size of the table. Python only shapes aggregated rows (one per agent, period,
+category or time bucket), and the raw rows' durations, which are the current hour's at most; every
+function runs a fixed number of queries whatever the number of rows
+(tests/ops/test_views_dashboard.py counts them).
 
-Counts are ``COUNT(status)`` (never NULL, so the same as ``COUNT(*)``, which Django does not
-allow with a filter), not ``COUNT(id)``: when a query references only ``created_at`` and
-``status``, Postgres answers it from the index alone without reading the table.
+Windows are on creation time (an execution belongs to the hour it was created in), so a figure
+and the admin list it links to agree; the 24-hour and 7-day windows start on the hour, so that
+they are whole hours of rollups and the current one.
 
-Indexes used (see ``Execution.Meta.indexes``):
+Counts of raw rows are ``COUNT(status)`` (never NULL, so the same as ``COUNT(*)``, which Django
+does not allow with a filter), not ``COUNT(id)``.
 
-* ``execution_recent_status`` (created_at, status): everything about a time window (counts,
-  throughput, per-agent figures, failures by category) starts from ``created_at >= since``.
-  Windows are on creation time, so a figure and the admin list it links to agree.
-* ``execution_active`` (partial, active statuses): live counts and stuck executions.
-* /metrics reports totals, not windows: it reads the whole table (see ``metrics_snapshot``).
+Indexes used (see ``Execution.Meta.indexes`` and ``Rollup.Meta``):
+
+* ``rollup_period_start``: the rollups of a window, or of all time (/metrics).
+* ``execution_recent_status`` (created_at, status): the raw rows of the current hour and of a
+  partial first hour, and the last hour's minutes.
+* ``execution_active`` (partial, active statuses) and ``execution_finished``: the rolled
+  periods' runs that had not settled at the last roll; live counts and stuck executions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid as uuid_lib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.db.models import (
     BooleanField,
     Count,
@@ -36,33 +44,27 @@ from django.db.models import (
     OuterRef,
     Q,
     Subquery,
-    Sum,
     Value,
-    Window,
 )
-from django.db.models.functions import Coalesce, RowNumber, TruncHour, TruncMinute
+from django.db.models.functions import Coalesce, TruncHour, TruncMinute
 from django.urls import reverse
+from django.utils import timezone
 
 from agents.models import Agent
 from executions.errors import Category
-from executions.models import Execution, ExecutionAttempt
-from executions.selectors import percentile
+from executions.models import Execution, ExecutionAttempt, Limiter
+from executions.selectors import STATS_WINDOW
+
+from . import rollups
+from .rollups import Durations
 
 Status = Execution.Status
 
-# SQLite has no percentile_cont: percentiles come from the most recent runs, at most this many
-# overall and per agent.
-SAMPLE_OVERALL = 2000
-SAMPLE_PER_AGENT = 200
-# Rows in the dashboard's tables.
+# Rows in the dashboard's tables (percentiles are taken for the busiest agents).
 TOP_AGENTS = 12
 STUCK_LIMIT = 20
 # Histogram buckets of /metrics, in seconds (Prometheus' "le" bounds; +Inf is added).
-DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
-
-
-def is_postgres() -> bool:
-    return connection.vendor == "postgresql"
+DURATION_BUCKETS = rollups.DURATION_BUCKETS
 
 
 # --- SQL helpers -------------------------------------------------------------------------------
@@ -94,8 +96,9 @@ def _at(value: datetime):
 # --- Links to the admin ------------------------------------------------------------------------
 
 
-def admin_executions_url(**params) -> str:
-    """The execution changelist filtered by ``params`` (Django lookups, as the admin reads them)."""
+def admin_executions_url(*, base: str | None = None, **params) -> str:
+    """The execution changelist filtered by ``params`` (Django lookups, as the admin reads them).
+    ``base``: the changelist's address, when the caller makes many links (reversed once)."""
     query = {}
     for key, value in params.items():
         if isinstance(value, datetime):
@@ -103,7 +106,7 @@ def admin_executions_url(**params) -> str:
         elif isinstance(value, timedelta):
             value = str(value)
         query[key] = value
-    url = reverse("admin:executions_execution_changelist")
+    url = base or reverse("admin:executions_execution_changelist")
     return f"{url}?{urlencode(query)}" if query else url
 
 
@@ -116,10 +119,10 @@ class TimeWindow:
     label: str
     span: timedelta
     #: Width of one bar of the throughput chart, and the SQL truncation its bars are added up
-    #: from (a bar may hold several truncated units: five minutes of a day).
+    #: from (a bar may hold several truncated units).
     bucket: timedelta
     trunc: type
-    #: Width of one clickable slice of the chart (several bars when bars are minutes of a day).
+    #: Width of one clickable slice of the chart (one bar, or several if bars are shorter).
     slice: timedelta
 
     def start(self, now: datetime) -> datetime:
@@ -133,10 +136,11 @@ MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 WINDOWS = {
     w.key: w
     for w in (
-        # key, label, span, width of a bar and its SQL truncation, width of a clickable slice;
-        # about 60 to 300 bars a window.
+        # key, label, span, width of a bar and its SQL truncation, width of a clickable slice.
+        # Hourly bars come from the hourly rollups (and the current hour's rows); the last
+        # hour's minutes from the rows.
         TimeWindow("1h", "Last hour", HOUR, MINUTE, TruncMinute, MINUTE),
-        TimeWindow("24h", "Last 24 hours", DAY, 5 * MINUTE, TruncMinute, HOUR),
+        TimeWindow("24h", "Last 24 hours", DAY, HOUR, TruncHour, HOUR),
         TimeWindow("7d", "Last 7 days", 7 * DAY, HOUR, TruncHour, HOUR),
     )
 }
@@ -173,10 +177,6 @@ class Overview(Outcomes):
     p50: float | None = None
     p95: float | None = None
 
-    @classmethod
-    def from_row(cls, row: dict, p50: float | None = None, p95: float | None = None) -> Overview:
-        return cls(**{name: row[name] for name in WINDOW_COUNTS}, p50=p50, p95=p95)
-
 
 @dataclass
 class AgentFigures(Outcomes):
@@ -188,22 +188,6 @@ class AgentFigures(Outcomes):
     failed: int
     p50: float | None = None
     p95: float | None = None
-
-    @classmethod
-    def from_row(
-        cls, row: dict, p50: float | None = None, p95: float | None = None
-    ) -> AgentFigures:
-        """From a row of per-agent counts with the agent's ``agent_name`` and ``owner_name``."""
-        return cls(
-            agent_id=row["agent_id"],
-            name=row["agent_name"],
-            owner=row["owner_name"],
-            runs=row["started"],
-            succeeded=row["succeeded"],
-            failed=row["failed"],
-            p50=p50,
-            p95=p95,
-        )
 
 
 @dataclass
@@ -218,156 +202,151 @@ class Bucket:
         return self.succeeded + self.failed + self.other
 
 
-# The window's counts by outcome (the Postgres query of window_figures counts the same).
-WINDOW_COUNTS = {
-    "started": None,
-    "succeeded": Q(status=Status.SUCCEEDED),
-    "failed": Q(status=Status.FAILED),
-    "cancelled": Q(status=Status.CANCELLED),
-    "active": Q(status__in=Execution.ACTIVE_STATUSES),
-}
+@dataclass(frozen=True)
+class WindowRows:
+    """The executions created since ``since``: rollups of its whole past hours and the raw rows
+    they do not count (ops.rollups.split), the raw ones counted per agent and hour once for all
+    the window's figures."""
+
+    since: datetime
+    split: rollups.Split
+    raw: dict[tuple[int, datetime], rollups.Figures]
 
 
-def _counts(*names: str) -> dict[str, Count]:
-    """``COUNT(status)`` with the filters of WINDOW_COUNTS named, for aggregate or annotate."""
-    return {name: Count("status", filter=WINDOW_COUNTS[name]) for name in names}
+def window_rows(*, since: datetime) -> WindowRows:
+    """Two queries: the rollup cursor, and the raw rows' counts."""
+    part = rollups.split(since=since)
+    return WindowRows(since, part, rollups.count(part.raw, rollups.HOUR))
 
 
-def _sqlite_overview(*, since: datetime) -> Overview:
-    """SQLite: the window's counts, and p50/p95 from its latest successful runs."""
-    recent = Execution.objects.filter(created_at__gte=since)
-    row = recent.aggregate(**_counts(*WINDOW_COUNTS))
-    sample = sorted(
-        d.total_seconds()
-        for d in recent.filter(status=Status.SUCCEEDED, duration__isnull=False)
-        .order_by("-created_at")
-        .values_list("duration", flat=True)[:SAMPLE_OVERALL]
-    )
-    return Overview.from_row(row, percentile(sample, 0.5), percentile(sample, 0.95))
+def _durations(rows: WindowRows, agent_ids: list[int]) -> tuple[Durations, dict[int, Durations]]:
+    """The successful runs' durations of the whole window and of the agents ``agent_ids``: the
+    rollups' histograms (site-wide, and the agents') and the raw rows' exact durations (three
+    queries)."""
+    overall, per_agent = Durations(), {agent_id: Durations() for agent_id in agent_ids}
+    part = rows.split
+    overall.add_histogram(rollups.json_totals(part.site.filter(succeeded__gt=0), "durations"))
+    if agent_ids:
+        for agent_id, histogram in rollups.json_totals(
+            part.agents.filter(agent_id__in=agent_ids, succeeded__gt=0), "durations", by_agent=True
+        ).items():
+            per_agent[agent_id].add_histogram(histogram)
+    for agent_id, duration in rollups.succeeded_durations(part.raw).values_list(
+        "agent_id", "duration"
+    ):
+        overall.add_values([duration.total_seconds()])
+        if agent_id in per_agent:
+            per_agent[agent_id].add_values([duration.total_seconds()])
+    return overall, per_agent
 
 
-def _sqlite_agents(*, since: datetime) -> list[AgentFigures]:
-    """SQLite: per-agent counts in one GROUP BY, percentiles of the busiest from a sample."""
-    recent = Execution.objects.filter(created_at__gte=since)
-    rows = (
-        recent.values(
-            "agent_id", agent_name=F("agent__name"), owner_name=F("agent__owner__username")
-        )
-        .annotate(**_counts("started", "succeeded", "failed"))
-        .order_by("-started", "agent_id")
-    )
-    figures = [AgentFigures.from_row(row) for row in rows]
-    if figures:
-        _sample_agent_percentiles(recent, figures[:TOP_AGENTS])
-    return figures
+def window_figures(rows: WindowRows) -> tuple[Overview, list[AgentFigures]]:
+    """The window's overview and per-agent figures (busiest agents first), with the median and
+    95th percentile of the successful runs' durations overall and for the TOP_AGENTS busiest.
 
-
-def _sample_agent_percentiles(recent, figures: list[AgentFigures]) -> None:
-    """SQLite: p50/p95 per agent from each agent's latest SAMPLE_PER_AGENT successful runs."""
-    by_id = {f.agent_id: f for f in figures}
-    sample = (
-        recent.filter(agent_id__in=by_id, status=Status.SUCCEEDED, duration__isnull=False)
-        .annotate(
-            row=Window(RowNumber(), partition_by=[F("agent_id")], order_by=F("created_at").desc())
-        )
-        .filter(row__lte=SAMPLE_PER_AGENT)
-        .order_by("agent_id", "duration")
-        .values_list("agent_id", "duration")
-    )
-    durations: dict[int, list[float]] = {}
-    for agent_id, duration in sample:
-        durations.setdefault(agent_id, []).append(duration.total_seconds())
-    for agent_id, values in durations.items():
-        by_id[agent_id].p50 = percentile(values, 0.5)
-        by_id[agent_id].p95 = percentile(values, 0.95)
-
-
-def window_figures(*, since: datetime) -> tuple[Overview, list[AgentFigures]]:
-    """The window's overview and per-agent figures (busiest agents first).
-
-    On Postgres one scan answers both, with exact percentiles (``percentile_cont``):
-    ``GROUP BY GROUPING SETS ((agent_id), ())`` adds the all-agents row to the per-agent rows,
-    so the window's rows are read and sorted once (the largest cost of the page for a 7-day
-    window of a big table). SQLite has no percentile_cont: it samples the latest runs.
+    The overview adds up the site-wide rollups (a row per day or edge hour) and the raw rows'
+    counts; the per-agent figures the agents' rollups (from the index alone on Postgres, see
+    ``Rollup.Meta``) and the raw rows'. Percentiles merge the rollups' histograms with the raw
+    rows' durations (ops.rollups: exact when the window is all raw rows). The site-wide rows
+    keep the runs of agents deleted since; the per-agent rows go with their agent.
     """
-    if not is_postgres():
-        return _sqlite_overview(since=since), _sqlite_agents(since=since)
-    execution = Execution._meta.db_table
-    agent = Agent._meta.db_table
-    user = Agent._meta.get_field("owner").related_model._meta.db_table
-    sql = f"""
-        SELECT s.*, a.name AS agent_name, u.username AS owner_name FROM (
-            SELECT e.agent_id,
-                   COUNT(e.status) AS started,
-                   COUNT(e.status) FILTER (WHERE e.status = %(succeeded)s) AS succeeded,
-                   COUNT(e.status) FILTER (WHERE e.status = %(failed)s) AS failed,
-                   COUNT(e.status) FILTER (WHERE e.status = %(cancelled)s) AS cancelled,
-                   COUNT(e.status) FILTER (WHERE e.status = ANY(%(active)s)) AS active,
-                   percentile_cont(ARRAY[0.5, 0.95]::float8[])
-                       WITHIN GROUP (ORDER BY date_part('epoch', e.duration))
-                       FILTER (WHERE e.status = %(succeeded)s AND e.duration IS NOT NULL)
-                       AS pcts
-            FROM {execution} e
-            WHERE e.created_at >= %(since)s
-            GROUP BY GROUPING SETS ((e.agent_id), ())
-        ) s
-        LEFT JOIN {agent} a ON a.id = s.agent_id
-        LEFT JOIN {user} u ON u.id = a.owner_id
-        ORDER BY s.started DESC, s.agent_id
-    """  # noqa: S608 - table names from the models, values as parameters
-    params = {
-        "succeeded": Status.SUCCEEDED,
-        "failed": Status.FAILED,
-        "cancelled": Status.CANCELLED,
-        "active": [str(s) for s in Execution.ACTIVE_STATUSES],
-        "since": since,
+    part = rows.split
+    total = rollups.rollup_totals(part.site, fields=("succeeded", "failed", "cancelled"))
+    per_agent = rollups.rollup_totals(
+        part.agents, by="agent_id", fields=("succeeded", "failed", "cancelled")
+    )
+    for (agent_id, _hour), figures in rows.raw.items():
+        total.add(figures)
+        per_agent.setdefault(agent_id, rollups.Figures()).add(figures)
+    overview = Overview(
+        started=total.runs,
+        succeeded=total.succeeded,
+        failed=total.failed,
+        cancelled=total.cancelled,
+        active=total.active,
+    )
+    names = {
+        a["pk"]: a
+        for a in Agent.objects.filter(pk__in=per_agent).values("pk", "name", "owner__username")
     }
-    with transaction.atomic(), connection.cursor() as cursor:
-        # A week of a busy installation is a few hundred thousand rows to sort: in memory
-        # rather than in temporary files (the default work_mem is 4 MB). For this query only.
-        cursor.execute("SET LOCAL work_mem = '32MB'")
-        cursor.execute(sql, params)
-        columns = [c.name for c in cursor.description]
-        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    overview, agents = Overview(), []
-    for row in rows:
-        p50, p95 = row["pcts"] or (None, None)
-        if row["agent_id"] is None:
-            overview = Overview.from_row(row, p50, p95)
-        else:
-            agents.append(AgentFigures.from_row(row, p50, p95))
+    agents = [
+        AgentFigures(
+            agent_id=agent_id,
+            name=names[agent_id]["name"],
+            owner=names[agent_id]["owner__username"],
+            runs=f.runs,
+            succeeded=f.succeeded,
+            failed=f.failed,
+        )
+        for agent_id, f in per_agent.items()
+        if agent_id in names and f.runs  # not in names: deleted since the first query
+    ]
+    agents.sort(key=lambda a: (-a.runs, a.agent_id))
+    busiest = agents[:TOP_AGENTS]
+    overall, durations = _durations(rows, [a.agent_id for a in busiest])
+    overview.p50, overview.p95 = overall.percentile(0.5), overall.percentile(0.95)
+    for a in busiest:
+        a.p50, a.p95 = durations[a.agent_id].percentile(0.5), durations[a.agent_id].percentile(0.95)
     return overview, agents
 
 
-def window_failures_by_category(*, since: datetime) -> list[tuple[str, str, int]]:
-    """(category, label, count) of the failed executions created since ``since``, most first."""
-    rows = (
-        Execution.objects.filter(created_at__gte=since, status=Status.FAILED)
-        .values_list("error_category")
-        .annotate(n=Count("status"))
-        .order_by("-n", "error_category")
-    )
+def window_failures_by_category(rows: WindowRows) -> list[tuple[str, str, int]]:
+    """(category, label, count) of the window's failed executions, most first."""
+    counts: dict[str, int] = {}
+    prefix = f"{Status.FAILED}:"
+    categories = rollups.json_totals(rows.split.site.filter(failed__gt=0), "categories")
+    for key, n in categories.items():
+        if key.startswith(prefix):
+            category = key.removeprefix(prefix)
+            counts[category] = counts.get(category, 0) + n
+    for figures in rows.raw.values():
+        for (status, category), n in figures.categories.items():
+            if status == Status.FAILED:
+                counts[category] = counts.get(category, 0) + n
     labels = dict(Category.choices)
-    return [(c, labels.get(c, c or "Unclassified"), n) for c, n in rows]
+    ranked = sorted(((c, n) for c, n in counts.items() if n), key=lambda cn: (-cn[1], cn[0]))
+    return [(c, labels.get(c, c or "Unclassified"), n) for c, n in ranked]
 
 
-def window_throughput(*, window: TimeWindow, since: datetime, now: datetime) -> list[Bucket]:
-    """Executions per bucket (by creation time) and outcome, every bucket of the window present."""
-    rows = (
-        Execution.objects.filter(created_at__gte=since)
-        .annotate(bucket=window.trunc("created_at", tzinfo=UTC))
-        .values("bucket")
-        .annotate(**_counts("started", "succeeded", "failed"))
-        .order_by("bucket")
-    )
+def window_throughput(*, window: TimeWindow, rows: WindowRows, now: datetime) -> list[Bucket]:
+    """Executions per bar (by creation time) and outcome, every bar of the window present.
+
+    Hourly bars add the hourly rollups and the raw rows' counts per hour; bars shorter than an
+    hour (the last hour's minutes) count raw rows, the only ones that have minutes.
+    """
     found: dict[datetime, list[int]] = {}
-    for row in rows:
-        # The bar this truncated unit falls in (the window starts on a bar's edge).
-        start = since + (row["bucket"] - since) // window.bucket * window.bucket
+
+    def add(start: datetime, started: int, succeeded: int, failed: int) -> None:
         sums = found.setdefault(start, [0, 0, 0])
-        sums[0] += row["started"]
-        sums[1] += row["succeeded"]
-        sums[2] += row["failed"]
+        sums[0] += started
+        sums[1] += succeeded
+        sums[2] += failed
+
+    since = rows.since
+    if window.bucket == HOUR:
+        hours = rollups.rollup_totals(
+            rows.split.site_hours, by="start", fields=("succeeded", "failed", "cancelled")
+        )
+        for start, f in hours.items():
+            add(start, f.runs, f.succeeded, f.failed)
+        for (_agent_id, start), f in rows.raw.items():
+            add(start, f.runs, f.succeeded, f.failed)
+    else:
+        counts = {
+            "started": Count("status"),
+            "succeeded": Count("status", filter=Q(status=Status.SUCCEEDED)),
+            "failed": Count("status", filter=Q(status=Status.FAILED)),
+        }
+        for row in (
+            Execution.objects.filter(created_at__gte=since)
+            .annotate(bucket=window.trunc("created_at", tzinfo=UTC))
+            .values("bucket")
+            .annotate(**counts)
+            .order_by()
+        ):
+            # The bar this truncated unit falls in (the window starts on a bar's edge).
+            start = since + (row["bucket"] - since) // window.bucket * window.bucket
+            add(start, row["started"], row["succeeded"], row["failed"])
     buckets = []
     start = since
     while start <= now:
@@ -375,6 +354,60 @@ def window_throughput(*, window: TimeWindow, since: datetime, now: datetime) -> 
         buckets.append(Bucket(start, ok, bad, started - ok - bad))
         start += window.bucket
     return buckets
+
+
+# --- Agent statistics (the agent page and the API) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentStats:
+    since: datetime
+    runs: int
+    succeeded: int
+    failed: int
+    p50: float | None
+    p95: float | None
+
+    @property
+    def success_rate(self) -> float | None:
+        finished = self.succeeded + self.failed
+        return self.succeeded / finished if finished else None
+
+
+def hours_back(span: timedelta, *, now: datetime) -> datetime:
+    """The start of a window of ``span`` made of whole hours, the one ``now`` is in last (the
+    dashboard's 24-hour and 7-day windows and the agent statistics): whole past hours are read
+    from rollups, and no partial first hour from rows that retention may have deleted."""
+    return rollups.floor_hour(now) + HOUR - span
+
+
+def agent_stats(
+    *, agent: Agent, span: timedelta = STATS_WINDOW, now: datetime | None = None
+) -> AgentStats:
+    """An agent's runs over the last ``span`` (:func:`hours_back`), with the median and 95th
+    percentile of its successful runs' durations: its rollups of the window's whole past hours
+    and its raw rows for the rest (ops.rollups.split), in five queries."""
+    since = hours_back(span, now=now or timezone.now())
+    part = rollups.split(since=since)
+    rolled = part.agents.filter(agent=agent)
+    raw = part.raw.filter(agent=agent)
+    totals = rollups.rollup_totals(rolled, fields=("succeeded", "failed", "cancelled"))
+    for figures in rollups.count(raw, rollups.HOUR).values():
+        totals.add(figures)
+    durations = Durations()
+    durations.add_histogram(rollups.json_totals(rolled.filter(succeeded__gt=0), "durations"))
+    durations.add_values(
+        d.total_seconds()
+        for d in rollups.succeeded_durations(raw).values_list("duration", flat=True)
+    )
+    return AgentStats(
+        since=since,
+        runs=totals.runs,
+        succeeded=totals.succeeded,
+        failed=totals.failed,
+        p50=durations.percentile(0.5),
+        p95=durations.percentile(0.95),
+    )
 
 
 # --- Live state ----------------------------------------------------------------------------------
@@ -433,10 +466,17 @@ def queued_too_long(*, now: datetime, limit: int = STUCK_LIMIT) -> list[Executio
 
 
 def queue_names() -> list[str]:
-    """The Celery queues Conveyor uses: the two from the settings and every agent's queue."""
-    names = [settings.CONVEYOR_EXECUTIONS_QUEUE, settings.CONVEYOR_MAINTENANCE_QUEUE]
+    """The Celery queues Conveyor uses: the declared ones (``CONVEYOR_QUEUES``, the executions
+    queue first), the maintenance and notifications queues, then any other queue an agent still
+    has (saved before its queue was taken out of the settings: its runs still go there)."""
+    names = [
+        *settings.CONVEYOR_QUEUES,
+        settings.CONVEYOR_MAINTENANCE_QUEUE,
+        settings.CONVEYOR_NOTIFICATIONS_QUEUE,
+    ]
     agent_queues = Agent.objects.order_by("queue").values_list("queue", flat=True).distinct()
-    return names + [q for q in agent_queues if q not in names]
+    names += [q for q in agent_queues if q not in names]
+    return list(dict.fromkeys(names))
 
 
 def executions_by_task_id(task_ids: list[str]) -> dict[str, Execution]:
@@ -476,15 +516,16 @@ class Dashboard:
 
 def dashboard(*, window: TimeWindow, now: datetime) -> Dashboard:
     since = window.start(now)
-    overview, agents = window_figures(since=since)
+    rows = window_rows(since=since)
+    overview, agents = window_figures(rows)
     return Dashboard(
         window=window,
         now=now,
         since=since,
         overview=overview,
         agents=agents,
-        failures=window_failures_by_category(since=since),
-        throughput=window_throughput(window=window, since=since, now=now),
+        failures=window_failures_by_category(rows),
+        throughput=window_throughput(window=window, rows=rows, now=now),
         live=live_counts(),
         over_timeout=running_over_timeout(now=now),
         queued_long=queued_too_long(now=now),
@@ -507,59 +548,221 @@ class MetricsSnapshot:
 
 
 def metrics_snapshot() -> MetricsSnapshot:
-    """The figures of /metrics, in four queries.
+    """The figures of /metrics: totals over every execution (Prometheus wants totals, not
+    windows), in seven queries whose cost does not grow with the executions table.
 
-    The first two read every execution (Prometheus wants totals, not windows): on a table of
-    millions of rows they cost a sequential scan each, once per scrape.
+    The all-time rollups (ops.rollups: the site's row, and one per agent for its histogram) add
+    up the settled executions of every rolled hour, the raw rows the rest (the current hour's,
+    the active ones and those finished since the last roll). The site-wide counts keep the runs
+    of agents deleted since, so the counters never go down.
     """
-    by_status: dict[tuple[str, str], int] = {}
-    attempts = retries = 0
-    for status, category, n, n_attempts, n_retries in (
-        Execution.objects.values_list("status", "error_category")
-        .annotate(
-            n=Count("status"),
-            attempts=Sum("attempt"),
-            retries=Sum(F("attempt") - 1, filter=Q(attempt__gt=1)),
-        )
-        .order_by()
-    ):
-        by_status[(status, category)] = n
-        attempts += n_attempts or 0
-        retries += n_retries or 0
-
-    # A histogram per agent: one conditional count per bucket bound, in one GROUP BY on the
-    # agent id alone (a hash aggregate; grouping by the joined names too would sort the table).
-    finished = Q(duration__isnull=False)
-    bounds = {
-        f"le_{i}": Count("duration", filter=Q(duration__lte=timedelta(seconds=b)))
-        for i, b in enumerate(DURATION_BUCKETS)
-    }
-    rows = list(
-        Execution.objects.filter(finished)
-        .values("agent_id")
-        .annotate(n=Count("duration"), total=Sum("duration"), **bounds)
-        .order_by()
+    part = rollups.split(since=None)
+    site = rollups.rollup_totals(part.site, fields=("attempts", "retries"))
+    per_agent = rollups.rollup_totals(
+        part.agents.filter(duration_count__gt=0),
+        by="agent_id",
+        fields=("duration_count", "duration_sum"),
     )
+    raw = rollups.count(part.raw, rollups.HOUR)
+    by_status: dict[tuple[str, str], int] = {}
+    for key, n in rollups.json_totals(part.site, "categories").items():
+        status, _, category = key.partition(":")
+        by_status[(status, category)] = by_status.get((status, category), 0) + n
+    for (agent_id, _hour), figures in raw.items():
+        site.add(figures)
+        per_agent.setdefault(agent_id, rollups.Figures()).add(figures)
+        for pair, n in figures.categories.items():
+            by_status[pair] = by_status.get(pair, 0) + n
+
+    # A histogram per agent: the rollups' cumulative counts per bound, plus the raw rows'.
+    timed = {agent_id: f for agent_id, f in per_agent.items() if f.duration_count}
+    le = rollups.json_totals(part.agents.filter(duration_count__gt=0), "duration_le", by_agent=True)
     names = {
         a["pk"]: a
-        for a in Agent.objects.filter(pk__in=[r["agent_id"] for r in rows]).values(
-            "pk", "name", "owner__username", "uuid"
-        )
+        for a in Agent.objects.filter(pk__in=timed).values("pk", "name", "owner__username", "uuid")
     }
     durations = {}
-    for row in sorted(rows, key=lambda r: r["agent_id"]):
-        agent = names.get(row["agent_id"])
-        if agent is None:  # deleted between the two queries
+    for agent_id in sorted(timed):
+        agent = names.get(agent_id)
+        if agent is None:  # deleted between the queries
             continue
-        cumulative = [row[f"le_{i}"] for i in range(len(DURATION_BUCKETS))]
-        total = row["total"].total_seconds() if row["total"] is not None else 0.0
-        durations[row["agent_id"]] = (
+        figures = timed[agent_id]
+        rolled = le.get(agent_id, {})
+        cumulative = [
+            n + rolled.get(rollups.bound_key(bound), 0)
+            for bound, n in zip(DURATION_BUCKETS, figures.duration_le, strict=True)
+        ]
+        durations[agent_id] = (
             agent["name"],
             agent["owner__username"],
             str(agent["uuid"]),
             cumulative,
-            row["n"],
-            total,
+            figures.duration_count,
+            figures.duration_sum,
         )
     running = Execution.objects.filter(status=Status.RUNNING).count()
-    return MetricsSnapshot(by_status, attempts, retries, durations, running)
+    return MetricsSnapshot(
+        {pair: n for pair, n in by_status.items() if n},
+        site.attempts,
+        site.retries,
+        durations,
+        running,
+    )
+
+
+# --- Capacity: concurrency limits in use, open circuit breakers -----------------------------------
+
+#: Agents with a concurrency limit the capacity panel lists (the busiest first).
+CAPACITY_AGENTS = 12
+
+
+@dataclass
+class SlotUse:
+    """A concurrency limit and its use now: an agent's or a queue's."""
+
+    key: str
+    name: str
+    limit: int
+    running: int = 0
+    waiting: int = 0
+    #: An agent's: the agent (with its owner); a queue's: its description.
+    agent: Agent | None = None
+    description: str = ""
+
+    @property
+    def full(self) -> bool:
+        return self.running >= self.limit
+
+    @property
+    def waiting_url(self) -> str:
+        return admin_executions_url(waits_on=self.key, wait_reason__exact=Execution.WaitReason.SLOT)
+
+
+@dataclass
+class BreakerRow:
+    """An open or half-open circuit breaker (a ``Limiter`` row not closed)."""
+
+    limiter: Limiter
+    scope: str
+    #: The agent's name or the host.
+    name: str
+    agent: Agent | None = None
+    #: Runs waiting for it to close.
+    waiting: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.limiter.key
+
+    @property
+    def waiting_url(self) -> str:
+        return admin_executions_url(
+            waits_on=self.key, wait_reason__exact=Execution.WaitReason.CIRCUIT
+        )
+
+
+@dataclass
+class Capacity:
+    agents: list[SlotUse]
+    #: Agents with a limit beyond those listed.
+    more_agents: int
+    queues: list[SlotUse]
+    breakers: list[BreakerRow]
+
+
+def capacity() -> Capacity:
+    """The capacity panel: agents and queues with a concurrency limit, each with its runs
+    holding a slot and its runs waiting for one, and every open or half-open circuit breaker
+    (an agent's or a destination host's) with the runs waiting for it.
+
+    Four queries whatever the number of rows: the breakers (partial index
+    ``limiter_not_closed``), the agents with a limit or a breaker open, the running executions
+    by agent and queue (partial index ``execution_active``), the waiting ones by the limit they
+    wait on (partial index ``execution_waits_on``). Slots are counted as
+    ``executions.selectors.slot_holders`` counts them (a flow waiting for its steps holds no
+    queue slot).
+    """
+    limiters = list(
+        Limiter.objects.exclude(state=Limiter.State.CLOSED).order_by("opened_at", "key")
+    )
+    breaker_agents = []
+    for limiter in limiters:
+        scope, _, name = limiter.key.partition(":")
+        if scope == "agent":
+            with contextlib.suppress(ValueError):
+                breaker_agents.append(uuid_lib.UUID(name))
+    agents = list(
+        Agent.objects.filter(Q(max_concurrency__isnull=False) | Q(uuid__in=breaker_agents))
+        .select_related("owner")
+        .order_by("name", "pk")
+    )
+    running_by_agent: dict[int, int] = {}
+    running_by_queue: dict[str, int] = {}
+    for agent_id, queue, reason, n in (
+        Execution.objects.filter(status=Status.RUNNING)
+        .order_by()
+        .values_list("agent_id", "agent__queue", "wait_reason")
+        .annotate(n=Count("pk"))
+    ):
+        running_by_agent[agent_id] = running_by_agent.get(agent_id, 0) + n
+        if reason == Execution.WaitReason.NONE:
+            running_by_queue[queue] = running_by_queue.get(queue, 0) + n
+    waiting: dict[tuple[str, str], int] = {
+        (key, reason): n
+        for key, reason, n in Execution.objects.filter(
+            status__in=Execution.ACTIVE_STATUSES, waits_on__gt=""
+        )
+        .order_by()
+        .values_list("waits_on", "wait_reason")
+        .annotate(n=Count("pk"))
+    }
+    slot = Execution.WaitReason.SLOT
+
+    limited = []
+    for agent in agents:
+        if agent.max_concurrency is None:
+            continue
+        key = f"agent:{agent.uuid}"
+        limited.append(
+            SlotUse(
+                key=key,
+                name=agent.name,
+                limit=agent.max_concurrency,
+                running=running_by_agent.get(agent.pk, 0),
+                waiting=waiting.get((key, slot), 0),
+                agent=agent,
+            )
+        )
+    limited.sort(key=lambda u: (-u.running - u.waiting, -u.waiting, u.name.lower(), u.key))
+    queues = [
+        SlotUse(
+            key=f"queue:{name}",
+            name=name,
+            limit=options["concurrency"],
+            running=running_by_queue.get(name, 0),
+            waiting=waiting.get((f"queue:{name}", slot), 0),
+            description=options.get("description", ""),
+        )
+        for name, options in settings.CONVEYOR_QUEUES.items()
+        if (options or {}).get("concurrency")
+    ]
+    by_uuid = {str(agent.uuid): agent for agent in agents}
+    breakers = []
+    for limiter in limiters:
+        scope, _, name = limiter.key.partition(":")
+        agent = by_uuid.get(name) if scope == "agent" else None
+        breakers.append(
+            BreakerRow(
+                limiter=limiter,
+                scope=scope,
+                name=agent.name if agent is not None else name,
+                agent=agent,
+                waiting=waiting.get((limiter.key, Execution.WaitReason.CIRCUIT), 0),
+            )
+        )
+    return Capacity(
+        agents=limited[:CAPACITY_AGENTS],
+        more_agents=max(0, len(limited) - CAPACITY_AGENTS),
+        queues=queues,
+        breakers=breakers,
+    )

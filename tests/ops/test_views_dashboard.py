@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from executions.services import execution_claim
 from ops import selectors
+from ops.rollups import roll_up
 
 pytestmark = pytest.mark.django_db
 
@@ -169,7 +170,7 @@ def test_it_shows_retries_scheduled_now(staff_client, make_agent, make_execution
     assert "2 retries scheduled; the next one" in response.content.decode()
 
 
-def test_the_throughput_chart_has_a_bar_per_minute_and_links_per_slice(
+def test_the_throughput_chart_has_a_bar_per_minute_or_hour_and_links_per_slice(
     staff_client, make_agent, make_execution
 ):
     agent = make_agent()
@@ -196,9 +197,10 @@ def test_the_throughput_chart_has_a_bar_per_minute_and_links_per_slice(
     assert staff_client.get(link).context["cl"].result_count == 2
 
     day = staff_client.get(DASHBOARD + "?window=24h")
-    five_minutes = day.context["d"].throughput
-    assert len(five_minutes) == 24 * 12  # a bar per 5 minutes
-    assert sum(b.succeeded for b in five_minutes) == 2 and sum(b.failed for b in five_minutes) == 1
+    hours = day.context["d"].throughput
+    assert len(hours) == 24  # a bar per hour (from the hourly rollups), the current one last
+    assert hours[-1].start == now.replace(minute=0, second=0, microsecond=0)
+    assert sum(b.succeeded for b in hours) == 2 and sum(b.failed for b in hours) == 1
     assert str(day.context["chart"]).count("<a href=") == 24  # one slice per hour
     week = staff_client.get(DASHBOARD + "?window=7d")
     assert len(week.context["d"].throughput) == 7 * 24
@@ -281,14 +283,18 @@ def test_the_number_of_queries_does_not_grow_with_executions(
 ):
     url = f"{DASHBOARD}?window={window}"
     first = make_agent()
+    make_execution(first, "succeeded", ago=timedelta(hours=2))
     make_execution(first, "succeeded")
+    roll_up(until=timezone.now())
     few = _queries(staff_client, url)
 
     for i in range(8):
         agent = make_agent(queue=f"ops-q{i}")
         for status in ("succeeded", "failed", "running", "queued", "retrying", "cancelled"):
-            make_execution(agent, status, ago=timedelta(minutes=20 + i))
+            make_execution(agent, status, ago=timedelta(hours=i, minutes=20))
+    roll_up(until=timezone.now())
     many = _queries(staff_client, url)
 
     assert few == many
-    assert many <= 14
+    # Session and user 2, figures from rollups and rows 10, live state and queues 4, capacity 4.
+    assert many <= 20

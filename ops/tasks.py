@@ -1,0 +1,16 @@
+"""Operators' periodic tasks (on the maintenance queue)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from . import rollups
+
+
+@shared_task(name="ops.tasks.roll_up", ignore_result=True)
+def roll_up() -> int:
+    """Write the rollups of the hours (and days) that ended since the last roll, and add the
+    runs that settled since to their periods (``ops.rollups.roll_up``). Sent every hour by beat
+    (``conveyor-rollups``); the daily retention task rolls up too before it deletes rows."""
+    return rollups.roll_up(until=timezone.now())
