@@ -1,7 +1,8 @@
 """All the benchmarks in one go: ``uv run python -m bench`` (what ``make bench`` runs).
 
 Throughput, latency and retry timing share one pair of workers (raw Celery and Conveyor);
-memory gets a fresh pair, so that its first reading is a new worker's. Every option of a
+memory gets a fresh pair, so that its first reading is a new worker's; retention starts no
+worker and runs last, in a process and a database of its own. Every option of a
 benchmark is available with its name in front (``--throughput-n``, ``--memory-total``...).
 """
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import common, latency, memory, retry_timing, throughput
+from bench import common, latency, memory, retention, retry_timing, throughput
 
 BENCHMARKS = {
     "throughput": throughput,
     "latency": latency,
     "retry_timing": retry_timing,
     "memory": memory,
+    # Starts no worker: runs last, in a process and a database of its own.
+    "retention": retention,
 }
 
 
@@ -52,23 +55,28 @@ def main() -> None:
     common.setup()
     info = common.machine()
     results = {"machine": info}
-    shared = [name for name in chosen if name != "memory"]
+    alone = [name for name in chosen if getattr(BENCHMARKS[name], "NO_WORKERS", False)]
+    shared = [name for name in chosen if name != "memory" and name not in alone]
     groups = ([shared] if shared else []) + ([["memory"]] if "memory" in chosen else [])
+
+    def run(name: str, raw, conveyor) -> None:
+        own = argparse.Namespace(rounds=args.rounds, loglevel=args.loglevel)
+        for dest in _options(name, BENCHMARKS[name])[1]:
+            setattr(own, dest, getattr(args, f"{name}__{dest}"))
+        results[name] = BENCHMARKS[name].run(own, raw=raw, conveyor=conveyor, info=common.machine())
+        print(flush=True)
+
     try:
         for group in groups:
             raw, conveyor = common.workers(args.loglevel)
             try:
                 for name in group:
-                    own = argparse.Namespace(rounds=args.rounds, loglevel=args.loglevel)
-                    for dest in _options(name, BENCHMARKS[name])[1]:
-                        setattr(own, dest, getattr(args, f"{name}__{dest}"))
-                    results[name] = BENCHMARKS[name].run(
-                        own, raw=raw, conveyor=conveyor, info=common.machine()
-                    )
-                    print(flush=True)
+                    run(name, raw, conveyor)
             finally:
                 conveyor.stop()
                 raw.stop()
+        for name in alone:
+            run(name, None, None)
     finally:
         common.delete_run_agents()
     if args.json is not None:

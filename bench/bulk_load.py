@@ -104,7 +104,7 @@ INSERT INTO executions_execution (
     max_attempts, next_attempt_at, result, error_category, error_title, error_message,
     error_detail, created_at, started_at, finished_at, duration, celery_task_id,
     idempotency_key, retry_of_id, parent_id, step_index, not_before, heartbeat_at, notified,
-    schedule_id, scheduled_for, wait_reason, wait_until
+    schedule_id, scheduled_for, wait_reason, wait_until, waits_on, step_key
 )
 SELECT
     -- md5, not gen_random_uuid(): the latter reads the kernel's random source per row.
@@ -147,7 +147,8 @@ SELECT
     status IN ('succeeded', 'failed'),
     NULL, NULL,
     CASE status WHEN 'queued' THEN 'broker' WHEN 'retrying' THEN 'backoff' ELSE '' END,
-    CASE WHEN status = 'retrying' THEN now() + interval '30 seconds' END
+    CASE WHEN status = 'retrying' THEN now() + interval '30 seconds' END,
+    '', ''
 FROM t
 -- In time order, as a live installation writes them (and ids grow with time).
 ORDER BY created

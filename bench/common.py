@@ -56,6 +56,11 @@ def environment() -> dict[str, str]:
     # (a backend that exits takes its CPU time with it). One connection per 1000 runs is
     # negligible either way.
     env["CONVEYOR_DB_REUSE_MAX"] = "1000000"
+    # Agents may only use declared queues: this run's (Worker.queue, and the one queries.py's
+    # run waits on, which no worker reads).
+    env["CONVEYOR_QUEUES"] = ";".join(
+        f"bench-{label}-{RUN_ID}=This benchmark run's" for label in ("conveyor", "nobody")
+    )
     return env
 
 
@@ -98,10 +103,9 @@ def start_django(defaults: dict[str, str]) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def _create_database(url: str) -> None:
+def server_params(url: str) -> tuple[str, dict]:
+    """The database name in ``url`` and the connection parameters of its server."""
     import dj_database_url
-    import psycopg
-    from psycopg import sql
 
     db = dj_database_url.parse(url)
     params = {
@@ -110,12 +114,18 @@ def _create_database(url: str) -> None:
         "user": db.get("USER") or None,
         "password": db.get("PASSWORD") or None,
     }
+    return db["NAME"], params
+
+
+def _create_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    name, params = server_params(url)
     with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]
-        ).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def redis_client():

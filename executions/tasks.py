@@ -5,9 +5,9 @@ import logging
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 
-from . import dispatch, flows, runner, services
+from . import dispatch, flows, retention, runner, services
 
 logger = logging.getLogger("conveyor.tasks")
 
@@ -149,3 +149,26 @@ def dispatch_tick() -> None:
     """Start due scheduled slots, publish due delayed runs, re-publish stranded executions and
     reap attempts whose worker died (``executions.dispatch``). Safe to run several at once."""
     dispatch.tick()
+
+
+# Seconds between a retention task that ran out of time and the next one: the dispatcher's ticks
+# that waited behind it on the maintenance worker go first.
+RETENTION_PAUSE = 5
+
+
+@shared_task(name="executions.retention", ignore_result=True)
+def apply_retention() -> None:
+    """Delete the finished executions past their retention, with everything that belongs to
+    them, and old Celery results, in small batches (``executions.retention``), for at most
+    ``CONVEYOR_RETENTION_MAX_SECONDS``; while some are left, send itself again. Sent daily by
+    beat (``conveyor-retention``). Two at once do no harm: the second finds gone what the
+    first deleted."""
+    report = retention.retention_run(max_seconds=settings.CONVEYOR_RETENTION_MAX_SECONDS)
+    if not report.complete:
+
+        def go_on():
+            apply_retention.apply_async(
+                queue=settings.CONVEYOR_MAINTENANCE_QUEUE, countdown=RETENTION_PAUSE
+            )
+
+        transaction.on_commit(go_on)

@@ -1,4 +1,5 @@
-"""The benchmarks keep working: ``python -m bench`` runs every one of them at a tiny size.
+"""The benchmarks keep working: ``python -m bench`` runs every one of them at a tiny size (the
+retention benchmark in a test of its own: it creates, fills and drops a database of its own).
 
 It starts its own workers against the test database and the suite's Redis, exactly as
 ``make bench`` does against its own. Nothing here asserts a speed: only that each benchmark
@@ -14,6 +15,7 @@ import sys
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from tests.stack import ROOT, database_url
 
@@ -27,6 +29,13 @@ TINY = [
     "--latency-n", "6",
     "--retry-timing-n", "2", "--retry-timing-fail", "1", "--retry-timing-backoff-max", "1",
     "--memory-first", "10", "--memory-total", "40", "--memory-batch", "10",
+]  # fmt: skip
+WITH_WORKERS = ["--only", "throughput,latency,retry_timing,memory"]
+TINY_RETENTION = [
+    "--only", "retention",
+    "--retention-rows", "400", "--retention-days", "40", "--retention-agents", "10",
+    "--retention-requests", "2", "--retention-insert-rate", "20",
+    "--retention-baseline-seconds", "0.5",
 ]  # fmt: skip
 
 
@@ -48,7 +57,7 @@ def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
 def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker, tmp_path):
     out = tmp_path / "figures.json"
 
-    proc = bench("--json", str(out), *TINY)
+    proc = bench("--json", str(out), *WITH_WORKERS, *TINY)
 
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     figures = json.loads(out.read_text())
@@ -80,6 +89,31 @@ def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker
     from agents.models import Agent
 
     assert not Agent.objects.filter(owner__username="conveyor-bench").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@needs_postgres
+def test_the_retention_benchmark_cleans_up_while_inserts_go_on(transactional_db, broker, tmp_path):
+    out = tmp_path / "figures.json"
+
+    proc = bench("--json", str(out), *TINY_RETENTION, timeout=200)
+
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    retention = json.loads(out.read_text())["retention"]
+    # About a quarter of the rows ended over 30 days ago, most of them succeeded: they go.
+    assert 0 < retention["cleanup"]["rows"]["executions"] < 400
+    assert retention["inserts"]["during_cleanup"]["failed"] == 0
+    assert retention["inserts"]["before_cleanup"]["n"] > 0
+    for when in ("before", "after"):
+        assert set(retention[when]) == {"dashboard 7d", "/metrics"}
+    # Its database is gone.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+            [connection.settings_dict["NAME"] + "_retention_"],
+        )
+        assert cursor.fetchall() == []
 
 
 def test_fewer_than_three_rounds_are_refused():
