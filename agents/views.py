@@ -14,8 +14,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from executions.selectors import agent_stats, agents_overview
+from executions.selectors import agents_overview, limit_uses
 from executions.services import ExecutionRefused, execution_request
+from ops.selectors import agent_stats
 
 from . import services
 from .forms import AgentForm, RunForm, SecretsForm, flow_step_problems
@@ -74,6 +75,8 @@ def _detail_context(request, agent: Agent) -> dict:
         else [("Kind", agent.kind)],
         "secret_names": sorted(agent.secrets),
         "stats": agent_stats(agent=agent),
+        # Its limits (its own, its queue's, its destination's) and how much of each is used.
+        "limits": limit_uses(agent=agent),
         "recent": agent.executions.order_by("-created_at", "-id")[:15],
         "schedule_panel": schedule_panel(agent=agent, at=timezone.now()),
         "webhook_panel": panel_context(request, agent),

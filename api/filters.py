@@ -11,6 +11,7 @@ from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
 from executions.models import Execution
+from executions.selectors import WAIT_REASONS
 
 from .errors import InvalidQuery
 
@@ -83,6 +84,13 @@ class ExecutionFilter(filters.FilterSet):
     trigger = filters.MultipleChoiceFilter(
         choices=Execution.Trigger.choices, help_text="One or more triggers (repeat the parameter)."
     )
+    wait_reason = filters.MultipleChoiceFilter(
+        choices=WAIT_REASONS,
+        method="filter_wait_reason",
+        help_text="Active executions waiting for one of these reasons (repeat the parameter): "
+        + ", ".join(f"{value} ({label.lower()})" for value, label in WAIT_REASONS)
+        + ".",
+    )
     agent = filters.UUIDFilter(field_name="agent__uuid", help_text="An agent's id.")
     created_after = BoundedIsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="Created at or after (ISO 8601)."
@@ -94,7 +102,20 @@ class ExecutionFilter(filters.FilterSet):
 
     class Meta:
         model = Execution
-        fields = ("status", "trigger", "agent", "created_after", "created_before", "parent")
+        fields = (
+            "status",
+            "trigger",
+            "wait_reason",
+            "agent",
+            "created_after",
+            "created_before",
+            "parent",
+        )
+
+    def filter_wait_reason(self, queryset, name, value):
+        if not value:
+            return queryset
+        return queryset.filter(wait_reason__in=value, status__in=Execution.ACTIVE_STATUSES)
 
 
 class FilterBackend(filters.DjangoFilterBackend):

@@ -8,6 +8,8 @@ import re
 import uuid as uuid_lib
 from collections.abc import Mapping
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.urls import reverse
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
@@ -15,11 +17,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.kinds import get_kind, kind_choices
-from agents.models import Agent
+from agents.models import Agent, queue_about
 from agents.secrets import Secrets
 from agents.webhook_services import webhook_rotation_in_progress
 from executions.errors import CATEGORIES
 from executions.models import Execution, ExecutionLog, FlowStep
+from executions.selectors import explain_wait
 from notifications.models import Channel, Delivery, DeliveryAttempt
 
 SMALLINT_MAX = 32767
@@ -146,6 +149,44 @@ class ChannelIdsField(serializers.Field):
         return [str(channel.uuid) for channel in channels.all()]
 
 
+def model_help(name: str) -> str:
+    return str(Agent._meta.get_field(name).help_text)
+
+
+def model_number(name: str) -> serializers.IntegerField:
+    """An agent's whole-number field with the model's range (its validators, tightest bounds)
+    and help; null where the model allows it (no limit, the site's default)."""
+    field = Agent._meta.get_field(name)
+    low = max(
+        (v.limit_value for v in field.validators if isinstance(v, MinValueValidator)),
+        default=None,
+    )
+    high = min(
+        (v.limit_value for v in field.validators if isinstance(v, MaxValueValidator)),
+        default=None,
+    )
+    return serializers.IntegerField(
+        min_value=low,
+        max_value=high,
+        allow_null=field.null,
+        required=False,
+        help_text=model_help(name),
+    )
+
+
+def queues_help() -> str:
+    """The queues an agent may use, as the operators declared them (CONVEYOR_QUEUES)."""
+    names = "; ".join(
+        f"`{name}` ({about})" if (about := queue_about(name)) else f"`{name}`"
+        for name in settings.CONVEYOR_QUEUES
+    )
+    return (
+        "Where its runs wait for a worker: one of this installation's queues, "
+        f"{names}. Default: `{settings.CONVEYOR_EXECUTIONS_QUEUE}`. Another name is refused "
+        "with 422 listing them."
+    )
+
+
 class AgentSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     url = serializers.SerializerMethodField()
@@ -175,6 +216,29 @@ class AgentSerializer(serializers.Serializer):
         required=False,
         help_text="What a scheduled slot does while the previous run is still active.",
     )
+    # Capacity and protection, logs and retention: ranges and help are the model's
+    # (agents.models.Agent), whose validators agents.services.agent_validate runs too.
+    max_concurrency = model_number("max_concurrency")
+    rate_limit = serializers.CharField(
+        max_length=20,
+        allow_blank=True,
+        required=False,
+        help_text=f"{model_help('rate_limit')} Periods: sec, min, hour, day.",
+    )
+    breaker_threshold = model_number("breaker_threshold")
+    breaker_window = model_number("breaker_window")
+    breaker_cooldown = model_number("breaker_cooldown")
+    log_level = serializers.ChoiceField(
+        choices=Agent.LogLevel.choices,
+        required=False,
+        help_text=model_help("log_level"),
+        # The words of the page's and the admin's select.
+        error_messages={
+            "invalid_choice": "Select a valid choice. {input} is not one of the available choices."
+        },
+    )
+    retain_succeeded_days = model_number("retain_succeeded_days")
+    retain_failed_days = model_number("retain_failed_days")
     notify_on = serializers.ChoiceField(
         choices=Agent.NotifyOn.choices,
         required=False,
@@ -206,8 +270,10 @@ class AgentSerializer(serializers.Serializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Read when used: kinds register when apps are ready.
+        # Read when used: kinds register when apps are ready, and the schema lists the queues
+        # of the settings in force.
         self.fields["kind"].choices = kind_choices()
+        self.fields["queue"].help_text = queues_help()
 
     def validate_config(self, value):
         if not isinstance(value, dict):
@@ -340,6 +406,47 @@ class FriendlyErrorSerializer(serializers.Serializer):
     what_to_do = serializers.CharField(allow_blank=True)
 
 
+class WaitSerializer(serializers.Serializer):
+    """Why an active execution waits and until when, in words (the explanation its page shows)."""
+
+    # Words, not an enum: the schema has the same choices as "wait_reason" already, and a
+    # second enum of them would need a settings override to be named.
+    reason = serializers.CharField(
+        read_only=True,
+        help_text="The execution's wait_reason: one of "
+        f"{', '.join(v for v in Execution.WaitReason.values if v)}.",
+    )
+    label = serializers.CharField(
+        read_only=True,
+        help_text="The reason in words; “No worker online for its queue” when it waits for a "
+        "worker and none has read its queue lately.",
+    )
+    message = serializers.CharField(
+        read_only=True,
+        help_text="The whole explanation: what it waits for, what happens next and when, e.g. "
+        "“Waiting for a slot: 2 of 2 busy. The agent runs at most 2 runs at once; it starts "
+        "when one of them ends.”",
+    )
+    until = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="Until when it waits, when that is known: its start time, its retry, its "
+        "rate limit's next start, its circuit breaker's next probe, a flow's wait step.",
+    )
+    waits_on = serializers.CharField(
+        read_only=True,
+        help_text="Waiting for a limit: which one, `agent:<agent id>`, `queue:<queue name>` or "
+        "`host:<host>`; empty otherwise.",
+    )
+    holding = serializers.ListField(
+        child=serializers.UUIDField(),
+        read_only=True,
+        help_text="The ids of your executions it waits for: those holding the slots, the "
+        "earlier run in the way, a flow's current steps, a circuit breaker's probe run. Other "
+        "users' runs are counted in the message, never listed.",
+    )
+
+
 class ExecutionSerializer(serializers.Serializer):
     """A run of an agent. For staff it also has ``error_detail`` (the traceback)."""
 
@@ -361,9 +468,11 @@ class ExecutionSerializer(serializers.Serializer):
     wait_reason = serializers.ChoiceField(
         choices=Execution.WaitReason.choices,
         read_only=True,
-        help_text="Why an active execution is not running now: delayed, held, broker, backoff "
-        "or, for a flow, steps (its current step runs) and pause (a wait step); empty when it is "
-        "not waiting.",
+        help_text="Why an active execution is not running now: delayed, held, broker, backoff, "
+        "slot (a concurrency limit), rate (a rate limit), circuit (a circuit breaker is open), "
+        "paused (its agent is paused) or, for a flow, steps (its current step runs) and pause "
+        "(a wait step); empty when it is not waiting. An execution's own page explains it "
+        "(`wait`).",
     )
     wait_label = serializers.CharField(
         source="get_wait_reason_display", read_only=True, help_text="The wait reason in words."
@@ -543,9 +652,38 @@ class DeliverySerializer(serializers.Serializer):
     )
 
 
-class ExecutionDetailSerializer(ExecutionSerializer):
-    """One execution, with a flow's steps and its notifications."""
+class ArtifactSerializer(serializers.Serializer):
+    """A file the execution's agent saved (ctx.save_artifact, or an http agent's kept
+    response)."""
 
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    name = serializers.CharField(read_only=True, help_text="The name the agent gave it.")
+    size = serializers.IntegerField(read_only=True, help_text="In bytes.")
+    content_type = serializers.CharField(read_only=True)
+    attempt = serializers.IntegerField(
+        read_only=True,
+        help_text="The attempt that saved it: files saved by an attempt that was then retried "
+        "stay (a file saved again under its name replaces it).",
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    download_url = serializers.SerializerMethodField(
+        help_text="GET it (same authentication) for the file, as an attachment."
+    )
+
+    def get_download_url(self, artifact) -> str:
+        return _absolute(
+            self.context.get("request"),
+            reverse("api:execution-artifact", args=[artifact.execution.uuid, artifact.uuid]),
+        )
+
+
+class ExecutionDetailSerializer(ExecutionSerializer):
+    """One execution, with a flow's steps, its notifications and its files."""
+
+    wait = serializers.SerializerMethodField(
+        help_text="While it waits: why and until when, in words; null when it does not wait "
+        "(running or finished)."
+    )
     steps = serializers.SerializerMethodField(
         help_text="A flow's steps in order (empty until the flow starts); null for an execution "
         "that is not a flow."
@@ -554,6 +692,14 @@ class ExecutionDetailSerializer(ExecutionSerializer):
         help_text="The notifications of this execution's events to your channels, oldest "
         "first, each with its tries."
     )
+    artifacts = serializers.SerializerMethodField(
+        help_text="The files its agent saved, oldest first, each with its download address."
+    )
+
+    @extend_schema_field(WaitSerializer(allow_null=True))
+    def get_wait(self, execution) -> dict | None:
+        wait = explain_wait(execution)
+        return None if wait is None else WaitSerializer(wait, context=self.context).data
 
     @extend_schema_field(FlowStepSerializer(many=True, allow_null=True))
     def get_steps(self, execution) -> list | None:
@@ -575,6 +721,11 @@ class ExecutionDetailSerializer(ExecutionSerializer):
             .order_by("created_at", "id")
         )
         return DeliverySerializer(rows, many=True, context=self.context).data
+
+    @extend_schema_field(ArtifactSerializer(many=True))
+    def get_artifacts(self, execution) -> list:
+        rows = execution.artifacts.order_by("created_at", "id")
+        return ArtifactSerializer(rows, many=True, context=self.context).data
 
 
 class ExecutionSchema(OpenApiSerializerExtension):

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 from datetime import timedelta
 from functools import cached_property
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import DateFieldListFilter
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -26,7 +28,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Concat
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404
 from django.shortcuts import redirect
@@ -39,7 +42,16 @@ from notifications.models import CompletionHook, Delivery
 from ops.admin_actions import ActionReport
 
 from .humanize import seconds_in_words
-from .models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog, FlowStep
+from .models import (
+    Destination,
+    Execution,
+    ExecutionAttempt,
+    ExecutionEvent,
+    ExecutionLog,
+    FlowStep,
+    Limiter,
+)
+from .selectors import explain_wait
 from .services import ExecutionRefused, execution_cancel, execution_retry
 
 Status = Execution.Status
@@ -476,12 +488,21 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Waiting")
     def wait_display(self, obj):
-        if not obj.is_waiting:
+        """Why it waits and until when: the explanation its page and the API show, with the
+        runs it waits for linked."""
+        wait = explain_wait(obj)
+        if wait is None:
             return "—"
-        if obj.wait_until is None:
-            return obj.get_wait_reason_display()
-        local = timezone.localtime(obj.wait_until)
-        return f"{obj.get_wait_reason_display()} (until {local:%Y-%m-%d %H:%M:%S})"
+        runs = format_html_join(
+            ", ", '<a href="{}">{}</a> ({})',
+            ((_change_url(r), str(r.uuid)[:8], r.get_status_display().lower()) for r in wait.runs),
+        )  # fmt: skip
+        return format_html(
+            "{}{}{}",
+            wait.message,
+            format_html("<br>{}: {}", wait.runs_label, runs) if wait.runs else "",
+            format_html("<br>Waits on <code>{}</code>", wait.waits_on) if wait.waits_on else "",
+        )
 
     heartbeat_time = precise_time("heartbeat_at", "Heartbeat")
     scheduled_for_time = precise_time("scheduled_for", "Scheduled for")
@@ -865,3 +886,176 @@ class FlowStepAdmin(admin.ModelAdmin):
     @admin.display(description="Definition")
     def spec_json(self, obj):
         return _json_block(obj.spec)
+
+
+# --- Capacity: destinations' limits (set by operators) and the limits' state (the engine's) ---
+
+
+class DestinationForm(forms.ModelForm):
+    class Meta:
+        model = Destination
+        fields = (
+            "host",
+            "rate_limit",
+            "breaker_threshold",
+            "breaker_window",
+            "breaker_cooldown",
+            "note",
+        )
+        help_texts = {
+            "host": "The host name as written in the agents' URLs, e.g. api.example.com (no "
+            "scheme, port or path). Every http agent calling it shares these limits.",
+            "breaker_window": "Seconds within which those failures count as in a row.",
+            "breaker_cooldown": "Seconds the circuit stays open before one probe run is let "
+            "through; doubled each time the probe fails (at most an hour).",
+            "note": "Why these limits (who asked, the provider's documented quota), for the "
+            "next operator.",
+        }
+
+    def clean_host(self):
+        host = self.cleaned_data["host"].strip().lower().rstrip(".")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # an IPv6 address as URLs write it
+        if ":" in host:
+            try:
+                host = str(ipaddress.IPv6Address(host))
+            except ValueError:
+                host = ""  # a scheme or a port
+        if not host or any(c in host for c in "/?#@ \\"):
+            raise forms.ValidationError(
+                "Write the host name alone, as in the agents' URLs: api.example.com, not "
+                "https://api.example.com:443/v1."
+            )
+        return host
+
+
+@admin.register(Destination)
+class DestinationAdmin(admin.ModelAdmin):
+    """The limits operators set per destination host, shared by every http agent that calls
+    it (executions.capacity reads them within seconds of a change)."""
+
+    form = DestinationForm
+    list_display = (
+        "host",
+        "rate_limit_display",
+        "breaker_display",
+        "breaker_state",
+        "note",
+    )
+    search_fields = ("host", "note")
+    search_help_text = "Part of a host name or note."
+    ordering = ("host",)
+
+    def get_queryset(self, request):
+        state = Limiter.objects.filter(key=Concat(Value("host:"), OuterRef("host"))).values(
+            "state"
+        )[:1]
+        return super().get_queryset(request).annotate(limiter_state=Subquery(state))
+
+    @admin.display(description="Rate limit", ordering="rate_limit")
+    def rate_limit_display(self, obj):
+        return obj.rate_limit or "none"
+
+    @admin.display(description="Circuit breaker", ordering="breaker_threshold")
+    def breaker_display(self, obj):
+        if not obj.breaker_threshold:
+            return "off"
+        return (
+            f"after {obj.breaker_threshold} failures in {seconds_in_words(obj.breaker_window)}, "
+            f"cool-down {seconds_in_words(obj.breaker_cooldown)}"
+        )
+
+    @admin.display(description="Breaker now")
+    def breaker_state(self, obj):
+        state = getattr(obj, "limiter_state", None) or Limiter.State.CLOSED
+        return Limiter.State(state).label if state in Limiter.State.values else state
+
+    def save_model(self, request, obj, form, change):
+        from .capacity import forget_destinations
+
+        super().save_model(request, obj, form, change)
+        forget_destinations()  # this process at once; workers within seconds
+
+    def delete_model(self, request, obj):
+        from .capacity import forget_destinations
+
+        super().delete_model(request, obj)
+        forget_destinations()
+
+
+@admin.register(Limiter)
+class LimiterAdmin(ReadOnly, admin.ModelAdmin):
+    """The state of every limit: a rate limit's recent starts, a circuit breaker's state.
+    Written only by the engine (executions.capacity); an open breaker can be closed by hand
+    here or on the operations dashboard."""
+
+    list_display = (
+        "key",
+        "state_display",
+        "failures",
+        "last_failure_short",
+        "opened",
+        "next_probe",
+        "recent_starts",
+        "updated",
+    )
+    list_filter = ("state",)
+    search_fields = ("key",)
+    search_help_text = "Part of a key: agent:<agent id>, queue:<name> or host:<host>."
+    ordering = ("key",)
+    actions = ("close_selected",)
+    fields = (
+        "key",
+        "state_display",
+        "failures",
+        "first_failure_time",
+        "last_failure",
+        "opened",
+        "next_probe",
+        "probe_link",
+        "cooldown",
+        "recent_starts",
+        "updated",
+    )
+    readonly_fields = fields
+
+    opened = precise_time("opened_at", "Opened")
+    next_probe = precise_time("probe_at", "Next probe")
+    first_failure_time = precise_time("first_failure_at", "First failure in a row")
+    updated = precise_time("updated_at", "Updated")
+
+    @admin.display(description="State", ordering="state")
+    def state_display(self, obj):
+        return obj.get_state_display()
+
+    @admin.display(description="Last failure")
+    def last_failure_short(self, obj):
+        text = " ".join(obj.last_failure.split())
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    @admin.display(description="Starts counted")
+    def recent_starts(self, obj):
+        return len(obj.starts or [])
+
+    @admin.display(description="Probe run")
+    def probe_link(self, obj):
+        if not obj.probe_execution:
+            return "—"
+        return _execution_link(Execution.objects.filter(pk=obj.probe_execution).first())
+
+    @admin.action(description="Close the selected breakers", permissions=["close"])
+    def close_selected(self, request, queryset):
+        from .capacity import breaker_close
+
+        report = ActionReport("closed")
+        by = request.user.get_username()
+        for key in queryset.values_list("key", flat=True)[:BULK_LIMIT]:
+            if breaker_close(key=key, by=by):
+                report.done()
+            else:
+                report.skip("not open")
+        report.send(self, request)
+
+    def has_close_permission(self, request):
+        # Staff may close a breaker, as on the operations dashboard.
+        return request.user.is_active and request.user.is_staff

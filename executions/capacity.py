@@ -52,6 +52,7 @@ from common.rates import Rate, parse_rate
 
 from .errors import CATEGORIES
 from .models import Destination, Execution, ExecutionLog, Limiter
+from .selectors import recent_starts, slot_holders
 
 logger = logging.getLogger("conveyor.capacity")
 
@@ -173,22 +174,26 @@ def gates(agent: Agent) -> list[Gate]:
             Gate(key=queue_key(agent.queue), label=f"the queue “{agent.queue}”", concurrency=limit)
         )
     host = agent_host(agent)
-    destination = destinations().get(host) if host else None
-    if destination is not None and (destination.rate_limit or destination.breaker_threshold):
-        found.append(
-            Gate(
-                key=host_key(host),
-                label=host,
-                rate=parse_rate(destination.rate_limit) if destination.rate_limit else None,
-                rate_text=destination.rate_limit,
-                breaker=_breaker(
-                    destination.breaker_threshold,
-                    destination.breaker_window,
-                    destination.breaker_cooldown,
-                ),
-            )
-        )
+    host_gate = _host_gate(host) if host else None
+    if host_gate is not None:
+        found.append(host_gate)
     return sorted(found, key=lambda gate: gate.key)
+
+
+def _host_gate(host: str) -> Gate | None:
+    """The limits operators set for ``host`` (a Destination), if any."""
+    destination = destinations().get(host)
+    if destination is None or not (destination.rate_limit or destination.breaker_threshold):
+        return None
+    return Gate(
+        key=host_key(host),
+        label=host,
+        rate=parse_rate(destination.rate_limit) if destination.rate_limit else None,
+        rate_text=destination.rate_limit,
+        breaker=_breaker(
+            destination.breaker_threshold, destination.breaker_window, destination.breaker_cooldown
+        ),
+    )
 
 
 def gate_for_key(key: str) -> Gate | None:
@@ -201,31 +206,13 @@ def gate_for_key(key: str) -> Gate | None:
         limit = queue_concurrency(name)
         return Gate(key=key, label=f"the queue “{name}”", concurrency=limit) if limit else None
     if scope == "host":
-        destination = destinations().get(name)
-        if destination is None:
-            return None
-        return Gate(
-            key=key,
-            label=name,
-            rate=parse_rate(destination.rate_limit) if destination.rate_limit else None,
-            rate_text=destination.rate_limit,
-            breaker=_breaker(
-                destination.breaker_threshold,
-                destination.breaker_window,
-                destination.breaker_cooldown,
-            ),
-        )
+        return _host_gate(name)
     return None
 
 
 def running(gate: Gate) -> int:
-    """Runs holding one of the gate's slots: running, and (for a queue) doing work, not a flow
-    waiting for its steps."""
-    scope, _, name = gate.key.partition(":")
-    rows = Execution.objects.filter(status=Status.RUNNING)
-    if scope == "agent":
-        return rows.filter(agent__uuid=name).count()
-    return rows.filter(agent__queue=name, wait_reason=WaitReason.NONE).count()
+    """Runs holding one of the gate's slots (``selectors.slot_holders``)."""
+    return slot_holders(gate.key).count()
 
 
 # --- Locking -----------------------------------------------------------------------------------
@@ -350,8 +337,7 @@ def _probe_gone(limiter: Limiter) -> bool:
 
 
 def _recent_starts(limiter: Limiter, rate: Rate, at: datetime) -> list[float]:
-    since = at.timestamp() - rate.seconds
-    return [s for s in (limiter.starts or []) if s > since]
+    return recent_starts(limiter, seconds=rate.seconds, at=at)
 
 
 def _admitted(gate: Gate, limiter: Limiter, *, execution: Execution, at: datetime) -> None:
@@ -433,24 +419,14 @@ def _waiting(key: str, reason: str):
 def release(execution: Execution, *, at: datetime) -> bool:
     """Hand a run waiting on a limit to the broker (a compare-and-set on what was read); its
     claim checks the limits again. Published on commit."""
-    from .services import publish_on_commit
+    from .services import publish_if_unchanged
 
     fields = {"waits_on": "", "published_at": at}
     if execution.status == Status.QUEUED:
         fields.update(wait_reason=WaitReason.BROKER, wait_until=None)
     else:  # retrying: its next attempt is due now
         fields.update(wait_reason=WaitReason.BACKOFF, wait_until=at)
-    with transaction.atomic():
-        won = Execution.objects.filter(
-            pk=execution.pk,
-            status=execution.status,
-            attempt=execution.attempt,
-            wait_reason=execution.wait_reason,
-            waits_on=execution.waits_on,
-        ).update(**fields)
-        if won:
-            publish_on_commit(execution, execution.agent)
-    return bool(won)
+    return publish_if_unchanged(execution, seen=("waits_on",), fields=fields)
 
 
 def release_slots(gate: Gate, *, at: datetime) -> int:

@@ -8,7 +8,7 @@ from agents.models import Agent
 
 from .errors import CATEGORIES
 from .models import Execution
-from .selectors import executions_search
+from .selectors import WAIT_REASONS, executions_search
 
 RANGES = {
     "1h": ("Last hour", timedelta(hours=1)),
@@ -27,6 +27,12 @@ class ExecutionFilterForm(forms.Form):
     )
     status = forms.ChoiceField(
         choices=[("", "Any status"), *Execution.Status.choices], required=False
+    )
+    wait_reason = forms.ChoiceField(
+        # Every reason a run may wait for (a test checks that each one is offered).
+        choices=[("", "Any wait"), *WAIT_REASONS],
+        required=False,
+        label="Waiting for",
     )
     agent = forms.ModelChoiceField(
         queryset=Agent.objects.none(), required=False, to_field_name="uuid", empty_label="Any agent"
@@ -77,6 +83,11 @@ class ExecutionFilterForm(forms.Form):
             queryset = executions_search(queryset, text=data["q"])
         if data.get("status"):
             queryset = queryset.filter(status=data["status"])
+        if data.get("wait_reason"):
+            # Only active runs wait (a finished run's reason is blank anyway).
+            queryset = queryset.filter(
+                wait_reason=data["wait_reason"], status__in=Execution.ACTIVE_STATUSES
+            )
         if data.get("agent"):
             queryset = queryset.filter(agent=data["agent"])
         if data.get("trigger"):

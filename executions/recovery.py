@@ -45,7 +45,7 @@ from django.db.models.functions import Coalesce, Greatest
 from .errors import CATEGORIES, Category, ClassifiedError
 from .humanize import seconds_in_words
 from .models import Execution
-from .selectors import runs_in_the_way
+from .selectors import held_in_the_way
 from .services import attempt_fail, execution_publish
 
 logger = logging.getLogger("conveyor.recovery")
@@ -69,12 +69,7 @@ def publish_due(*, at: datetime, limit: int = PASS_LIMIT) -> int:
         if execution.agent_id in seen:
             continue
         seen.add(execution.agent_id)
-        in_the_way = (
-            runs_in_the_way(at=at)
-            .filter(agent_id=execution.agent_id)
-            .exclude(pk=execution.pk)
-            .exclude(wait_reason=WaitReason.HELD, pk__gt=execution.pk)
-        )
+        in_the_way = held_in_the_way(execution, at=at)
         if execution.agent.overlap_policy == execution.agent.Overlap.QUEUE and (
             in_the_way.exists()
         ):

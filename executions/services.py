@@ -281,14 +281,16 @@ def execution_publish(*, execution: Execution, at: datetime) -> bool:
     fields: dict[str, Any] = {"published_at": at}
     if execution.status == Status.QUEUED:
         fields.update(wait_reason=WaitReason.BROKER, wait_until=None)
+    return publish_if_unchanged(execution, seen=("published_at",), fields=fields)
+
+
+def publish_if_unchanged(execution: Execution, *, seen: tuple[str, ...], fields: dict) -> bool:
+    """Write ``fields`` and publish the run's next attempt on commit, if its status, attempt,
+    wait reason and the ``seen`` fields are still what the caller read (a compare-and-set: of
+    two passes only one sends it). Returns whether it won."""
+    match = {name: getattr(execution, name) for name in ("status", "attempt", "wait_reason", *seen)}
     with transaction.atomic():
-        won = Execution.objects.filter(
-            pk=execution.pk,
-            status=execution.status,
-            attempt=execution.attempt,
-            wait_reason=execution.wait_reason,
-            published_at=execution.published_at,
-        ).update(**fields)
+        won = Execution.objects.filter(pk=execution.pk, **match).update(**fields)
         if won:
             publish_on_commit(execution, execution.agent)
     if won:

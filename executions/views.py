@@ -26,7 +26,7 @@ from .errors import CATEGORIES
 from .forms import ExecutionFilterForm, RetryForm
 from .humanize import time_left
 from .models import Execution, FlowStep
-from .selectors import agent_median_duration, agents_overview, executions_page
+from .selectors import agent_median_duration, agents_overview, executions_page, explain_wait
 from .services import ExecutionRefused, execution_cancel, execution_retry
 
 LOG_LINES = 500
@@ -98,6 +98,8 @@ def live_context(request, execution: Execution) -> dict:
         )
     return {
         "execution": execution,
+        # Why it waits and until when (executions.selectors.explain_wait), while it waits.
+        "wait": explain_wait(execution, at=now),
         "is_flow": is_flow,
         "flow_steps": flow_timeline(execution, now=now) if is_flow else [],
         "attempts": attempts,

@@ -6,4 +6,5 @@ app_name = "ops"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("workers/", views.workers_panel, name="workers"),
+    path("breakers/close/", views.breaker_close_view, name="breaker_close"),
 ]

@@ -14,14 +14,16 @@ from datetime import UTC, datetime
 from functools import wraps
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
-from django.http import HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from executions.models import Execution
@@ -128,11 +130,12 @@ def dashboard(request):
         request,
         "ops/dashboard.html",
         {
+            "capacity": selectors.capacity(),
             "d": data,
             "ov": ov,
             "windows": selectors.WINDOWS.values(),
             "chart": throughput_svg(data.throughput, window),
-            "unit": "hour" if window.key == "7d" else "minute",
+            "unit": "hour" if window.bucket >= selectors.HOUR else "minute",
             "links": links,
             "failures": failures,
             "busiest": busiest,
@@ -174,6 +177,25 @@ def _workers_context(workers: system.Workers) -> dict:
             )
         rows.append({"name": name, "tasks": running})
     return {"workers": workers, "worker_rows": rows, "cache_seconds": system.WORKERS_CACHE_SECONDS}
+
+
+@operators_only
+@require_POST
+def breaker_close_view(request):
+    """The capacity panel's Close button: close an open circuit breaker by hand (logged with who
+    did it) and let the runs waiting for it go."""
+    from executions.capacity import breaker_close
+
+    key = request.POST.get("key", "").strip()
+    if not key:
+        return HttpResponseBadRequest(
+            "Say which breaker to close (key).\n", content_type="text/plain"
+        )
+    if breaker_close(key=key, by=request.user.get_username()):
+        messages.success(request, f"Circuit breaker {key} closed: the runs waiting for it go now.")
+    else:
+        messages.info(request, f"Circuit breaker {key} was not open: nothing to close.")
+    return redirect(f"{reverse('ops:dashboard')}#capacity")
 
 
 @never_cache
