@@ -6,11 +6,13 @@ Every key is listed in ``.env.example``. Bad values stop the process at start-up
 
 import base64
 import hashlib
+import json
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from common.rates import parse_rate
@@ -91,6 +93,7 @@ INSTALLED_APPS = [
     "api",
     "ops",
     "notifications",
+    "artifacts",
 ]
 
 MIDDLEWARE = [
@@ -194,6 +197,51 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "static")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
+
+# --- Files: artifacts ----------------------------------------------------------------------
+# The files agents save (ctx.save_artifact, the http kind's "keep the response"), stored through
+# Django's storage API in the "artifacts" storage below: by default the file system under
+# CONVEYOR_ARTIFACTS_DIR, which web and every worker must share (one machine, or a shared
+# volume); or any Django storage backend (e.g. an S3-compatible one from django-storages,
+# "storages.backends.s3.S3Storage") named by CONVEYOR_ARTIFACTS_STORAGE, with its options as a
+# JSON object in CONVEYOR_ARTIFACTS_STORAGE_OPTIONS (README, Artifacts).
+FILE_SYSTEM_STORAGE = "django.core.files.storage.FileSystemStorage"
+CONVEYOR_ARTIFACTS_DIR = Path(env_str("CONVEYOR_ARTIFACTS_DIR") or VAR_DIR / "artifacts")
+CONVEYOR_ARTIFACTS_STORAGE = env_str("CONVEYOR_ARTIFACTS_STORAGE") or FILE_SYSTEM_STORAGE
+if "." not in CONVEYOR_ARTIFACTS_STORAGE.strip(". "):
+    raise ImproperlyConfigured(
+        "CONVEYOR_ARTIFACTS_STORAGE names a storage class by its dotted path, such as "
+        f"storages.backends.s3.S3Storage, not {CONVEYOR_ARTIFACTS_STORAGE!r}."
+    )
+try:
+    _artifacts_options = json.loads(env_str("CONVEYOR_ARTIFACTS_STORAGE_OPTIONS") or "{}")
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"CONVEYOR_ARTIFACTS_STORAGE_OPTIONS must be a JSON object ({exc})."
+    ) from None
+if not isinstance(_artifacts_options, dict):
+    raise ImproperlyConfigured(
+        'CONVEYOR_ARTIFACTS_STORAGE_OPTIONS must be a JSON object, e.g. {"bucket_name": "x"}.'
+    )
+if CONVEYOR_ARTIFACTS_STORAGE == FILE_SYSTEM_STORAGE:
+    # Agents' output is private: readable by Conveyor's own user (and its group) only.
+    _artifacts_options = {
+        "location": str(CONVEYOR_ARTIFACTS_DIR),
+        "file_permissions_mode": 0o640,
+        "directory_permissions_mode": 0o750,
+        **_artifacts_options,
+    }
+STORAGES = {
+    # Django's own defaults for these two (setting STORAGES replaces them all).
+    "default": {"BACKEND": FILE_SYSTEM_STORAGE},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": {"BACKEND": CONVEYOR_ARTIFACTS_STORAGE, "OPTIONS": _artifacts_options},
+}
+# Limits of what one execution keeps: bytes per file, bytes and files per execution. A save
+# over a limit is refused with a ValueError that the run's error shows.
+CONVEYOR_ARTIFACT_MAX_BYTES = env_int("CONVEYOR_ARTIFACT_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+CONVEYOR_ARTIFACTS_MAX_BYTES = env_int("CONVEYOR_ARTIFACTS_MAX_BYTES", 50 * 1024 * 1024, minimum=1)
+CONVEYOR_ARTIFACTS_MAX_COUNT = env_int("CONVEYOR_ARTIFACTS_MAX_COUNT", 100, minimum=1)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
@@ -329,11 +377,20 @@ CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
 # an agent's slot, nor the dispatcher's.
 CONVEYOR_NOTIFICATIONS_QUEUE = env_str("CONVEYOR_NOTIFICATIONS_QUEUE", "notifications")
 CONVEYOR_MAINTENANCE_QUEUE = env_str("CONVEYOR_MAINTENANCE_QUEUE", "maintenance")
-# The queues agents may put their runs on: name -> {"description", "concurrency"} (concurrency:
-# at most that many runs of the queue's agents at once, None for no limit).
-CONVEYOR_QUEUES = {
-    CONVEYOR_EXECUTIONS_QUEUE: {"description": "The default queue.", "concurrency": None},
-}
+# The queues agents may put their runs on, declared by operators: name -> {"description",
+# "concurrency"} (concurrency: at most that many runs of the queue's agents at once, None for no
+# limit). CONVEYOR_QUEUES="reports:2=Long reports;fast=Quick calls" (config/queues.py); the
+# executions queue is always one of them, the maintenance and notifications queues never.
+from .queues import env_queues  # noqa: E402 (kept with the setting it reads)
+
+CONVEYOR_QUEUES = env_queues(
+    "CONVEYOR_QUEUES",
+    executions=CONVEYOR_EXECUTIONS_QUEUE,
+    reserved={
+        CONVEYOR_MAINTENANCE_QUEUE: "the maintenance queue (CONVEYOR_MAINTENANCE_QUEUE)",
+        CONVEYOR_NOTIFICATIONS_QUEUE: "the notifications queue (CONVEYOR_NOTIFICATIONS_QUEUE)",
+    },
+)
 # The dispatcher (executions/dispatch.py): seconds between two ticks (due schedules, then the
 # recovery passes: due delayed and held runs, re-publishing, reaping); seconds a slot may be
 # late before it counts as missed (and its schedule's catch-up policy applies); seconds an
@@ -353,6 +410,17 @@ if CONVEYOR_HEARTBEAT_TIMEOUT < 3 * CONVEYOR_HEARTBEAT_INTERVAL:
         "CONVEYOR_HEARTBEAT_TIMEOUT must be at least 3 times CONVEYOR_HEARTBEAT_INTERVAL, or a "
         "live attempt whose heartbeat is delayed once (a busy database) is taken for a dead one."
     )
+# Retention (executions/retention.py): days a finished run is kept, from its end: succeeded
+# ones, then failed and cancelled ones (an agent's own retain_*_days replace these for its runs);
+# django-celery-results' rows go after the succeeded days too. The daily task
+# (executions.retention, beat entry conveyor-retention) deletes them CONVEYOR_RETENTION_BATCH
+# top-level executions at a time, one short transaction each, for at most
+# CONVEYOR_RETENTION_MAX_SECONDS per task, then sends itself again until it is done: the
+# maintenance worker runs one task at a time, so the dispatcher's tick waits that long at most.
+CONVEYOR_RETAIN_SUCCEEDED_DAYS = env_int("CONVEYOR_RETAIN_SUCCEEDED_DAYS", 30, minimum=1)
+CONVEYOR_RETAIN_FAILED_DAYS = env_int("CONVEYOR_RETAIN_FAILED_DAYS", 90, minimum=1)
+CONVEYOR_RETENTION_BATCH = env_int("CONVEYOR_RETENTION_BATCH", 500, minimum=1)
+CONVEYOR_RETENTION_MAX_SECONDS = env_int("CONVEYOR_RETENTION_MAX_SECONDS", 20, minimum=1)
 # Outbound HTTP: hosts (as written in the URL) or networks (CIDR, matched against the resolved
 # address) that the SSRF guard lets through although they are private or loopback.
 CONVEYOR_OUTBOUND_ALLOW = env_list("CONVEYOR_OUTBOUND_ALLOW", [])
@@ -450,6 +518,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
+# No celery.backend_cleanup (one DELETE of every result older than a day, at 04:00): retention
+# deletes them in batches, after CONVEYOR_RETAIN_SUCCEEDED_DAYS.
+CELERY_RESULT_EXPIRES = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -484,6 +555,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "notifications.send_digests",
         "schedule": 3600.0,
         "options": {"queue": CONVEYOR_NOTIFICATIONS_QUEUE, "expire_seconds": 3600},
+    },
+    # Retention, once a day at 03:15 (CELERY_TIMEZONE); a day missed is caught up the next.
+    "conveyor-retention": {
+        "task": "executions.retention",
+        "schedule": crontab(minute="15", hour="3"),
+        "options": {"queue": CONVEYOR_MAINTENANCE_QUEUE, "expire_seconds": 6 * 3600},
+    },
+    # The hourly and daily rollups (ops.rollups), five minutes past every hour: by then the
+    # last hour's finished runs have settled (ops.rollups.SETTLE), so the whole hour is rolled.
+    "conveyor-rollups": {
+        "task": "ops.tasks.roll_up",
+        "schedule": crontab(minute="5"),
+        "options": {"queue": CONVEYOR_MAINTENANCE_QUEUE, "expire_seconds": 3600},
     },
 }
 # Celery's Django fixup closes the database connection around every task unless this is set,
