@@ -89,12 +89,14 @@ def staff_routes():
 # Parts of a page that htmx fetches into it (without the page's stylesheet): measured inside
 # their page (executions:detail, ops:dashboard), which renders the same template.
 FRAGMENTS = {"executions:live", "ops:workers"}
+# Not pages: a run's saved file (a download) and the operators' actions (POST).
+NOT_PAGES = {"artifacts:download", "ops:breaker_close"}
 
 
 def page_routes():
     """Every page a person opens (GET), from the URLconf; the actions (POST) are left out."""
     routes = [(n, p) for n, p in owner_routes() if n not in POST_ONLY] + staff_routes()
-    return [(n, p) for n, p in routes if n not in FRAGMENTS]
+    return [(n, p) for n, p in routes if n not in FRAGMENTS | NOT_PAGES]
 
 
 # Pages outside the walk, by name (see the module docstring); "login" is seen signed out.

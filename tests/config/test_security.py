@@ -229,6 +229,10 @@ OTHER_PAGES = ["login", "admin:index", "admin:login", "admin:executions_executio
                "ops:dashboard", "api:docs", "api:schema", "healthz", "metrics"]  # fmt: skip
 
 
+# Files a run saved, served as downloads with a stricter policy of their own.
+DOWNLOADS = {"artifacts:download"}
+
+
 def assert_security_headers(response):
     policy = response["Content-Security-Policy"]
     assert "script-src 'self';" in policy
@@ -245,6 +249,13 @@ def test_every_page_sends_the_security_headers(client, alice, alices_objects, na
     client.force_login(alice)
     response = client.get(url_for(name, pattern, alices_objects))
     assert response.status_code in (200, 302, 405), name
+    if name in DOWNLOADS:
+        # A user's file: never run, framed or sniffed, whatever it holds.
+        assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["X-Frame-Options"] == "DENY"
+        assert response["Content-Disposition"].startswith("attachment;")
+        return
     assert_security_headers(response)
 
 

@@ -5,6 +5,7 @@ the execution page (what was sent, the hook's state) and of the agent form (rule
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
 
@@ -389,9 +390,12 @@ def test_a_new_agent_with_another_owner_s_channel_is_refused_by_the_services(
             "retry_backoff": 5,
             "retry_backoff_max": 600,
             "timeout": 300,
-            "queue": "executions",
+            "queue": settings.CONVEYOR_EXECUTIONS_QUEUE,
             "priority": 5,
             "overlap_policy": "skip",
+            "breaker_window": 300,
+            "breaker_cooldown": 60,
+            "log_level": "debug",
             "notify_on": "failure",
             "notify_channels": [bobs.pk],
             "schedules-TOTAL_FORMS": 0,
