@@ -87,7 +87,40 @@ def default_retry_on():
     return list(DEFAULT_RETRY_ON)
 
 
-class Agent(models.Model):
+class Protection(models.Model):
+    """A rate limit and a circuit breaker (executions.capacity): an agent's own, and a
+    destination host's that operators set for every http agent calling it
+    (executions.Destination). One set of fields, so one set of rules."""
+
+    rate_limit = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[rate_validator],
+        help_text="At most this many starts per period, e.g. 5/min or 100/hour (empty: no limit).",
+    )
+    breaker_threshold = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Stop starting runs after this many failures in a row of errors that may pass "
+        "(timeouts, refused connections, 5xx), until a probe run succeeds (0: never stop).",
+    )
+    breaker_window = models.PositiveIntegerField(
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="Seconds within which those failures count as in a row.",
+    )
+    breaker_cooldown = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="Seconds to wait before one probe run is let through; doubled each time the "
+        "probe fails (at most an hour).",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class Agent(Protection):
     """A named, owned, configured unit of automated work. Each run is an Execution."""
 
     class NotifyOn(models.TextChoices):
@@ -162,29 +195,6 @@ class Agent(models.Model):
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="At most this many runs at once; the others wait for a slot (empty: no limit).",
-    )
-    rate_limit = models.CharField(
-        max_length=20,
-        blank=True,
-        validators=[rate_validator],
-        help_text="At most this many starts per period, e.g. 5/min or 100/hour (empty: no limit).",
-    )
-    breaker_threshold = models.PositiveSmallIntegerField(
-        default=0,
-        validators=[MaxValueValidator(100)],
-        help_text="Stop starting runs after this many failures in a row of errors that may pass "
-        "(timeouts, refused connections, 5xx), until a probe run succeeds (0: never stop).",
-    )
-    breaker_window = models.PositiveIntegerField(
-        default=300,
-        validators=[MinValueValidator(1), MaxValueValidator(86400)],
-        help_text="Seconds within which those failures count as in a row.",
-    )
-    breaker_cooldown = models.PositiveIntegerField(
-        default=60,
-        validators=[MinValueValidator(1), MaxValueValidator(86400)],
-        help_text="Seconds to wait before one probe run is let through; doubled each time the "
-        "probe fails (at most an hour).",
     )
     log_level = models.CharField(
         max_length=8,

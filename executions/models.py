@@ -47,7 +47,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from common.rates import rate_validator
+from agents.models import Protection
 
 from .errors import Category
 
@@ -456,7 +456,7 @@ class Limiter(models.Model):
         return self.key
 
 
-class Destination(models.Model):
+class Destination(Protection):
     """Limits that operators set for one destination host, shared by every http agent that
     calls it: a rate limit and a circuit breaker (executions.capacity)."""
 
@@ -465,18 +465,6 @@ class Destination(models.Model):
         unique=True,
         help_text="The host name as in the agents' URLs, e.g. api.example.com (no port).",
     )
-    rate_limit = models.CharField(
-        max_length=20,
-        blank=True,
-        validators=[rate_validator],
-        help_text="At most this many requests started per period, e.g. 5/min (empty: none).",
-    )
-    breaker_threshold = models.PositiveSmallIntegerField(
-        default=0,
-        help_text="Open the circuit after this many failures in a row (0: never).",
-    )
-    breaker_window = models.PositiveIntegerField(default=300)
-    breaker_cooldown = models.PositiveIntegerField(default=60)
     note = models.CharField(max_length=200, blank=True)
 
     class Meta:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -452,8 +453,8 @@ def execution_claim(
         claimed = None if gated or agent is None else fastpath.claim(**kwargs, agent=agent)
     else:
         claimed = _claim(**kwargs, ungated_only=True)
-        gated = isinstance(claimed, Agent)
-        agent = claimed if gated else None
+        gated = isinstance(claimed, Gated)
+        agent = claimed.agent if gated else None
     if gated:
         claimed = capacity.claim(**kwargs, agent=agent, gate_list=capacity.gates(agent))
     if claimed is None:
@@ -490,11 +491,19 @@ def retry_message_lost(
     return countdown, max_attempts
 
 
+@dataclass(frozen=True)
+class Gated:
+    """What ``_claim(ungated_only=True)`` answers for a run whose agent has limits: not claimed
+    there; ``capacity.claim`` claims it through the limits of ``agent``."""
+
+    agent: Agent
+
+
 def _claim(
     *, execution_id: int, expected_attempt: int, worker: str, at: datetime, ungated_only=False
-):
-    """The ORM's claim. ``ungated_only``: a run whose agent has limits is not claimed here; its
-    agent is returned instead, for ``capacity.claim``."""
+) -> tuple[Execution, ExecutionAttempt] | Gated | None:
+    """The ORM's claim: the run and its new attempt, or None when it was not claimable.
+    ``ungated_only``: a run whose agent has limits is not claimed here (``Gated``)."""
     from .capacity import gates
 
     with transaction.atomic():
@@ -510,7 +519,7 @@ def _claim(
         if execution is None:
             return None
         if ungated_only and gates(execution.agent):
-            return execution.agent
+            return Gated(execution.agent)
         number = expected_attempt + 1
         won = transition(
             execution,

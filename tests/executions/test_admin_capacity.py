@@ -77,6 +77,21 @@ def test_a_bad_rate_is_refused(staff_client):
     assert "is not a rate" in unescape(response.content.decode())
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("breaker_window", 0), ("breaker_window", 86401), ("breaker_cooldown", 0),
+     ("breaker_cooldown", 86401), ("breaker_threshold", 101)],
+)  # fmt: skip
+def test_breaker_settings_out_of_range_are_refused_as_for_an_agent(staff_client, field, value):
+    fields = {"host": "api.example.com", "breaker_threshold": 3, "breaker_window": 300}
+    response = staff_client.post(
+        f"{DESTINATIONS}add/", {**fields, "breaker_cooldown": 60, field: value}
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors[field]
+    assert not Destination.objects.exists()
+
+
 def test_the_list_is_searchable_and_shows_each_breaker_now(staff_client):
     Destination.objects.create(host="api.example.com", rate_limit="5/min", breaker_threshold=3)
     Destination.objects.create(host="other.example.org")
