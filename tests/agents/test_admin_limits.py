@@ -4,33 +4,11 @@ retention": saved through agents.services, refused with the page's and the API's
 from __future__ import annotations
 
 import pytest
-from django.urls import reverse
 
+from tests.agents.test_admin_services import change_url, post_form
 from tests.agents.test_forms_limits import BAD
 
 pytestmark = pytest.mark.django_db
-
-
-def change_url(agent) -> str:
-    return reverse("admin:agents_agent_change", args=[agent.pk])
-
-
-def post_form(client, url, **changes):
-    """Post the admin's form for ``url`` as shown, with ``changes``."""
-    form = client.get(url).context["adminform"].form
-    shown = {name: form[name].value() for name in form.fields}
-    data = {name: value for name, value in shown.items() if value not in (None, False, [])}
-    data.update(
-        {
-            "kind": "function",
-            "config": '{"function": "demo.echo"}',
-            "retry_on": '["timeout"]',
-            "schedules-TOTAL_FORMS": 0,
-            "schedules-INITIAL_FORMS": 0,
-            **changes,
-        }
-    )
-    return client.post(url, data)
 
 
 def test_the_change_form_groups_the_settings_and_offers_the_declared_queues(

@@ -8,6 +8,7 @@ import pytest
 from django.urls import reverse
 
 from agents.models import Agent
+from tests.agents.test_views_notifications import function_form
 
 pytestmark = pytest.mark.django_db
 
@@ -21,22 +22,6 @@ def reports(settings):
         "reports": {"description": "Long reports", "concurrency": 2},
     }
     return "reports"
-
-
-def function_form(name="mailer", **fields):
-    data = {
-        "agent-name": name,
-        "agent-max_retries": "2",
-        "agent-retry_backoff": "5",
-        "agent-retry_backoff_max": "60",
-        "agent-timeout": "30",
-        "agent-priority": "5",
-        "agent-queue": "executions",
-        "agent-overlap_policy": "skip",
-        "config-function": "demo.echo",
-    }
-    data.update({f"agent-{key}": value for key, value in fields.items()})
-    return data
 
 
 def field_errors(response, name) -> list[str]:
