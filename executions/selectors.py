@@ -55,14 +55,19 @@ def agent_median_duration(*, agent_id: int) -> float | None:
     return percentile(durations, 0.5)
 
 
-def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) -> list[Agent]:
+def agents_overview(*, owner, now: datetime | None = None, spark: int = 20) -> list[Agent]:
     """The owner's agents with last status, 7-day counts and the statuses of recent runs.
 
-    Three queries whatever the number of rows, each reading only the window through the
-    owner's (owner, created_at) index: the agents with their last run, the counts by agent and
-    status, and the last ``spark`` runs of every agent (a window function per agent).
+    Five queries whatever the number of rows: the agents with their last run; their counts
+    by status over the agent page's window (ops.selectors.agents_counts: rollups of whole past
+    hours, the raw rows of the rest, three queries); and the last ``spark`` runs of every agent
+    in the last 7 days (a window function per agent, through the owner's (owner, created_at)
+    index).
     """
-    since = since or timezone.now() - STATS_WINDOW
+    from ops.selectors import agents_counts
+
+    now = now or timezone.now()
+    since = now - STATS_WINDOW
     last = Execution.objects.filter(agent=OuterRef("pk")).order_by("-created_at", "-id")
     agents = list(
         Agent.objects.filter(owner=owner)
@@ -75,15 +80,7 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
         )
         .order_by("name")
     )
-    counts: dict[tuple[int, str], int] = {}
-    if agents:
-        grouped = (
-            Execution.objects.filter(owner=owner, created_at__gte=since)
-            .order_by()
-            .values_list("agent_id", "status")
-            .annotate(n=Count("status"))
-        )
-        counts = {(agent_id, status): n for agent_id, status, n in grouped}
+    counts = agents_counts(agent_ids=[a.pk for a in agents], now=now) if agents else {}
     sparks: dict[int, list[str]] = {agent.pk: [] for agent in agents}
     if agents:
         recent = (
@@ -101,9 +98,10 @@ def agents_overview(*, owner, since: datetime | None = None, spark: int = 20) ->
         for agent_id, status, _row in sorted(recent, key=lambda r: (r[0], -r[2])):
             sparks.setdefault(agent_id, []).append(status)
     for agent in agents:
-        agent.succeeded_window = counts.get((agent.pk, Status.SUCCEEDED), 0)
-        agent.failed_window = counts.get((agent.pk, Status.FAILED), 0)
-        agent.runs_window = sum(n for (a, _), n in counts.items() if a == agent.pk)
+        figures = counts.get(agent.pk)
+        agent.succeeded_window = figures.succeeded if figures else 0
+        agent.failed_window = figures.failed if figures else 0
+        agent.runs_window = figures.runs if figures else 0
         finished = agent.succeeded_window + agent.failed_window
         agent.success_rate = agent.succeeded_window / finished if finished else None
         agent.spark = sparks.get(agent.pk, [])

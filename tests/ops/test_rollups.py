@@ -18,7 +18,7 @@ from django.utils import timezone
 from agents.services import agent_delete
 from config.celery import app
 from executions.models import Execution
-from executions.selectors import percentile
+from executions.selectors import STATS_WINDOW, agents_overview, percentile
 from executions.services import attempt_succeed
 from ops import rollups, selectors, tasks
 from ops.models import Rollup, RollupCursor
@@ -172,6 +172,13 @@ def readers(agents, now) -> dict:
             "throughput": d.throughput,
         }
     figures["metrics"] = selectors.metrics_snapshot()
+    figures["agents list"] = {
+        "since": selectors.hours_back(STATS_WINDOW, now=now),
+        "agents": {
+            a.pk: (a.runs_window, a.succeeded_window, a.failed_window)
+            for a in agents_overview(owner=agents[0].owner, now=now)
+        },
+    }
     for agent in agents:
         for span in SPANS:
             figures[f"{agent.name} {span.days}d"] = selectors.agent_stats(
@@ -215,6 +222,10 @@ def assert_same_as_rows(figures: dict, agents) -> None:
         agent_id: (cumulative, n, total)
         for agent_id, (_name, _owner, _uuid, cumulative, n, total) in snapshot.durations.items()
     } == raw["durations"]
+
+    listed = figures["agents list"]
+    shown = {pk: counts for pk, counts in listed["agents"].items() if counts[0]}
+    assert shown == raw_window(listed["since"])["agents"]
 
     for agent in agents:
         for span in SPANS:
