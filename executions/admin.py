@@ -3,8 +3,8 @@
 * Nothing is edited here. Retry and cancel are actions that call ``executions.services`` and
   report what they did and what they skipped, and why.
 * The list never counts the whole table: ``EstimatedCountPaginator`` reads Postgres' row
-  estimate when no filter applies, and the date filter needs no query (no date hierarchy,
-  whose year/month links scan every row).
+  estimate when no filter applies and stops counting a filtered list at 10,000, and the date
+  filter needs no query (no date hierarchy, whose year/month links scan every row).
 * Search takes an execution UUID (exact, through its unique index), or part of an agent name or
   owner username (matched in the small agents and users tables first).
 * Flows: a flow's page lists its steps (``FlowStep``) with a link to each step's execution; a
@@ -79,12 +79,19 @@ def precise_time(field: str, description: str):
 
 
 class EstimatedCountPaginator(Paginator):
-    """Counts exactly, except the unfiltered list on Postgres: there it reads the planner's row
-    estimate (``pg_class.reltuples``, kept fresh by autovacuum) instead of counting millions of
-    rows on every page view."""
+    """Counts exactly up to ``count_up_to``, except the unfiltered list on Postgres: there it
+    reads the planner's row estimate (``pg_class.reltuples``, kept fresh by autovacuum) instead
+    of counting millions of rows on every page view. A filtered list with more rows than that
+    (e.g. every failed run, not retried, of a big table) says "more than 10,000" and pages
+    through its first ones: counting them all would cost more than the page."""
 
     #: Tables smaller than this are counted exactly (cheap, and an estimate would look odd).
     estimate_above = 50_000
+    #: A filtered list counts its rows up to this many.
+    count_up_to = 10_000
+
+    is_estimate = False
+    is_capped = False
 
     @cached_property
     def count(self):
@@ -92,8 +99,12 @@ class EstimatedCountPaginator(Paginator):
         if estimate is not None:
             self.is_estimate = True
             return estimate
-        self.is_estimate = False
-        return super().count
+        # SELECT COUNT(*) FROM (SELECT ... LIMIT n + 1): stops at the first n + 1 rows.
+        counted = self.object_list.order_by()[: self.count_up_to + 1].count()
+        if counted > self.count_up_to:
+            self.is_capped = True
+            return self.count_up_to
+        return counted
 
     def estimate(self) -> int | None:
         queryset = self.object_list

@@ -251,6 +251,27 @@ def test_on_postgres_the_unfiltered_list_reads_the_planner_s_estimate(
     assert not filtered.context["cl"].paginator.is_estimate
 
 
+def test_a_filtered_list_stops_counting_at_its_limit_and_says_so(
+    staff_client, make_agent, make_execution, monkeypatch
+):
+    monkeypatch.setattr(EstimatedCountPaginator, "count_up_to", 3)
+    agent = make_agent()
+    for _ in range(3):
+        make_execution(agent, "failed")
+    exactly = staff_client.get(CHANGELIST + "?status__exact=failed&retried=no")
+    assert exactly.context["cl"].result_count == 3
+    assert "3 executions" in exactly.content.decode()
+    assert not exactly.context["cl"].paginator.is_capped
+
+    make_execution(agent, "failed")
+    capped = staff_client.get(CHANGELIST + "?status__exact=failed&retried=no")
+    assert capped.context["cl"].result_count == 3
+    assert capped.context["cl"].paginator.is_capped
+    page = capped.content.decode()
+    assert "more than 3 executions" in page
+    assert "Narrow the filters to see the rest." in page
+
+
 # --- Detail ------------------------------------------------------------------------------------
 
 
