@@ -180,6 +180,13 @@ class Execution(models.Model):
                 condition=Q(status__in=["queued", "running", "retrying"]),
                 name="execution_active",
             ),
+            # The agent page's recent schedule slots (agents.schedule_selectors): only the runs
+            # a schedule started, so most inserts never touch it.
+            models.Index(
+                fields=["agent", "-scheduled_for", "-id"],
+                condition=Q(scheduled_for__isnull=False),
+                name="execution_agent_scheduled",
+            ),
             # A limit's release: the runs waiting on it (executions.capacity).
             models.Index(
                 fields=["waits_on", "created_at"],
