@@ -64,10 +64,18 @@ def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker
 
     throughput = figures["throughput"]
     assert len(throughput["rounds"]) == 3
-    assert all(r["raw"]["rate"] > 0 and r["conveyor"]["rate"] > 0 for r in throughput["rounds"])
+    assert throughput["modes"] == ["drained", "live"]
+    for r in throughput["rounds"]:
+        assert r["raw"]["rate"] > 0
+        for mode in ("drained", "live"):
+            assert r[mode]["conveyor"]["rate"] > 0
+            assert r[mode]["ratio"] == r[mode]["conveyor"]["rate"] / r["raw"]["rate"]
     cpu = throughput["cpu_ms_per_run"]
-    assert cpu["conveyor"]["worker children"] > 0
-    assert cpu["conveyor"]["postgres backends"] > 0
+    for mode in ("drained", "live"):
+        assert cpu[mode]["worker children"] > 0
+        assert cpu[mode]["postgres backends"] > 0
+    # Live, the producer creates the runs on the clock; drained, before it starts.
+    assert cpu["live"]["producer"] > cpu["drained"]["producer"]
     assert cpu["raw"]["postgres backends"] == 0
 
     latency = figures["latency"]
