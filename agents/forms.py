@@ -176,6 +176,8 @@ class AgentForm(forms.ModelForm):
             "timeout": "How long one attempt may run in all, whatever the agent does; then it "
             "stops and fails as a timeout.",
             "queue": "Where its runs wait for a worker: one of the queues your operators set up.",
+            "log_level": "The lowest level of the agent's own log lines that is kept. The lines "
+            "Conveyor writes about the run (a retry, a cancel, a saved file) are always kept.",
         }
 
     # A flow is not retried or timed as a whole: its steps are (each step's retry settings,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import uuid
 from datetime import timedelta
 from functools import cached_property
@@ -932,7 +933,12 @@ class DestinationForm(forms.ModelForm):
                 host = str(ipaddress.IPv6Address(host))
             except ValueError:
                 host = ""  # a scheme or a port
-        if not host or any(c in host for c in "/?#@ \\"):
+        if "*" in host:
+            raise forms.ValidationError(
+                "A destination is one host: wildcards are not matched. Add one destination per "
+                "host the agents call, e.g. api.example.com."
+            )
+        if not host or not (":" in host or re.fullmatch(r"[\w-]+(\.[\w-]+)*", host)):
             raise forms.ValidationError(
                 "Write the host name alone, as in the agents' URLs: api.example.com, not "
                 "https://api.example.com:443/v1."

@@ -110,10 +110,11 @@ class Rule:
 
     def describe(self) -> str:
         what = " and ".join(self.statuses)
+        after = f"{what}: after {self.days} day{'s' if self.days != 1 else ''}"
         if self.others:
-            return f"{what}: after {self.days} days"
+            return after
         count = len(self.agents)
-        return f"{what}: after {self.days} days for {count} agent{'s' if count != 1 else ''}"
+        return f"{after} for {count} agent{'s' if count != 1 else ''}"
 
 
 def rules(

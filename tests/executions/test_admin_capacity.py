@@ -51,7 +51,8 @@ def test_operators_add_a_destination_with_help_on_every_field(staff_client):
 
 
 @pytest.mark.parametrize(
-    "host", ["https://api.example.com", "api.example.com:443", "api.example.com/v1", ""]
+    "host",
+    ["https://api.example.com", "api.example.com:443", "api.example.com/v1", "", "a b.com", "x..y"],
 )
 def test_a_host_written_as_a_url_is_refused_with_what_to_write(staff_client, host):
     response = staff_client.post(
@@ -60,6 +61,18 @@ def test_a_host_written_as_a_url_is_refused_with_what_to_write(staff_client, hos
     )
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["host"]
+    assert not Destination.objects.exists()
+
+
+def test_a_wildcard_host_is_refused_saying_a_destination_is_one_host(staff_client):
+    response = staff_client.post(
+        f"{DESTINATIONS}add/",
+        {"host": "*.example.com", "breaker_threshold": 0, "breaker_window": 300,
+         "breaker_cooldown": 60},
+    )  # fmt: skip
+    assert response.status_code == 200
+    [message] = response.context["adminform"].form.errors["host"]
+    assert "wildcards are not matched" in message
     assert not Destination.objects.exists()
 
 

@@ -1,6 +1,7 @@
 """manage.py cleanup: retention by hand (executions.retention), with --dry-run, --batch and
 --max-seconds, printing each batch and what went by kind of row and by agent."""
 
+import logging
 from datetime import timedelta
 from io import StringIO
 
@@ -39,7 +40,7 @@ def test_a_dry_run_prints_what_would_go_by_kind_and_by_agent_and_deletes_nothing
 
     assert Execution.objects.count() == 5 and ExecutionEvent.objects.count() == events
     assert "Dry run: nothing is deleted." in out
-    assert "succeeded: after 30 days; failed and cancelled: after 90 days" in out
+    assert "\n  succeeded: after 30 days\n  failed and cancelled: after 90 days\n" in out
     assert "Would delete, in 2 batches" in out  # succeeded ones, then the failed one
     lines = [line.split() for line in out.splitlines()]
     assert ["executions", "4"] in lines
@@ -92,3 +93,18 @@ def test_nothing_old_enough_says_so(make_agent, make_execution):
 def test_bad_options_are_refused_with_what_to_give(args, message):
     with pytest.raises(CommandError, match=message):
         cleanup(*args)
+
+
+def test_an_agent_s_own_days_are_listed_in_words_and_each_batch_said_once(
+    make_agent, make_execution, caplog
+):
+    agent = make_agent(name="hourly", retain_succeeded_days=1)
+    make_execution(agent, "succeeded", ago=timedelta(days=3))
+
+    with caplog.at_level(logging.INFO):
+        out = cleanup("--dry-run")
+
+    assert "\n  succeeded: after 1 day for 1 agent\n" in out
+    assert "batch 1: would delete 1 executions" in out
+    # Not again as the retention log's line (a terminal shows both).
+    assert not [r for r in caplog.records if "retention batch" in r.getMessage()]

@@ -10,6 +10,7 @@ says so; run it again to go on: nothing is left half done). Exit status 0 either
 from __future__ import annotations
 
 import argparse
+import logging
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -72,12 +73,15 @@ class Command(BaseCommand):
         size = batch or settings.CONVEYOR_RETENTION_BATCH
         now = timezone.now()
         policy = current_policy(now=now)
+        if dry_run:
+            self.stdout.write("Dry run: nothing is deleted.")
+        self.stdout.write("Finished executions are deleted this long after they ended:")
+        for rule in policy.rules:
+            self.stdout.write(f"  {rule.describe()}")
         self.stdout.write(
-            ("Dry run: nothing is deleted. " if dry_run else "")
-            + "Executions go when they ended longer ago than: "
-            + "; ".join(rule.describe() for rule in policy.rules)
-            + f". Celery results: after {settings.CONVEYOR_RETAIN_SUCCEEDED_DAYS} days. "
-            + f"Batches of {size}."
+            f"Celery results: after {settings.CONVEYOR_RETAIN_SUCCEEDED_DAYS} days. "
+            f"At most {size:,} executions a batch (one transaction each; each rule above has "
+            "batches of its own)."
         )
         verb = "would delete" if dry_run else "deleted"
 
@@ -87,9 +91,16 @@ class Command(BaseCommand):
                 f"batch {report.batches}: {verb} {done}; {report.executions:,} executions so far"
             )
 
-        report = retention_run(
-            now=now, batch=size, max_seconds=max_seconds, dry_run=dry_run, progress=progress
-        )
+        # Each batch is printed here: the retention log's line for it would say it twice.
+        retention_log = logging.getLogger("conveyor.retention")
+        level = retention_log.level
+        retention_log.setLevel(max(logging.WARNING, level))
+        try:
+            report = retention_run(
+                now=now, batch=size, max_seconds=max_seconds, dry_run=dry_run, progress=progress
+            )
+        finally:
+            retention_log.setLevel(level)
         self.summary(report)
 
     def summary(self, report: Report) -> None:
