@@ -7,6 +7,8 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils import timezone
 
 from common import jsonbody
@@ -41,6 +43,22 @@ class JSONInputField(forms.CharField):
 
     def clean(self, value):
         return parse_json_text(super().clean(value) or "")
+
+
+def model_range(model, name: str) -> dict[str, int]:
+    """The ``min`` and ``max`` of a model field's Min/MaxValueValidators, as widget attributes
+    (a form field built from a PositiveIntegerField says min 0 whatever the validators say)."""
+    try:
+        validators = model._meta.get_field(name).validators
+    except FieldDoesNotExist:
+        return {}
+    attrs = {}
+    for v in validators:
+        if isinstance(v, MinValueValidator):
+            attrs["min"] = max(attrs.get("min", v.limit_value), v.limit_value)
+        elif isinstance(v, MaxValueValidator):
+            attrs["max"] = min(attrs.get("max", v.limit_value), v.limit_value)
+    return attrs
 
 
 class RunForm(forms.Form):
@@ -229,6 +247,10 @@ class AgentForm(forms.ModelForm):
             field = self.fields.get(name)
             if isinstance(field, forms.IntegerField):
                 field.validators = []
+        # The browser's number fields take the model's ranges, so they agree with the server.
+        for name, field in self.fields.items():
+            if isinstance(field, forms.IntegerField):
+                field.widget.attrs.update(model_range(Agent, name))
         # A declared field gets no initial value from the model: take the instance's (a new
         # agent's instance carries the installation's defaults).
         self.initial.setdefault("retry_on", list(self.instance.retry_on or []))

@@ -77,14 +77,26 @@ class ParentFilter(filters.Filter):
         return queryset.filter(parent__uuid=value)
 
 
+class ChoicesField(fields.MultipleChoiceField):
+    """Choices given by repeating the parameter; an empty one (``?status=``, as the executions
+    page's filter form sends an unset field) is no filter, not an invalid choice."""
+
+    def to_python(self, value):
+        return [v for v in super().to_python(value) if v != ""]
+
+
+class ChoicesFilter(filters.MultipleChoiceFilter):
+    field_class = ChoicesField
+
+
 class ExecutionFilter(filters.FilterSet):
-    status = filters.MultipleChoiceFilter(
+    status = ChoicesFilter(
         choices=Execution.Status.choices, help_text="One or more statuses (repeat the parameter)."
     )
-    trigger = filters.MultipleChoiceFilter(
+    trigger = ChoicesFilter(
         choices=Execution.Trigger.choices, help_text="One or more triggers (repeat the parameter)."
     )
-    wait_reason = filters.MultipleChoiceFilter(
+    wait_reason = ChoicesFilter(
         choices=WAIT_REASONS,
         method="filter_wait_reason",
         help_text="Active executions waiting for one of these reasons (repeat the parameter): "

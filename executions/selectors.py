@@ -490,7 +490,11 @@ def _explain_slot(execution: Execution, at: datetime) -> Wait:
     if busy < gate.concurrency:
         detail = "A slot is free now: it is handed to a worker within seconds."
     if others:
-        detail += f" {_runs(others)} of other users hold{'s' if others == 1 else ''} slots."
+        detail += (
+            " Another user's run holds a slot."
+            if others == 1
+            else f" Runs of other users hold {others} of the slots."
+        )
     ahead = _ahead_of(execution)
     if ahead:
         detail += f" {_runs(ahead)} wait{'s' if ahead == 1 else ''} before it."
@@ -551,11 +555,12 @@ def _explain_circuit(execution: Execution, at: datetime) -> Wait:
         )
     failures = f"{limiter.failures} failure{'' if limiter.failures == 1 else 's'} in a row"
     detail = (
-        f"Runs through {label} stopped after {failures}, so as not to pile onto a failing "
-        "service; new runs wait instead of failing."
+        "Conveyor stopped starting them so as not to pile onto a failing service; new runs "
+        "wait instead of failing."
     )
     if limiter.last_failure:
-        detail += f" The last failure: “{_clip(limiter.last_failure)}”."
+        last = _clip(limiter.last_failure)
+        detail += f" The last failure: “{last}{'' if last[-1] in '.!?…' else '.'}”"
     if limiter.state == Limiter.State.HALF_OPEN:
         probe = (
             Execution.objects.filter(pk=limiter.probe_execution, owner_id=execution.owner_id)

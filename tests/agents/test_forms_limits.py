@@ -105,7 +105,10 @@ def test_the_sections_show_every_setting_with_its_help(alice_client, settings):
     for name in GOOD:
         assert f'name="agent-{name}"' in html
     assert "e.g. 5/min or 100/hour (empty: no limit)" in html
-    assert "The lowest level of the runs&#x27; log lines that is kept." in html
+    assert (
+        "The lines Conveyor writes about the run (a retry, a cancel, a saved file) are always kept."
+        in html
+    )
     # An empty retention is the site's, which the box shows.
     assert 'placeholder="45 (the site&#x27;s default)"' in html
 
@@ -208,3 +211,16 @@ def test_a_flow_s_form_leaves_out_the_breaker_and_the_log_level(alice_client, ma
     assert response.status_code == 302, response.content.decode()[:2000]
     flow = Agent.objects.get(name="nightly")
     assert (flow.max_concurrency, flow.retain_failed_days, flow.breaker_threshold) == (1, 30, 0)
+
+
+def test_the_number_fields_take_the_model_s_ranges(alice_client):
+    form = alice_client.get(NEW_FUNCTION).context["form"]
+    for name, (low, high) in {
+        "max_concurrency": (1, 1000),
+        "breaker_threshold": (0, 100),
+        "breaker_window": (1, 86400),
+        "breaker_cooldown": (1, 86400),
+        "priority": (0, 9),
+    }.items():
+        attrs = form.fields[name].widget.attrs
+        assert (attrs.get("min"), attrs.get("max")) == (low, high), name

@@ -127,7 +127,12 @@ def circuit(make_agent, make_execution, **_):
     run = waits(
         make_execution(agent, "queued"), WaitReason.CIRCUIT, on=agent_key(agent), until=probe_at
     )
-    return run, ["after 3 failures in a row", "503 Service Unavailable", "Next probe at"]
+    # Said once, quoted without a stray full stop after the quote.
+    return run, [
+        "after 3 failures in a row",
+        "“The service answered 503 Service Unavailable.”",
+        "Next probe at",
+    ]
 
 
 def paused(make_agent, make_execution, **_):
@@ -168,8 +173,11 @@ def test_every_wait_reason_is_explained_in_words(reason, make_agent, make_execut
     text = " ".join([wait.message, *wait.holding])
     for words in expected:
         assert words in text, f"{words!r} not in {text!r}"
-    # Whole sentences: the headline, then what it means and what happens next.
+    # Whole sentences: the headline, then what it means and what happens next; nothing said
+    # twice, no full stop after a quote that ends with one.
     assert wait.detail and wait.message.startswith(wait.title) and wait.message.endswith(".")
+    assert wait.message.count("failures in a row") <= 1
+    assert ".”." not in wait.message
     if run.wait_until is not None:
         assert wait.until == run.wait_until
 
@@ -224,7 +232,7 @@ def test_a_queue_limit_names_the_queue_and_shows_only_the_owners_runs(
     wait = explain_wait(run)
 
     assert "Waiting for a slot: 2 of 2 busy on the queue “reports”" in wait.message
-    assert "1 run of other users holds slots" in wait.message
+    assert "Another user's run holds a slot." in wait.message
     assert wait.holding == [str(mine.uuid)]
 
 
