@@ -52,7 +52,7 @@ from common.rates import Rate, parse_rate
 
 from .errors import CATEGORIES
 from .models import Destination, Execution, ExecutionLog, Limiter
-from .selectors import recent_starts, slot_holders
+from .selectors import recent_starts, slot_holders, waiting_ahead
 
 logger = logging.getLogger("conveyor.capacity")
 
@@ -315,8 +315,11 @@ def _check(gate: Gate, limiter: Limiter, *, execution: Execution, at: datetime) 
             )
     if gate.rate is not None:
         starts = _recent_starts(limiter, gate.rate, at)
-        if len(starts) >= gate.rate.limit:
-            until = datetime.fromtimestamp(starts[0] + gate.rate.seconds, tz=at.tzinfo)
+        # Runs already waiting for this rate that go first take the next starts, in order.
+        ahead = waiting_ahead(execution, key=gate.key, reason=WaitReason.RATE)
+        free_now = gate.rate.limit - len(starts)
+        if ahead >= free_now:
+            until = _next_rate_start(starts, gate.rate, position=ahead - free_now, at=at)
             return Blocked(
                 WaitReason.RATE,
                 gate,
@@ -325,6 +328,15 @@ def _check(gate: Gate, limiter: Limiter, *, execution: Execution, at: datetime) 
                 f"start at {until:%H:%M:%S} UTC.",
             )
     return None
+
+
+def _next_rate_start(starts: list[float], rate: Rate, *, position: int, at: datetime) -> datetime:
+    """When the run ``position`` places back in the line (0: the first) may start: each start
+    of the window frees a start one period later, in turn, period after period."""
+    if not starts:
+        return at
+    turn, index = divmod(position, len(starts))
+    return datetime.fromtimestamp(starts[index] + rate.seconds * (turn + 1), tz=at.tzinfo)
 
 
 def _probe_gone(limiter: Limiter) -> bool:

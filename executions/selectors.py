@@ -505,14 +505,20 @@ def _explain_slot(execution: Execution, at: datetime) -> Wait:
 
 
 def _ahead_of(execution: Execution) -> int:
-    """Runs waiting for the same slot that go first (priority, then creation order)."""
+    return waiting_ahead(execution, key=execution.waits_on, reason=Execution.WaitReason.SLOT)
+
+
+def waiting_ahead(execution: Execution, *, key: str, reason: str) -> int:
+    """Runs waiting on the limit ``key`` for ``reason`` that go before ``execution`` (priority,
+    then creation order): the line for a slot or for a rate limit's next start."""
     priority = execution.agent.priority
     return (
         Execution.objects.filter(
-            waits_on=execution.waits_on,
-            wait_reason=Execution.WaitReason.SLOT,
+            waits_on=key,
+            wait_reason=reason,
             status__in=Execution.ACTIVE_STATUSES,
         )
+        .exclude(pk=execution.pk)
         .filter(
             Q(agent__priority__gt=priority)
             | Q(agent__priority=priority, created_at__lt=execution.created_at)

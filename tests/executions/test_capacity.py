@@ -99,6 +99,32 @@ def test_rate_limit_spaces_starts(make_agent):
     assert claim(runs[2], t0 + timedelta(seconds=61)) is not None
 
 
+def test_runs_waiting_for_a_rate_start_in_line_each_told_its_own_time(make_agent):
+    agent = make_agent(rate_limit="2/min")
+    t0 = timezone.now()
+    runs = [request(agent) for _ in range(6)]
+    assert claim(runs[0], t0) and claim(runs[1], t0 + timedelta(seconds=10))
+    # The next four in turn: the first freed start, the second, then a period later each.
+    for n, run in enumerate(runs[2:]):
+        assert claim(run, t0 + timedelta(seconds=20 + n)) is None
+    expected = [60, 70, 120, 130]
+    for run, seconds in zip(runs[2:], expected, strict=True):
+        run.refresh_from_db()
+        assert run.wait_reason == WaitReason.RATE
+        assert abs((run.wait_until - (t0 + timedelta(seconds=seconds))).total_seconds()) < 0.01
+
+    # At the first freed start the youngest's message arrives first: it waits, the oldest goes.
+    at = t0 + timedelta(seconds=61)
+    assert capacity.release_due(at=at) == 1
+    youngest, oldest = runs[5], runs[2]
+    youngest.refresh_from_db()
+    Execution.objects.filter(pk=youngest.pk).update(wait_reason=WaitReason.BROKER, waits_on="")
+    assert claim(youngest, at) is None
+    youngest.refresh_from_db()
+    assert youngest.wait_reason == WaitReason.RATE
+    assert claim(oldest, at) is not None
+
+
 def test_destination_rate_limit_is_shared_by_agents_calling_the_host(make_agent):
     Destination.objects.create(host="api.example.com", rate_limit="1/min")
     capacity.forget_destinations()
