@@ -1000,6 +1000,16 @@ class DestinationAdmin(admin.ModelAdmin):
         forget_destinations()
 
 
+def _uuids(texts: list[str]) -> list[uuid.UUID]:
+    found = []
+    for text in texts:
+        try:
+            found.append(uuid.UUID(text))
+        except ValueError:
+            pass
+    return found
+
+
 @admin.register(Limiter)
 class LimiterAdmin(ReadOnly, admin.ModelAdmin):
     """The state of every limit: a rate limit's recent starts, a circuit breaker's state.
@@ -1007,11 +1017,11 @@ class LimiterAdmin(ReadOnly, admin.ModelAdmin):
     here or on the operations dashboard."""
 
     list_display = (
-        "key",
+        "limit_of",
         "state_display",
         "failures",
         "last_failure_short",
-        "opened",
+        "opened_if_open",
         "next_probe",
         "recent_starts",
         "updated",
@@ -1023,6 +1033,7 @@ class LimiterAdmin(ReadOnly, admin.ModelAdmin):
     actions = ("close_selected",)
     fields = (
         "key",
+        "limit_of",
         "state_display",
         "failures",
         "first_failure_time",
@@ -1041,12 +1052,39 @@ class LimiterAdmin(ReadOnly, admin.ModelAdmin):
     first_failure_time = precise_time("first_failure_at", "First failure in a row")
     updated = precise_time("updated_at", "Updated")
 
+    @admin.display(description="Limit of", ordering="key")
+    def limit_of(self, obj):
+        """Whose limit, in words: an agent (its owner and name, linked), a queue or a host."""
+        scope, _, name = obj.key.partition(":")
+        if scope == "agent":
+            # One small lookup a row (by its unique id): there is a row per limited agent.
+            agent = Agent.objects.filter(uuid__in=_uuids([name])).select_related("owner").first()
+            if agent is None:
+                return f"a deleted agent ({name})"
+            url = reverse("admin:agents_agent_change", args=[agent.pk])
+            return format_html('the agent <a href="{}">{}/{}</a>', url, agent.owner, agent.name)
+        if scope == "queue":
+            return f"the queue “{name}”"
+        if scope == "host":
+            return f"the host {name}"
+        return obj.key
+
     @admin.display(description="State", ordering="state")
     def state_display(self, obj):
         return obj.get_state_display()
 
+    @admin.display(description="Opened", ordering="opened_at")
+    def opened_if_open(self, obj):
+        """When an open or half-open breaker opened; a closed one's last opening is history
+        (shown on its page)."""
+        if obj.state == Limiter.State.CLOSED:
+            return "—"
+        return self.opened(obj)
+
     @admin.display(description="Last failure")
     def last_failure_short(self, obj):
+        if obj.state == Limiter.State.CLOSED:
+            return "—"
         text = " ".join(obj.last_failure.split())
         return text if len(text) <= 80 else text[:79] + "…"
 

@@ -140,6 +140,31 @@ def test_the_limits_state_is_read_only(staff_client):
     assert staff_client.post(f"{LIMITERS}{row.pk}/delete/").status_code == 403
 
 
+def test_the_list_names_whose_limit_each_row_is_and_hides_a_closed_breaker_s_past(
+    staff_client, make_agent
+):
+    agent = make_agent(name="mailer", breaker_threshold=3)
+    long_ago = timezone.now() - timedelta(days=2)
+    limiter(
+        f"agent:{agent.uuid}",
+        state=Limiter.State.CLOSED,
+        failures=0,
+        opened_at=long_ago,
+        last_failure="The service answered 503 a while ago.",
+    )
+    limiter("queue:reports")
+    limiter("agent:00000000-0000-0000-0000-000000000000")
+
+    html = unescape(staff_client.get(LIMITERS).content.decode())
+
+    change = reverse("admin:agents_agent_change", args=[agent.pk])
+    assert f'the agent <a href="{change}">alice/mailer</a>' in html
+    assert "the queue “reports”" in html
+    assert "a deleted agent (00000000-0000-0000-0000-000000000000)" in html
+    assert "503 a while ago" not in html  # closed: its last failure is history
+    assert f"{timezone.localtime(long_ago):%Y-%m-%d %H:%M}" not in html
+
+
 def test_an_action_closes_the_selected_breakers_and_says_which_were_not_open(
     staff_client, make_agent, make_execution
 ):
