@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from executions.models import Execution
 
-from . import selectors, system
+from . import presence, selectors, system
 from .charts import throughput_svg
 from .metrics import ConveyorCollector
 
@@ -113,8 +113,15 @@ def dashboard(request):
         for a in data.failing_agents
     ]
     depths = system.queue_depths(data.queues)
+    # The workers seen reading each queue lately (ops.presence); None: Redis did not say.
+    online = presence.queues_online(list(depths.depths)) or {}
     queues = [
-        {"name": q, "depth": n, "url": url(agent__queue__exact=q, status__exact=Status.QUEUED)}
+        {
+            "name": q,
+            "depth": n,
+            "url": url(agent__queue__exact=q, status__exact=Status.QUEUED),
+            "workers": len(online[q]) if q in online else None,
+        }
         for q, n in depths.depths.items()
     ]
     stuck_timeout = [
@@ -146,6 +153,8 @@ def dashboard(request):
             "stuck_queued": stuck_queued,
             "stuck_limit": selectors.STUCK_LIMIT,
             "stuck_queued_after": settings.CONVEYOR_STUCK_QUEUED_AFTER,
+            "presence_ttl": presence.TTL,
+            "unread_queues": [q["name"] for q in queues if q["workers"] == 0],
             "flower_url": settings.CONVEYOR_FLOWER_URL,
             **(_workers_context(workers) if workers is not None else {"workers": None}),
         },

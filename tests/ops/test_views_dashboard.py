@@ -4,6 +4,7 @@ costs the same number of queries whatever the number of executions."""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -298,3 +299,28 @@ def test_the_number_of_queries_does_not_grow_with_executions(
     assert few == many
     # Session and user 2, figures from rollups and rows 10, live state and queues 4, capacity 4.
     assert many <= 20
+
+
+def test_the_queues_panel_says_how_many_workers_read_each_queue_and_flags_none(
+    staff_client, settings
+):
+    from ops import presence
+
+    read, unread = f"read-{uuid.uuid4().hex[:6]}", f"unread-{uuid.uuid4().hex[:6]}"
+    settings.CONVEYOR_QUEUES = {
+        **settings.CONVEYOR_QUEUES,
+        read: {"description": "", "concurrency": None},
+        unread: {"description": "", "concurrency": None},
+    }
+    presence.announce(worker="w1@host", queues=[read])
+    try:
+        response = staff_client.get(DASHBOARD)
+    finally:
+        presence.withdraw(worker="w1@host", queues=[read])
+
+    rows = {q["name"]: q["workers"] for q in response.context["queues"]}
+    assert (rows[read], rows[unread]) == (1, 0)
+    assert unread in response.context["unread_queues"]
+    assert read not in response.context["unread_queues"]
+    html = response.content.decode()
+    assert "No worker has read" in html and f"<code>{unread}</code>" in html
