@@ -1,12 +1,13 @@
+import contextlib
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
 
-from common.rates import rate_validator
+from common.rates import canonical_rate, rate_validator
 from executions.retry import DEFAULT_RETRY_ON, RetryPolicy
 
 from .secrets import EncryptedSecretsField
@@ -118,6 +119,13 @@ class Protection(models.Model):
 
     class Meta:
         abstract = True
+
+    def clean(self):
+        super().clean()
+        # One spelling of a rate (5/min), whichever was typed ("5 / minute", "5/M").
+        if self.rate_limit:
+            with contextlib.suppress(ImproperlyConfigured):  # the field's validator says why
+                self.rate_limit = canonical_rate(self.rate_limit)
 
 
 class Agent(Protection):

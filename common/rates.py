@@ -46,6 +46,17 @@ def parse_rate(text: str, *, setting: str = "rate") -> Rate:
     return Rate(int(match.group(1)), PERIODS[match.group(2)])
 
 
+#: How a rate is written back: the period's short name.
+PERIOD_NAMES = {1: "sec", 60: "min", 3600: "hour", 86400: "day"}
+
+
+def canonical_rate(text: str) -> str:
+    """``text`` as Conveyor writes a rate ("5 / MINUTE" -> "5/min"); ImproperlyConfigured when
+    it is not one."""
+    rate = parse_rate(text)
+    return f"{rate.limit}/{PERIOD_NAMES[rate.seconds]}"
+
+
 def rate_validator(value: str) -> None:
     """A rate is "N/period": 5/min, 100/hour (the syntax of the site's API rates)."""
     if not value:

@@ -48,6 +48,23 @@ def test_the_settings_are_written_and_read_back(api):
     assert (agent.max_concurrency, agent.rate_limit, agent.log_level) == (3, "5/min", "warning")
 
 
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [("5 / MINUTE", "5/min"), ("5/m", "5/min"), ("100/hours", None), ("2/S", "2/sec"),
+     ("1/day", "1/day")],
+)  # fmt: skip
+def test_a_rate_is_kept_in_one_spelling(api, make_agent, typed, kept):
+    agent = make_agent(name="echo")
+    response = api.patch(f"{AGENTS}/{agent.uuid}", {"rate_limit": typed})
+    if kept is None:  # not a period Conveyor knows: refused, nothing changed
+        assert response.status_code == 422
+        return
+    assert response.status_code == 200, response.content
+    assert response.json()["rate_limit"] == kept
+    agent.refresh_from_db()
+    assert agent.rate_limit == kept
+
+
 def test_a_new_agent_has_no_limits_and_the_default_breaker_settings(api, settings):
     body = api.post(AGENTS, ECHO).json()
 

@@ -37,7 +37,7 @@ def test_operators_add_a_destination_with_help_on_every_field(staff_client):
         f"{DESTINATIONS}add/",
         {
             "host": "API.Example.com",
-            "rate_limit": "5/min",
+            "rate_limit": "5 / MINUTE",  # kept as 5/min
             "breaker_threshold": 3,
             "breaker_window": 300,
             "breaker_cooldown": 60,
