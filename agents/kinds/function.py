@@ -19,7 +19,9 @@ class FunctionConfigForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # Read at form time: functions register when apps are ready.
-        self.fields["function"].choices = [
+        # A new agent starts with none chosen (the first in the list would be a guess); a
+        # required field, so leaving it says "This field is required." next to it.
+        self.fields["function"].choices = [("", "Choose a function…")] + [
             (f.name, f"{f.name} — {f.description}" if f.description else f.name)
             for f in all_functions()
         ]

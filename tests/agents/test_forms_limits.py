@@ -224,3 +224,15 @@ def test_the_number_fields_take_the_model_s_ranges(alice_client):
     }.items():
         attrs = form.fields[name].widget.attrs
         assert (attrs.get("min"), attrs.get("max")) == (low, high), name
+
+
+def test_a_new_function_agent_has_no_function_chosen_for_it(alice_client):
+    html = alice_client.get(NEW_FUNCTION).content.decode()
+    select = html[html.index('name="config-function"') :]
+    select = select[: select.index("</select>")]
+    assert '<option value="" selected>Choose a function…</option>' in select
+    assert select.count("selected") == 1
+
+    response = alice_client.post(NEW_FUNCTION, {**function_form(), "config-function": ""})
+    assert response.status_code == 422
+    assert "This field is required." in response.content.decode()

@@ -10,7 +10,7 @@ from html import unescape
 import pytest
 from django.urls import reverse
 
-from executions.models import Execution
+from executions.models import Execution, ExecutionLog
 from executions.selectors import WAIT_REASONS
 from ops import presence
 
@@ -52,6 +52,19 @@ def test_a_run_waiting_for_a_slot_says_so_and_links_the_runs_holding_them(alice_
         for run in holding:
             assert reverse("executions:detail", args=[run.uuid]) in page
     assert 'hx-trigger="every 1s' in live  # it keeps refreshing while it waits
+
+
+def test_the_wait_s_log_line_has_no_attempt_number_before_any_attempt(alice_client, full_agent):
+    _, _, waiting = full_agent
+    ExecutionLog.objects.create(
+        execution=waiting,
+        attempt=0,
+        at=waiting.created_at,
+        message="Waiting for a slot: 2 of 2 busy.",
+    )
+    html = alice_client.get(reverse("executions:detail", args=[waiting.uuid])).content.decode()
+    line = re.search(r'<div class="line info">.*?</div>', html).group(0)
+    assert "Waiting for a slot" in line and "#0" not in line
 
 
 def test_a_run_no_worker_reads_the_queue_of_says_so(
