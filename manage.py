@@ -11,7 +11,16 @@ def main():
     # uses the same database and settings as the running processes.
     load_dotenv(Path(__file__).resolve().parent / ".env")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from importlib import import_module
+
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
+
+    # A bad setting (e.g. CONVEYOR_QUEUES) is said in one line naming it, not a traceback.
+    try:
+        import_module(os.environ["DJANGO_SETTINGS_MODULE"])
+    except ImproperlyConfigured as exc:
+        sys.exit(f"Conveyor cannot start: {exc}")
 
     execute_from_command_line(sys.argv)
 

@@ -117,3 +117,20 @@ def test_the_settings_refuse_to_start_on_a_bad_declaration_naming_the_variable(t
         "CONVEYOR_QUEUES: 'upkeep' is the maintenance queue (CONVEYOR_MAINTENANCE_QUEUE)"
         in result.stderr
     )
+
+
+def test_manage_py_says_a_bad_declaration_in_one_line_without_a_traceback(tmp_path):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "CONVEYOR_VAR_DIR": str(tmp_path),
+        "DEBUG": "true",
+        "CONVEYOR_QUEUES": "reports:x=Long reports",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("Conveyor cannot start: CONVEYOR_QUEUES:")
+    assert len(done.stderr.strip().splitlines()) == 1
