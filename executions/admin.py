@@ -1001,13 +1001,21 @@ class DestinationAdmin(admin.ModelAdmin):
         forget_destinations()
 
 
-def _uuids(texts: list[str]) -> list[uuid.UUID]:
-    """The ids among ``texts`` (a limiter's key may name anything after its scope)."""
-    found = []
-    for text in texts:
-        with contextlib.suppress(ValueError):
-            found.append(uuid.UUID(text))
-    return found
+_UNREAD = object()
+
+
+def _limit_agents(rows: list[Limiter]) -> dict[int, Agent]:
+    """The agent (with its owner) of each ``agent:<id>`` limiter of ``rows``, in one query."""
+    ids = {}
+    for row in rows:
+        scope, _, name = row.key.partition(":")
+        if scope == "agent":
+            with contextlib.suppress(ValueError):
+                ids[row.pk] = uuid.UUID(name)
+    agents = {
+        a.uuid: a for a in Agent.objects.filter(uuid__in=ids.values()).select_related("owner")
+    }
+    return {pk: agents[u] for pk, u in ids.items() if u in agents}
 
 
 @admin.register(Limiter)
@@ -1052,13 +1060,24 @@ class LimiterAdmin(ReadOnly, admin.ModelAdmin):
     first_failure_time = precise_time("first_failure_at", "First failure in a row")
     updated = precise_time("updated_at", "Updated")
 
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        changelist.result_list = rows = list(changelist.result_list)
+        agents = _limit_agents(rows)
+        for row in rows:
+            row.limit_agent = agents.get(row.pk)
+        return changelist
+
     @admin.display(description="Limit of", ordering="key")
     def limit_of(self, obj):
         """Whose limit, in words: an agent (its owner and name, linked), a queue or a host."""
         scope, _, name = obj.key.partition(":")
         if scope == "agent":
-            # One small lookup a row (by its unique id): there is a row per limited agent.
-            agent = Agent.objects.filter(uuid__in=_uuids([name])).select_related("owner").first()
+            # The list reads a page's agents at once (get_changelist_instance); a row's own
+            # page reads its one.
+            agent = getattr(obj, "limit_agent", _UNREAD)
+            if agent is _UNREAD:
+                agent = _limit_agents([obj]).get(obj.pk)
             if agent is None:
                 return f"a deleted agent ({name})"
             url = reverse("admin:agents_agent_change", args=[agent.pk])

@@ -8,6 +8,8 @@ from html import unescape
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -163,6 +165,20 @@ def test_the_list_names_whose_limit_each_row_is_and_hides_a_closed_breaker_s_pas
     assert "a deleted agent (00000000-0000-0000-0000-000000000000)" in html
     assert "503 a while ago" not in html  # closed: its last failure is history
     assert f"{timezone.localtime(long_ago):%Y-%m-%d %H:%M}" not in html
+
+
+def test_the_list_reads_its_agents_in_one_query_whatever_their_number(
+    staff_client, make_agent, django_assert_max_num_queries
+):
+    first = limiter(f"agent:{make_agent(name='first').uuid}", state=Limiter.State.OPEN)
+    with CaptureQueriesContext(connection) as one:
+        assert staff_client.get(LIMITERS).status_code == 200
+    for n in range(6):
+        limiter(f"agent:{make_agent(name=f'more-{n}').uuid}", state=Limiter.State.OPEN)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        html = staff_client.get(LIMITERS).content.decode()
+    assert all(f"alice/more-{n}" in html for n in range(6))
+    assert "alice/first" in staff_client.get(f"{LIMITERS}{first.pk}/change/").content.decode()
 
 
 def test_an_action_closes_the_selected_breakers_and_says_which_were_not_open(
