@@ -795,6 +795,52 @@ class RunRequestSerializer(InputWrapped):
         return attrs
 
 
+class BatchRunSerializer(RunRequestSerializer):
+    idempotency_key = serializers.CharField(
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=200,
+        trim_whitespace=False,
+        help_text=(
+            "Optional, 1 to 200 printable ASCII characters: this run's key, like the "
+            "Idempotency-Key header of a single run (the two share the keys)."
+        ),
+    )
+
+    def validate_idempotency_key(self, value):
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise serializers.ValidationError("Use printable ASCII characters (space to ~).")
+        return value
+
+
+class BatchRequestSerializer(serializers.Serializer):
+    """Only for the schema: the view checks each run with :class:`BatchRunSerializer` so that
+    every bad run is named by its index."""
+
+    runs = BatchRunSerializer(many=True, help_text="1 to 1,000 runs, each started as its own.")
+
+
+class BatchRunResultSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    url = serializers.SerializerMethodField()
+    status = serializers.CharField()
+    replay = serializers.BooleanField(
+        source="is_replay", help_text="True: its idempotency key had started it before."
+    )
+
+    def get_url(self, execution) -> str:
+        return _absolute(
+            self.context["request"], reverse("api:execution-detail", args=[execution.uuid])
+        )
+
+
+class BatchResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField(help_text="Runs started by this request.")
+    replayed = serializers.IntegerField(help_text="Runs an earlier request had started.")
+    runs = BatchRunResultSerializer(many=True, help_text="In the order of the request.")
+
+
 class RetryRequestSerializer(InputWrapped):
     input = serializers.JSONField(
         required=False,

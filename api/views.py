@@ -35,9 +35,13 @@ from agents.kinds.base import InvalidInputError
 from agents.models import Agent
 from executions.models import Execution
 from executions.services import (
+    BATCH_MAX,
+    BatchRefused,
     ExecutionRefused,
+    RunSpec,
     execution_cancel,
     execution_request,
+    execution_request_batch,
     execution_retry,
 )
 from notifications import services as notification_services
@@ -50,6 +54,7 @@ from .errors import (
     Conflict,
     InvalidQuery,
     Malformed,
+    PayloadTooLarge,
     Unprocessable,
     body_too_large,
     error_response,
@@ -105,6 +110,25 @@ def _invalid_input(exc: InvalidInputError) -> Unprocessable:
     return Unprocessable(exc.message, code="invalid_input", details={"input": [exc.message]})
 
 
+def _batch_errors(errors) -> dict[str, list[str]]:
+    """One run's serializer errors as ``{".field": [messages]}`` ("" for the run itself)."""
+    if isinstance(errors, dict):
+        return {
+            ("" if field == "non_field_errors" else f".{field}"): [str(m) for m in messages]
+            for field, messages in errors.items()
+        }
+    return {"": [str(m) for m in errors]}
+
+
+def _batch_message(details: dict[str, list[str]]) -> str:
+    """ "2 runs are not valid; none was started. runs[3].input: ...": the first few named."""
+    runs = {key.partition("]")[0] for key in details}
+    shown = "; ".join(f"{key}: {messages[0]}" for key, messages in list(details.items())[:3])
+    more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
+    noun = "1 run is" if len(runs) == 1 else f"{len(runs)} runs are"
+    return f"{noun} not valid; none was started. {shown}{more}."
+
+
 def _created(serializer_data: dict, *, status_code: int) -> Response:
     return Response(
         serializer_data, status=status_code, headers={"Location": serializer_data["url"]}
@@ -128,7 +152,7 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
         return Agent.objects.filter(owner=self.request.user).prefetch_related("notify_channels")
 
     def get_throttles(self):
-        if self.action == "run":
+        if self.action in ("run", "run_batch"):
             return [RunRateThrottle()]
         return super().get_throttles()
 
@@ -355,6 +379,107 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
         if execution.is_replay:
             return Response(body, status=status.HTTP_200_OK, headers={"Location": body["url"]})
         return _created(body, status_code=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Start many runs",
+        description=(
+            f"Starts up to {BATCH_MAX:,} runs of the agent in one request, each its own "
+            "execution: `runs` is a list of run requests (`input`, `run_at` or `delay_seconds`, "
+            "and an optional `idempotency_key`, which works like the Idempotency-Key header of a "
+            "single run and shares its keys). Every run is checked first: if any is not valid, "
+            "none is started and the 422 names each bad one by its index (`runs[3].input`); a "
+            "key already used with another input is a 409 the same way. Runs whose key was used "
+            "with the same input are not started again (`replay`: true). More than "
+            f"{BATCH_MAX:,} runs is a 413. The request counts once against the run rate "
+            "(CONVEYOR_API_RUN_RATE)."
+        ),
+        request=s.BatchRequestSerializer,
+        examples=[
+            OpenApiExample(
+                "Three runs",
+                value={
+                    "runs": [
+                        {"input": {"n": 1}},
+                        {"input": {"n": 2}, "idempotency_key": "order-2"},
+                        {"input": {"n": 3}, "delay_seconds": 60},
+                    ]
+                },
+                request_only=True,
+            ),
+        ],
+        responses={
+            202: OpenApiResponse(s.BatchResultSerializer, description="Queued."),
+            **error_responses(404, 409, 413, 429, *WRITE),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="runs/batch")
+    def run_batch(self, request, id=None):
+        agent = self.get_object()
+        runs = request.data.get("runs") if isinstance(request.data, dict) else None
+        if not isinstance(runs, list) or not runs:
+            raise Unprocessable(
+                'Send {"runs": [...]}: a list of 1 to '
+                f"{BATCH_MAX:,} run requests, e.g. "
+                '{"runs": [{"input": {...}}, {"input": {...}}]}.',
+                details={"runs": ["A non-empty list of run requests."]},
+            )
+        if len(runs) > BATCH_MAX:
+            raise PayloadTooLarge(
+                f"{len(runs):,} runs in one request: at most {BATCH_MAX:,}. "
+                "Send them in several requests.",
+                code="too_many_runs",
+            )
+        unknown = sorted(set(request.data) - {"runs"})
+        if unknown:
+            raise Unprocessable(
+                f"Unknown field {unknown[0]!r}: the body holds only `runs`.",
+                details={key: ["Unknown field."] for key in unknown},
+            )
+        now = timezone.now()
+        # One serializer for the list: its fields are set up once, not once a run.
+        serializer = s.BatchRunSerializer(data=runs, many=True)
+        if not serializer.is_valid():
+            # By index: a dict of the bad runs (DRF 3.16), or a list with {} for the good ones.
+            errors = serializer.errors
+            pairs = errors.items() if isinstance(errors, dict) else enumerate(errors)
+            details = {
+                f"runs[{index}]{field}": messages
+                for index, run_errors in sorted(pairs)
+                for field, messages in _batch_errors(run_errors).items()
+            }
+            raise Unprocessable(_batch_message(details), details=details)
+        specs = []
+        for data in serializer.validated_data:
+            not_before = data.get("run_at")
+            if data.get("delay_seconds"):
+                not_before = now + timedelta(seconds=data["delay_seconds"])
+            key = data.get("idempotency_key")
+            specs.append(
+                RunSpec(
+                    input=data.get("input"),
+                    idempotency_key=f"api:{key}" if key is not None else None,
+                    not_before=not_before,
+                )
+            )
+        try:
+            executions = execution_request_batch(
+                agent=agent, trigger=Execution.Trigger.API, runs=specs, at=now
+            )
+        except BatchRefused as exc:
+            found = {f"runs[{i}].{field}": [why] for i, (field, why) in exc.errors.items()}
+            error = Unprocessable if exc.code == "invalid_input" else Conflict
+            raise error(_batch_message(found), code=exc.code, details=found) from None
+        except ExecutionRefused as exc:
+            raise Conflict(exc.message, code=exc.code) from None
+        replayed = sum(1 for execution in executions if execution.is_replay)
+        body = {
+            "created": len(executions) - replayed,
+            "replayed": replayed,
+            "runs": s.BatchRunResultSerializer(
+                executions, many=True, context=self.get_serializer_context()
+            ).data,
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Runs, success rate and durations over a window",

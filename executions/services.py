@@ -26,9 +26,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from agents.kinds import get_kind
+from agents.kinds.base import InvalidInputError
 from agents.models import Agent
 
 from .errors import CATEGORIES, Category, ClassifiedError
@@ -154,40 +156,23 @@ def execution_request(
     4. The execution is written queued with why it waits: ``delayed`` until ``not_before``,
        ``held`` (overlap policy; released by the recovery pass) or ``broker``, in which case it
        is published once the transaction commits.
+
+    :func:`execution_request_batch` starts many runs of one agent by the same steps.
     """
     at = at or timezone.now()
-    if trigger not in Execution.Trigger.values:
-        raise ValueError(f"Unknown trigger {trigger!r}.")
-    kind = get_kind(agent.kind)
+    kind = _kind(agent, trigger)
     if kind is not None:
         kind.validate_input(agent.config, input)
-    if agent.is_paused:
-        raise ExecutionRefused(
-            f"The agent “{agent.name}” is paused. Resume it to start new runs.", code="agent_paused"
-        )
+    _refuse_if_paused(agent)
     if idempotency_key is not None:
         existing = Execution.objects.filter(agent=agent, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _replay(existing, input)
-    if not_before is not None and not_before > at:
-        wait = {"wait_reason": WaitReason.DELAYED, "wait_until": not_before}
-    elif hold:
-        wait = {"wait_reason": WaitReason.HELD}
-    else:
-        from .capacity import gates, initial_wait
-
-        # Others already wait for a slot, or every slot is busy: wait in line at once.
-        gate_list = gates(agent)
-        wait = (gate_list and initial_wait(agent, gate_list)) or {
-            "wait_reason": WaitReason.BROKER,
-            "published_at": at,
-        }
-    execution = Execution(
-        agent=agent,
-        owner_id=agent.owner_id,
+    execution = _new_execution(
+        agent,
+        kind,
         trigger=trigger,
         input=input,
-        status=Status.QUEUED,
         idempotency_key=idempotency_key,
         retry_of=retry_of,
         parent=parent,
@@ -198,34 +183,16 @@ def execution_request(
         schedule=schedule,
         scheduled_for=scheduled_for,
         created_at=at,
-        celery_task_id=str(uuid.uuid4()),
-        **wait,
+        **_initial_wait(agent, not_before=not_before, hold=hold, at=at),
     )
-    # A flow makes one attempt, open while its steps run; its steps retry, not the flow.
-    is_flow = getattr(kind, "is_flow", False)
-    execution.max_attempts = 1 if is_flow else execution.retry_policy.max_attempts
     try:
         # A savepoint only when a duplicate key can make the insert fail inside a caller's
         # transaction (bulk creation in one transaction pays no extra round trips otherwise).
         with transaction.atomic(savepoint=idempotency_key is not None):
             execution.save(force_insert=True)
-            new_event(
-                execution_id=execution.pk,
-                from_status="",
-                to=Status.QUEUED,
-                at=at,
-                attempt=0,
-                reason=reason or _created_reason(trigger, retry_of),
-                data={"wait_reason": execution.wait_reason},
-            ).save(force_insert=True)
+            _created_event(execution, reason=reason).save(force_insert=True)
     except IntegrityError:
-        # Foreign keys are checked when the transaction commits: the agent was deleted since
-        # it was read (its runs were all finished then, or agent_delete would have refused).
-        if not Agent.objects.filter(pk=agent.pk).exists():
-            raise ExecutionRefused(
-                f"The agent “{agent.name}” was deleted; nothing was started.",
-                code="agent_deleted",
-            ) from None
+        _refuse_if_deleted(agent)
         if idempotency_key is None:
             raise
         # Another request with the same key won the race between our check and our insert.
@@ -238,6 +205,223 @@ def execution_request(
         extra={"action": "execution_created", "execution_id": str(execution.uuid)},
     )
     return execution
+
+
+def _kind(agent: Agent, trigger: str):
+    if trigger not in Execution.Trigger.values:
+        raise ValueError(f"Unknown trigger {trigger!r}.")
+    return get_kind(agent.kind)
+
+
+def _refuse_if_paused(agent: Agent) -> None:
+    if agent.is_paused:
+        raise ExecutionRefused(
+            f"The agent “{agent.name}” is paused. Resume it to start new runs.", code="agent_paused"
+        )
+
+
+def _initial_wait(agent: Agent, *, not_before: datetime | None, hold: bool, at: datetime) -> dict:
+    """Why a new run waits: its time (``delayed``), the run in its way (``held``), a slot of
+    its limits (others already wait, or every slot is busy: in line at once), or a worker."""
+    if not_before is not None and not_before > at:
+        return {"wait_reason": WaitReason.DELAYED, "wait_until": not_before}
+    if hold:
+        return {"wait_reason": WaitReason.HELD}
+    from .capacity import gates, initial_wait
+
+    gate_list = gates(agent)
+    return (gate_list and initial_wait(agent, gate_list)) or {
+        "wait_reason": WaitReason.BROKER,
+        "published_at": at,
+    }
+
+
+def _new_execution(agent: Agent, kind, **fields: Any) -> Execution:
+    """An unsaved queued execution of ``agent`` (``fields``: its trigger, input, wait...)."""
+    execution = Execution(
+        agent=agent,
+        owner_id=agent.owner_id,
+        status=Status.QUEUED,
+        celery_task_id=str(uuid.uuid4()),
+        **fields,
+    )
+    # A flow makes one attempt, open while its steps run; its steps retry, not the flow.
+    is_flow = getattr(kind, "is_flow", False)
+    execution.max_attempts = 1 if is_flow else execution.retry_policy.max_attempts
+    return execution
+
+
+def _created_event(execution: Execution, *, reason: str = "") -> ExecutionEvent:
+    return new_event(
+        execution_id=execution.pk,
+        from_status="",
+        to=Status.QUEUED,
+        at=execution.created_at,
+        attempt=0,
+        reason=reason or _created_reason(execution.trigger, execution.retry_of),
+        data={"wait_reason": execution.wait_reason},
+    )
+
+
+def _refuse_if_deleted(agent: Agent) -> None:
+    # Foreign keys are checked when the transaction commits: the agent was deleted since it was
+    # read (its runs were all finished then, or agent_delete would have refused).
+    if not Agent.objects.filter(pk=agent.pk).exists():
+        raise ExecutionRefused(
+            f"The agent “{agent.name}” was deleted; nothing was started.", code="agent_deleted"
+        ) from None
+
+
+# At most this many runs in one call of execution_request_batch (and one API request).
+BATCH_MAX = 1000
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a batch: its input, idempotency key and earliest start."""
+
+    input: Any = None
+    idempotency_key: str | None = None
+    not_before: datetime | None = None
+
+
+class BatchRefused(Exception):
+    """Some runs of a batch cannot start, so none was: ``errors`` maps each one's index to
+    (the field at fault: "input" or "idempotency_key", why). ``code``: "invalid_input"
+    (HTTP 422) or "idempotency_key_reused" (HTTP 409)."""
+
+    def __init__(self, errors: dict[int, tuple[str, str]], *, code: str):
+        self.errors = dict(sorted(errors.items()))
+        self.code = code
+        listed = "; ".join(
+            f"runs[{i}].{field}: {message}" for i, (field, message) in list(self.errors.items())[:5]
+        )
+        more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        noun = "run" if len(self.errors) == 1 else "runs"
+        self.message = f"{len(self.errors)} {noun} of the batch cannot start: {listed}{more}."
+        super().__init__(self.message)
+
+
+def execution_request_batch(
+    *, agent: Agent, trigger: str, runs: list[RunSpec], at: datetime | None = None
+) -> list[Execution]:
+    """Start many runs of ``agent`` at once: the steps of :func:`execution_request` for each,
+    with a few statements for all of them.
+
+    1. Every run is checked before any is written: its input (the kind's rule), and its
+       idempotency key (not twice in the batch; a key already used with another input). Any
+       bad run refuses the whole batch (``BatchRefused``, every bad run by index).
+    2. Runs whose key was already used with the same input are replays (``is_replay``); the
+       others are inserted with their events in one transaction (bulk inserts) and those
+       waiting for a worker are published after commit, in one pipelined round trip.
+
+    Returns the executions in the order of ``runs``.
+    """
+    if len(runs) > BATCH_MAX:
+        raise ValueError(f"At most {BATCH_MAX} runs in one batch.")
+    at = at or timezone.now()
+    kind = _kind(agent, trigger)
+    errors: dict[int, tuple[str, str]] = {}
+    first_of_key: dict[str, int] = {}
+    for index, run in enumerate(runs):
+        if kind is not None:
+            try:
+                kind.validate_input(agent.config, run.input)
+            except InvalidInputError as exc:
+                errors[index] = ("input", exc.message)
+                continue
+        key = run.idempotency_key
+        if key is not None:
+            if key in first_of_key:
+                errors[index] = (
+                    "idempotency_key",
+                    f"The same key as runs[{first_of_key[key]}]: one key, one run.",
+                )
+            first_of_key.setdefault(key, index)
+    if errors:
+        raise BatchRefused(errors, code="invalid_input")
+    _refuse_if_paused(agent)
+    try:
+        return _insert_batch(agent, kind, trigger, runs, at=at)
+    except IntegrityError:
+        _refuse_if_deleted(agent)
+        if not first_of_key:
+            raise
+        # A concurrent request took one of the keys between the check and the insert: the
+        # check, done again, now finds it.
+        return _insert_batch(agent, kind, trigger, runs, at=at)
+
+
+def _insert_batch(agent: Agent, kind, trigger: str, runs: list[RunSpec], *, at: datetime):
+    keys = [run.idempotency_key for run in runs if run.idempotency_key is not None]
+    existing = {
+        execution.idempotency_key: execution
+        for execution in Execution.objects.filter(agent=agent, idempotency_key__in=keys)
+    }
+    reused = {
+        index: ("idempotency_key", "This idempotency key was already used with a different input.")
+        for index, run in enumerate(runs)
+        if run.idempotency_key in existing and existing[run.idempotency_key].input != run.input
+    }
+    if reused:
+        raise BatchRefused(reused, code="idempotency_key_reused")
+    # The runs that may start now share one wait (the limits' answer does not change with runs
+    # that are not running yet) and so one prepared row: each is a copy of it with its own
+    # values, much cheaper than building a model instance per run.
+    ready: Execution | None = None
+    executions, new = [], []
+    for run in runs:
+        if run.idempotency_key in existing:
+            executions.append(_replay(existing[run.idempotency_key], run.input))
+            continue
+        fields = {"input": run.input, "idempotency_key": run.idempotency_key}
+        if run.not_before is not None and run.not_before > at:
+            wait = _initial_wait(agent, not_before=run.not_before, hold=False, at=at)
+            execution = _new_execution(
+                agent, kind, trigger=trigger, not_before=run.not_before, created_at=at, **fields
+            )
+            execution.__dict__.update(wait)
+        else:
+            if ready is None:
+                ready = _new_execution(
+                    agent,
+                    kind,
+                    trigger=trigger,
+                    created_at=at,
+                    **_initial_wait(agent, not_before=None, hold=False, at=at),
+                )
+            execution = _copy(ready, not_before=run.not_before, **fields)
+        execution.is_replay = False
+        executions.append(execution)
+        new.append(execution)
+    with transaction.atomic():
+        Execution.objects.bulk_create(new)
+        events, template = [], None
+        for execution in new:
+            if template is None or template.data["wait_reason"] != execution.wait_reason:
+                template = _created_event(execution)
+            events.append(_copy(template, execution_id=execution.pk))
+        ExecutionEvent.objects.bulk_create(events)
+    publish_many_on_commit([e for e in new if e.wait_reason == WaitReason.BROKER], agent)
+    logger.debug(
+        "executions created",
+        extra={"action": "execution_batch_created", "agent": str(agent.uuid), "count": len(new)},
+    )
+    return executions
+
+
+def _copy(template, **fields):
+    """A new unsaved row like ``template`` (a model instance) with ``fields`` changed, a new
+    ``uuid`` and ``celery_task_id`` where the model has them; a model instance without
+    ``Model.__init__``, whose cost is per field."""
+    row = type(template).__new__(type(template))
+    row.__dict__ = {**template.__dict__, **fields}
+    row._state = ModelState()
+    if "uuid" in row.__dict__:
+        row.uuid = uuid.uuid4()
+    if "celery_task_id" in row.__dict__:
+        row.celery_task_id = str(uuid.uuid4())
+    return row
 
 
 def _replay(existing: Execution, input: Any) -> Execution:
@@ -270,6 +454,23 @@ def publish_on_commit(
         enqueue(execution_id, agent, attempt=attempt, task_id=task_id, countdown=countdown)
 
     transaction.on_commit(publish, robust=True)
+
+
+def publish_many_on_commit(executions: list[Execution], agent: Agent) -> None:
+    """:func:`publish_on_commit` for many executions of one agent, in one pipelined round trip
+    to a Redis broker (one by one to a broker that cannot batch). Robust, like it."""
+    messages = [(e.pk, e.attempt, e.celery_task_id) for e in executions]
+    if not messages:
+        return
+
+    def publish_many():  # named: Django logs a robust callback's failure by its __qualname__
+        from config.celery import app
+
+        with app.producer_or_acquire() as producer, producer.batch():
+            for execution_id, attempt, task_id in messages:
+                enqueue(execution_id, agent, attempt=attempt, task_id=task_id, producer=producer)
+
+    transaction.on_commit(publish_many, robust=True)
 
 
 def execution_publish(*, execution: Execution, at: datetime) -> bool:
@@ -307,8 +508,10 @@ def enqueue(
     attempt: int,
     task_id: str | None = None,
     countdown: float | None = None,
+    producer=None,
 ) -> None:
-    """Publish "run execution X" for its next attempt, with the agent's queue and limits.
+    """Publish "run execution X" for its next attempt, with the agent's queue and limits
+    (through ``producer`` when given: a batch of publications).
 
     ``retries`` carries the number of attempts already made, so that the worker can tell a
     stale duplicate message from the one for the current attempt.
@@ -324,7 +527,11 @@ def enqueue(
     if getattr(agent.kind_impl, "is_flow", False):
         # No worker runs a flow: this message lays out its steps and starts the first.
         start_flow.apply_async(
-            args=[execution_id], task_id=task_id, queue=agent.queue, retries=attempt
+            args=[execution_id],
+            task_id=task_id,
+            queue=agent.queue,
+            retries=attempt,
+            producer=producer,
         )
         return
     run_execution.apply_async(
@@ -337,6 +544,7 @@ def enqueue(
         time_limit=agent.timeout + settings.CONVEYOR_TIME_LIMIT_GRACE,
         retries=attempt,
         countdown=countdown,
+        producer=producer,
     )
 
 

@@ -1,8 +1,9 @@
 """Every way of starting a run refuses an input the agent's kind refuses, the same way.
 
-The page's Run now, the API, a signed webhook, a schedule's slot, the ``run_agent`` command and
-a retry with an edited input (page and API) all go through ``execution_request``: each answers
-with the kind's own message, and none of them creates an execution.
+The page's Run now, the API (one run or a batch), a signed webhook, a schedule's slot, the
+``run_agent`` command and a retry with an edited input (page and API) all go through
+``execution_request`` (a batch through ``execution_request_batch``, which checks each input the
+same way): each answers with the kind's own message, and none of them creates an execution.
 """
 
 from __future__ import annotations
@@ -77,6 +78,18 @@ def api_run(agent, alice) -> str:
     return body["message"]
 
 
+def api_batch(agent, alice) -> str:
+    response = api_client(alice).post(
+        f"/api/v1/agents/{agent.uuid}/runs/batch",
+        {"runs": [{"input": {"fail_times": 0}}, {"input": INVALID}]},
+        content_type="application/json",
+    )
+    assert response.status_code == 422
+    body = response.json()["error"]
+    assert body["code"] == "invalid_input" and body["details"] == {"runs[1].input": [MESSAGE]}
+    return body["message"]
+
+
 def webhook(agent, alice) -> str:
     secret = webhook_enable(agent=agent)
     body = json.dumps(INVALID).encode()
@@ -140,6 +153,7 @@ def api_retry_with_edited_input(agent, alice) -> str:
 ENTRY_POINTS = [
     page_run_now,
     api_run,
+    api_batch,
     webhook,
     schedule_slot,
     command,
