@@ -256,6 +256,9 @@ class Agent(Protection):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # One more at every write of the row (save() and the services' updates): a worker keeps an
+    # agent it read for as long as its claims find the same version (executions.fastpath).
+    version = models.PositiveIntegerField(default=1, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -273,6 +276,22 @@ class Agent(Protection):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        """Every write of an existing agent raises its ``version`` by one, in the database
+        (two saves at once make two versions), and reads the new value back."""
+        if self._state.adding:
+            return super().save(*args, **kwargs)
+        seen, self.version = self.version, models.F("version") + 1
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "version"}
+        try:
+            super().save(*args, **kwargs)
+        except BaseException:
+            self.version = seen
+            raise
+        self.refresh_from_db(fields=["version"])
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from executions.errors import CATEGORIES
@@ -295,7 +295,11 @@ def _in_progress() -> Q:
 
 def agent_pause(*, agent: Agent) -> bool:
     """Pause: no new runs start. Returns False if it was already paused."""
-    return bool(Agent.objects.filter(pk=agent.pk, is_paused=False).update(is_paused=True))
+    return bool(
+        Agent.objects.filter(pk=agent.pk, is_paused=False).update(
+            is_paused=True, version=F("version") + 1
+        )
+    )
 
 
 def agent_resume(*, agent: Agent) -> bool:
@@ -304,7 +308,11 @@ def agent_resume(*, agent: Agent) -> bool:
     from executions.capacity import agent_key, release_all
 
     with transaction.atomic():
-        resumed = bool(Agent.objects.filter(pk=agent.pk, is_paused=True).update(is_paused=False))
+        resumed = bool(
+            Agent.objects.filter(pk=agent.pk, is_paused=True).update(
+                is_paused=False, version=F("version") + 1
+            )
+        )
         if resumed:
             agent.is_paused = False
             release_all(agent_key(agent), Execution.WaitReason.PAUSED, at=timezone.now())

@@ -1,15 +1,18 @@
-"""Postgres: the claim and the successful finish of an attempt, each in one statement.
+"""Postgres: creating a run, and the claim and the successful finish of an attempt, each in
+one statement.
 
-These are the two steps every execution takes, and the engine's cost is mostly round trips to
+These are the steps every execution takes, and the engine's cost is mostly round trips to
 the database (bench/README.md). On Postgres each becomes a single statement of data-modifying
-CTEs, one round trip and one (implicit) transaction:
+CTEs, one round trip:
 
+* create: insert the execution and its creation event (``services.execution_request``);
 * claim: lock the row if it waits for exactly this attempt (the compare-and-set on status and
   attempt), move it to running, write the ExecutionEvent, open the ExecutionAttempt;
 * finish: compare-and-set running -> succeeded for this attempt, write the event and close the
   attempt only if it won; write the buffered logs either way.
 
-They are a twin of the ORM path in ``executions.services`` (``_claim``, ``attempt_succeed``),
+They are a twin of the ORM path in ``executions.services`` (``save()``, ``_claim``,
+``attempt_succeed``),
 not a second set of rules: the values written come from the same functions
 (``claim_fields``, ``success_fields``, ``attempt_closed``, ``new_attempt``, ``new_event``,
 ``CLAIM_REASON``), and the statements are built from the models' metadata: table and column
@@ -149,16 +152,80 @@ def _insert_rows(objs: list[models.Model], model: type[models.Model], params: _P
 # --- Claim -------------------------------------------------------------------------------------
 
 
-def claim(*, execution_id: int, expected_attempt: int, worker: str, at: datetime, agent=None):
+# --- Creation ----------------------------------------------------------------------------------
+
+
+def create(execution: Execution, event) -> None:
+    """Insert a new execution and its creation event (``event``, whose execution is filled in
+    from the inserted row) in one statement; sets the execution's key."""
+    E = Execution
+    p = _Params()
+    pk = _col(E, "id")
+    created = _insert(execution, p, source="(SELECT 1) AS one") + f" RETURNING {pk}"
+    event_sql = _insert(event, p, source="created", computed={"execution_id": f"created.{pk}"})
+    sql = f"WITH created AS ({created}), event AS ({event_sql}) SELECT {pk} FROM created"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, p.values)
+        (execution.pk,) = cursor.fetchone()
+    execution._state.adding = False
+    execution._state.db = connection.alias
+
+
+# --- The agents a worker keeps -------------------------------------------------------------
+#
+# A worker process keeps the agents (without limits) whose runs it claimed, by id, so that a
+# claim does not read the agent again. A kept agent is only used by a claim that checks, in the
+# same statement, that the agent's row still has the version kept (agents.Agent.version rises at
+# every write): a kept agent can never run a run with settings older than the row's.
+
+KEPT_MAX = 1000
+_kept: dict[int, Any] = {}
+
+
+def kept_agent(agent_id: int | None):
+    return _kept.get(agent_id) if agent_id is not None else None
+
+
+def keep_agent(agent) -> None:
+    if len(_kept) >= KEPT_MAX and agent.pk not in _kept:
+        _kept.clear()
+    _kept[agent.pk] = agent
+
+
+def forget_agents() -> None:
+    _kept.clear()
+
+
+def claim(
+    *,
+    execution_id: int,
+    expected_attempt: int,
+    worker: str,
+    at: datetime,
+    agent=None,
+    agent_version: int | None = None,
+):
+    """Claim (see the module's docstring). ``agent_version``: claim only if the run's agent
+    row has this version (``agent`` is then used as it is, without reading it)."""
     E = Execution
     number = expected_attempt + 1
     p = _Params()
     pk, status, attempt = _col(E, "id"), _col(E, "status"), _col(E, "attempt")
     started_at, max_attempts = _col(E, "started_at"), _col(E, "max_attempts")
     waiting = ", ".join(p.add(_field(E, "status"), s) for s in (Status.QUEUED, Status.RETRYING))
+    same_agent = ""
+    if agent_version is not None:
+        from agents.models import Agent
+
+        same_agent = (
+            f" AND EXISTS (SELECT 1 FROM {_table(Agent)} a WHERE a.{_col(Agent, 'id')} = "
+            f"{_table(E)}.{_col(E, 'agent')} AND a.{_col(Agent, 'id')} = {p.raw(agent.pk)} "
+            f"AND a.{_col(Agent, 'version')} = {p.raw(agent_version)})"
+        )
     locked = (
         f"SELECT {pk}, {status} FROM {_table(E)} WHERE {pk} = {p.raw(execution_id)} "
-        f"AND {status} IN ({waiting}) AND {attempt} = {p.raw(expected_attempt)} FOR UPDATE"
+        f"AND {status} IN ({waiting}) AND {attempt} = {p.raw(expected_attempt)}{same_agent} "
+        "FOR UPDATE"
     )
     first_start = p.add(_field(E, "started_at"), at)
     update = (

@@ -65,10 +65,16 @@ class Decision:
 NOTHING = Decision()
 
 
-def run_attempt(*, execution_id: int, expected_attempt: int, worker: str = "") -> Decision:
+def run_attempt(
+    *, execution_id: int, expected_attempt: int, worker: str = "", agent_id: int | None = None
+) -> Decision:
     at = timezone.now()
     claimed = execution_claim(
-        execution_id=execution_id, expected_attempt=expected_attempt, worker=worker, at=at
+        execution_id=execution_id,
+        expected_attempt=expected_attempt,
+        worker=worker,
+        at=at,
+        agent_id=agent_id,
     )
     if claimed is None:
         lost = retry_message_lost(

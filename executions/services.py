@@ -185,12 +185,17 @@ def execution_request(
         created_at=at,
         **_initial_wait(agent, not_before=not_before, hold=hold, at=at),
     )
+    from . import fastpath
+
     try:
         # A savepoint only when a duplicate key can make the insert fail inside a caller's
         # transaction (bulk creation in one transaction pays no extra round trips otherwise).
         with transaction.atomic(savepoint=idempotency_key is not None):
-            execution.save(force_insert=True)
-            _created_event(execution, reason=reason).save(force_insert=True)
+            if fastpath.enabled():
+                fastpath.create(execution, _created_event(execution, reason=reason))
+            else:
+                execution.save(force_insert=True)
+                _created_event(execution, reason=reason).save(force_insert=True)
     except IntegrityError:
         _refuse_if_deleted(agent)
         if idempotency_key is None:
@@ -536,6 +541,8 @@ def enqueue(
         return
     run_execution.apply_async(
         args=[execution_id],
+        # Which agent: the worker then claims with the agent it keeps, if still this version.
+        kwargs={"agent": agent.pk},
         task_id=task_id,
         queue=agent.queue,
         # The Redis transport serves lower numbers first; an agent's priority is "higher first".
@@ -637,13 +644,22 @@ def new_event(
 
 
 def execution_claim(
-    *, execution_id: int, expected_attempt: int, worker: str, at: datetime
+    *,
+    execution_id: int,
+    expected_attempt: int,
+    worker: str,
+    at: datetime,
+    agent_id: int | None = None,
 ) -> tuple[Execution, ExecutionAttempt] | None:
     """Compare-and-set the execution to running for attempt ``expected_attempt + 1``.
 
     Only an execution that is queued or retrying with exactly ``expected_attempt`` attempts made
     is claimed; a duplicate or stale message, or a finished or cancelled execution, claims
     nothing (None). The claimed execution comes with its agent; the attempt is opened.
+
+    ``agent_id`` (the message's): on Postgres, an agent without limits that this process has
+    read before is not read again; the claim itself checks that its version is still the one
+    read (``fastpath.claim``), else the agent is read afresh and the claim made again.
     """
     from . import capacity, fastpath
 
@@ -656,8 +672,15 @@ def execution_claim(
     # An agent with limits is claimed through them (executions.capacity); the others take the
     # one-statement claim on Postgres, or the ORM's, which reads the agent with the run.
     if fastpath.enabled():
+        kept = fastpath.kept_agent(agent_id)
+        if kept is not None:
+            claimed = fastpath.claim(**kwargs, agent=kept, agent_version=kept.version)
+            if claimed is not None:
+                return claimed
         agent = Agent.objects.filter(executions__pk=execution_id).first()
         gated = agent is not None and capacity.gates(agent)
+        if agent is not None and not gated:
+            fastpath.keep_agent(agent)
         claimed = None if gated or agent is None else fastpath.claim(**kwargs, agent=agent)
     else:
         claimed = _claim(**kwargs, ungated_only=True)

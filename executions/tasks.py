@@ -35,8 +35,11 @@ class RunExecutionTask(Task):
     # An expected outcome, not a bug: logged on one line, without a traceback.
     throws=(ExecutionFailed,),
 )
-def run_execution(self, execution_id: int, db_waits: int = 0) -> None:
+def run_execution(self, execution_id: int, db_waits: int = 0, agent: int | None = None) -> None:
     """Run the next attempt of execution ``execution_id``.
+
+    ``agent``: the agent's id (messages from older releases have none): a worker that keeps the
+    agent claims without reading it again (``services.execution_claim``).
 
     ``self.request.retries`` is the number of attempts made before this message was sent; the
     runner claims the execution only if the row agrees, so duplicate and stale messages do
@@ -55,6 +58,7 @@ def run_execution(self, execution_id: int, db_waits: int = 0) -> None:
             execution_id=execution_id,
             expected_attempt=self.request.retries,
             worker=self.request.hostname or "",
+            agent_id=agent,
         )
     except (OperationalError, InterfaceError) as exc:
         resend_while_database_away(self, exc, execution_id=execution_id, db_waits=db_waits)
@@ -90,7 +94,7 @@ def resend_while_database_away(task: Task, exc: Exception, *, execution_id: int,
     )
     # The same message (task id, attempt count, time limits, queue) with one more wait counted.
     task.signature_from_request(
-        kwargs={"db_waits": db_waits + 1}, countdown=countdown
+        kwargs={**(task.request.kwargs or {}), "db_waits": db_waits + 1}, countdown=countdown
     ).apply_async()
 
 

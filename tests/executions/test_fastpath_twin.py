@@ -2,8 +2,9 @@
 
 Each scenario runs twice on the same Postgres database, once with the one-statement claim and
 finish of ``executions.fastpath`` and once with the ORM path that SQLite takes
-(``CONVEYOR_FASTPATH`` off), on two executions of the same agent at the same pinned times. Every
-row either path writes (the execution's fields, its events, attempts and logs) must be equal,
+(``CONVEYOR_FASTPATH`` off), on two executions of the same agent, each created by its path, at
+the same pinned times. Every row either path writes (the execution's fields, its events,
+attempts and logs) must be equal,
 field by field, apart from the keys that name the rows themselves.
 """
 
@@ -167,9 +168,11 @@ def test_both_paths_write_the_same_rows(scenario, final, make_agent, settings, p
     written = {}
     for fastpath in (True, False):
         settings.CONVEYOR_FASTPATH = fastpath
-        execution = execution_request(
-            agent=agent, trigger="api", input={"n": 1}, reason="twin", at=T0
-        )
+        with CaptureQueriesContext(connection) as created:
+            execution = execution_request(
+                agent=agent, trigger="api", input={"n": 1}, reason="twin", at=T0
+            )
+        assert any(q["sql"].startswith("WITH created AS") for q in created) == fastpath
         with CaptureQueriesContext(connection) as queries:
             if "pinned_clock" in scenario.__code__.co_varnames:
                 scenario(execution, pinned_clock)
