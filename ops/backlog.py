@@ -185,13 +185,15 @@ class QueueBacklog:
     drain: Drain
 
 
-def execution_queues() -> list[str]:
-    """The queues agents' runs go to: those of ops.selectors.queue_names without the
-    maintenance and notifications queues (no execution waits there)."""
-    from .selectors import queue_names
+def execution_queues(names: list[str] | None = None) -> list[str]:
+    """The queues agents' runs go to: ``names`` (default ops.selectors.queue_names, one query)
+    without the maintenance and notifications queues (no execution waits there)."""
+    if names is None:
+        from .selectors import queue_names
 
+        names = queue_names()
     own = {settings.CONVEYOR_MAINTENANCE_QUEUE, settings.CONVEYOR_NOTIFICATIONS_QUEUE}
-    return [q for q in queue_names() if q not in own]
+    return [q for q in names if q not in own]
 
 
 def _active_by_queue(now: datetime) -> QuerySet:

@@ -233,6 +233,9 @@ class Figures:
     duration_sum: float = 0.0
     #: Cumulative counts per bound of DURATION_BUCKETS.
     duration_le: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    #: Start latencies (rollups only: raw rows' are read apart, ``start_latencies``).
+    latency_count: int = 0
+    latency_sum: float = 0.0
 
     @property
     def runs(self) -> int:
@@ -248,6 +251,8 @@ class Figures:
             "retries",
             "duration_count",
             "duration_sum",
+            "latency_count",
+            "latency_sum",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.categories.update(other.categories)
