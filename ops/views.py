@@ -172,18 +172,19 @@ def _backlog_context(data: selectors.Dashboard) -> dict:
 
     window = data.window
     starts = [bar.start for bar in data.latency]
+    # Queues where nothing waits, runs or finished lately are named in one line, not a row each.
     rows = [
-        {
-            "b": b,
-            "url": url(agent__queue__exact=b.queue, status__in="queued,retrying"),
-        }
+        {"b": b, "url": url(agent__queue__exact=b.queue, status__in="queued,retrying")}
         for b in data.backlog
+        if b.queued or b.running or b.drain.finished
     ]
+    quiet = [b.queue for b in data.backlog if not (b.queued or b.running or b.drain.finished)]
     waited = [s for s in data.samples if any(v for v in s.queued)]
     colours = dict(zip([s.queue for s in waited], _cycle(LINE_COLOURS, len(waited)), strict=True))
     unit = "hour" if window.bucket >= selectors.HOUR else "minute"
     return {
         "backlog_rows": rows,
+        "quiet_queues": quiet,
         "backlog_total": data.backlog_total,
         "backlog_sampled": bool(data.samples),
         "backlog_chart": lines_svg(

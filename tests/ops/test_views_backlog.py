@@ -40,11 +40,14 @@ def test_it_says_how_long_each_queue_takes_to_drain(staff_client, make_agent, ma
     assert "7 min" in stuck_row.group(0)  # its oldest run's wait
     total = html[html.index("<tfoot>") :]
     assert "All queues" in total and ">13<" in total
-    assert "empty: nothing waits" in html  # the other declared queues
+    # The other declared queues: named in one line, not a row each.
+    quiet = html[html.index('id="quiet-queues"') :]
+    assert "<code>ops-q3</code>" in quiet and "<code>ops-q1</code>" not in quiet
+    assert "ops-q3" not in html[: html.index('id="quiet-queues"')]
 
 
-def test_the_queue_links_to_its_waiting_runs_in_the_admin(staff_client, make_agent):
-    make_agent(queue="ops-q1")
+def test_the_queue_links_to_its_waiting_runs_in_the_admin(staff_client, make_agent, make_execution):
+    make_execution(make_agent(queue="ops-q1"), "queued")
 
     html = panel(staff_client.get(DASHBOARD))
 
