@@ -569,6 +569,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="5"),
         "options": {"queue": CONVEYOR_MAINTENANCE_QUEUE, "expire_seconds": 3600},
     },
+    # What waits in each queue, once a minute, for the dashboard's backlog over time
+    # (ops.backlog.sample). Dropped rather than replayed when late: a minute has one sample.
+    "conveyor-queue-samples": {
+        "task": "ops.tasks.sample_queues",
+        "schedule": 60.0,
+        "options": {"queue": CONVEYOR_MAINTENANCE_QUEUE, "expire_seconds": 60},
+    },
 }
 # Celery's Django fixup closes the database connection around every task unless this is set,
 # so each execution would pay a new Postgres connection. Read by celery.fixups.django.

@@ -110,3 +110,88 @@ def throughput_svg(buckets: list[Bucket], window: TimeWindow) -> SafeString:
 
 def _unit(window: TimeWindow) -> str:
     return "hour" if window.bucket >= timedelta(hours=1) else "minute"
+
+
+# Colours of the line charts' series, in order (a queue's colour is its place in the list).
+LINE_COLOURS = ("#3656d6", "#e08a1e", "#4cc38a", "#b04fc9", "#e5604e", "#2a9bb5", "#7a7f8c")
+
+
+def lines_svg(
+    starts: list,
+    series: list[tuple[str, str, list[float | None]]],
+    window: TimeWindow,
+    *,
+    label: str,
+    format_value=None,
+) -> SafeString:
+    """A line per series (name, colour, a value or None per bar of ``starts``) over the window's
+    time axis: the backlog per queue, the start latency's percentiles. A gap where a value is
+    None (no sample, or no run started in that bar); a lone value is a dot. Hovering a point
+    shows its bar's time and value."""
+    values = [v for _, _, vs in series for v in vs if v is not None]
+    if not starts or not values:
+        return mark_safe("")
+    format_value = format_value or (lambda v: f"{v:g}")
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    top = max(values)
+    top = nice_ceiling(math.ceil(top)) if top >= 1 else top * 1.1 or 1
+    step = plot_w / len(starts)
+    base = TOP + plot_h
+
+    def x(i: int) -> float:
+        return LEFT + (i + 0.5) * step
+
+    def y(v: float) -> float:
+        return base - plot_h * v / top
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for fraction in (0, 0.5, 1):
+        yy = base - plot_h * fraction
+        parts.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
+            f'<text x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end" class="axis">'
+            f"{escape(format_value(top * fraction))}</text>"
+        )
+    for name, colour, vs in series:
+        path, dots = [], []
+        previous = None
+        for i, v in enumerate(vs):
+            if v is None:
+                previous = None
+                continue
+            path.append(f"{'L' if previous is not None else 'M'}{x(i):.2f} {y(v):.2f}")
+            alone = previous is None and (i + 1 >= len(vs) or vs[i + 1] is None)
+            if alone:
+                dots.append(f'<circle cx="{x(i):.2f}" cy="{y(v):.2f}" r="2.5" fill="{colour}"/>')
+            previous = v
+        parts.append(
+            f'<g class="series" data-series="{escape(name)}">'
+            f'<path d="{"".join(path)}" fill="none" stroke="{colour}" stroke-width="2" '
+            f'stroke-linejoin="round"/>{"".join(dots)}</g>'
+        )
+    tick_minutes = int(TICKS[window.key].total_seconds() // 60)
+    for i, start in enumerate(starts):
+        local = timezone.localtime(start)
+        if i and (local.hour * 60 + local.minute) % tick_minutes == 0:
+            xx = LEFT + i * step
+            fmt = "%a %d" if window.key == "7d" else "%H:%M"
+            parts.append(
+                f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{base}" y2="{base + 4}" class="grid"/>'
+                f'<text x="{xx:.1f}" y="{HEIGHT - 6}" text-anchor="middle" class="axis">'
+                f"{escape(local.strftime(fmt))}</text>"
+            )
+    # A hover target per bar with every series' value at that time.
+    for i, start in enumerate(starts):
+        shown = [f"{name}: {format_value(vs[i])}" for name, _, vs in series if vs[i] is not None]
+        if not shown:
+            continue
+        title = f"{timezone.localtime(start):%a %d %b %H:%M}: " + ", ".join(shown)
+        parts.append(
+            f'<rect class="slice" x="{LEFT + i * step:.2f}" y="{TOP}" width="{step:.2f}" '
+            f'height="{plot_h}"><title>{escape(title)}</title></rect>'
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only

@@ -7,13 +7,16 @@ database and the broker, not from process memory).
 
 from __future__ import annotations
 
+import math
+
+from django.utils import timezone
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
 
-from . import selectors, system
+from . import backlog, selectors, system
 
 
 class ConveyorCollector:
@@ -60,6 +63,22 @@ class ConveyorCollector:
             "conveyor_executions_running", "Executions running now.", value=snapshot.running
         )
 
+        latency = HistogramMetricFamily(
+            "conveyor_execution_start_latency_seconds",
+            "Time from when a run could start (its creation, or the start time it asked for) to "
+            "its first attempt's start, over every run that started (past hours' buckets from "
+            "the rollups' histograms, within 1%).",
+        )
+        buckets = [
+            (_bound(bound), n)
+            for bound, n in zip(selectors.LATENCY_BUCKETS, snapshot.latency_le, strict=True)
+        ]
+        buckets.append(("+Inf", snapshot.latency_count))
+        latency.add_metric([], buckets, snapshot.latency_sum)
+        yield latency
+
+        yield from _backlog(backlog.queue_backlog(now=timezone.now()))
+
         queues = selectors.queue_names()
         depths = system.queue_depths(queues)
         yield GaugeMetricFamily(
@@ -89,6 +108,46 @@ class ConveyorCollector:
                 "Messages handed to workers and not acknowledged yet (all queues).",
                 value=depths.unacked,
             )
+
+
+def _backlog(rows: list[backlog.QueueBacklog]):
+    """Each queue's backlog and time to drain (ops.backlog, the rule the dashboard shows)."""
+    window = int(backlog.RATE_WINDOW.total_seconds() // 60)
+    families = {
+        "queued": GaugeMetricFamily(
+            "conveyor_queue_backlog",
+            "Runs that could start now and that no worker has started (from the database).",
+            labels=["queue"],
+        ),
+        "oldest_age": GaugeMetricFamily(
+            "conveyor_queue_oldest_age_seconds",
+            "How long the oldest run of the backlog has waited (0: none waits).",
+            labels=["queue"],
+        ),
+        "running": GaugeMetricFamily(
+            "conveyor_queue_running", "Runs of the queue running on a worker.", labels=["queue"]
+        ),
+        "rate": GaugeMetricFamily(
+            "conveyor_queue_finished_per_second",
+            f"Runs of the queue finished per second over the last {window} minutes.",
+            labels=["queue"],
+        ),
+        "drain": GaugeMetricFamily(
+            "conveyor_queue_drain_seconds",
+            f"Time to drain the backlog at the rate of the last {window} minutes: backlog / "
+            "rate (0: empty; +Inf: runs wait and none finished).",
+            labels=["queue"],
+        ),
+    }
+    for r in rows:
+        drain = r.drain
+        families["queued"].add_metric([r.queue], r.queued)
+        families["oldest_age"].add_metric([r.queue], r.oldest_age or 0)
+        families["running"].add_metric([r.queue], r.running)
+        families["rate"].add_metric([r.queue], drain.per_minute / 60)
+        seconds = {"empty": 0.0, "not_draining": math.inf}.get(drain.state, drain.seconds)
+        families["drain"].add_metric([r.queue], seconds)
+    yield from families.values()
 
 
 def _bound(seconds: float) -> str:

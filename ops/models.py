@@ -52,6 +52,13 @@ class Rollup(models.Model):
     duration_count = models.PositiveIntegerField(default=0)
     duration_sum = models.FloatField(default=0.0)
     duration_le = models.JSONField(default=dict, blank=True)
+    # Start latency of every run that started (ops.backlog.start_latency: from the time it could
+    # start, its creation or its delayed start, to its first attempt's start): how many, their
+    # sum in seconds, and a histogram of them as ``durations`` (merged into percentiles of
+    # several periods; /metrics' buckets are read from it, ~1% precision).
+    latency_count = models.PositiveIntegerField(default=0)
+    latency_sum = models.FloatField(default=0.0)
+    latencies = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -100,3 +107,31 @@ class RollupCursor(models.Model):
 
     def __str__(self):
         return f"rolled until {self.hours_until}"
+
+
+class QueueSample(models.Model):
+    """What waited in one queue at one minute: written once a minute by the beat entry
+    ``conveyor-queue-samples`` (ops.backlog.sample), so the dashboard can draw the backlog over
+    time. One row per queue and minute (a second sample of the same minute changes nothing);
+    rows older than ops.backlog.SAMPLES_KEPT are deleted as new ones are written."""
+
+    # The minute sampled (UTC, on the minute).
+    at = models.DateTimeField()
+    queue = models.CharField(max_length=100)
+    # Runs ready to start that no worker has started (ops.backlog.waiting_for_a_worker).
+    queued = models.PositiveIntegerField(default=0)
+    # Seconds the oldest of them had waited; None: none waited.
+    oldest_age = models.FloatField(null=True, blank=True)
+    # Runs of the queue running (on a worker).
+    running = models.PositiveIntegerField(default=0)
+    # Messages in the broker's list for the queue; None: the broker did not answer.
+    broker = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Also the index of the dashboard's window (``at`` first) and of the clean-up.
+            models.UniqueConstraint(fields=["at", "queue"], name="queue_sample_one_per_minute"),
+        ]
+
+    def __str__(self):
+        return f"{self.queue} {self.at:%Y-%m-%d %H:%M}: {self.queued} queued"

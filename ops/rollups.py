@@ -55,6 +55,11 @@ histogram of their durations in buckets 2% wide (:func:`histogram_key`). A windo
 percentiles merge the histograms of its rollups with the exact durations of its raw rows: exact
 when the window is all raw, within 1% of the exact figure otherwise. A rollup to which late
 finishers were added takes its percentiles from its merged histogram.
+
+Start latencies (ops.backlog.start_latency: from when a run could start to its first attempt's
+start) of every run that started are kept the same way, as a count, a sum and a histogram
+(``latencies``), so the dashboard's latency percentiles per hour and /metrics' latency
+histogram outlive the rows too.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ from django.utils import timezone
 from executions.models import Execution
 from executions.selectors import percentile
 
+from .backlog import ready_at, start_latency
 from .models import Rollup, RollupCursor
 
 logger = logging.getLogger("conveyor.ops")
@@ -227,6 +233,9 @@ class Figures:
     duration_sum: float = 0.0
     #: Cumulative counts per bound of DURATION_BUCKETS.
     duration_le: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    #: Start latencies (rollups only: raw rows' are read apart, ``start_latencies``).
+    latency_count: int = 0
+    latency_sum: float = 0.0
 
     @property
     def runs(self) -> int:
@@ -242,6 +251,8 @@ class Figures:
             "retries",
             "duration_count",
             "duration_sum",
+            "latency_count",
+            "latency_sum",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.categories.update(other.categories)
@@ -299,6 +310,27 @@ def succeeded_durations(rows: QuerySet[Execution]):
     return rows.filter(status=Status.SUCCEEDED, duration__isnull=False)
 
 
+def started(rows: QuerySet[Execution]):
+    """The runs of ``rows`` that started (those with a start latency, ops.backlog)."""
+    return rows.filter(started_at__isnull=False)
+
+
+def start_latencies(rows: QuerySet[Execution], *, by: str | None = None):
+    """The start latencies (seconds, ops.backlog.start_latency) of the runs of ``rows`` that
+    started: a list, or {value of the column ``by``: list} (one query)."""
+    columns = ("created_at", "not_before", "started_at")
+    found: dict = {}
+    for row in started(rows).values_list(*columns, *([by] if by else [])):
+        seconds = start_latency(created_at=row[0], not_before=row[1], started_at=row[2])
+        found.setdefault(row[3] if by else None, []).append(seconds)
+    return found if by else found.get(None, [])
+
+
+def histogram(seconds: Iterable[float]) -> dict[str, int]:
+    """Durations as ``Rollup.durations`` and ``Rollup.latencies`` keep them: {key: n}."""
+    return {str(k): n for k, n in sorted(Counter(map(histogram_key, seconds)).items())}
+
+
 # --- Writing ------------------------------------------------------------------------------------
 
 ROLLUP_FIELDS = [
@@ -314,6 +346,9 @@ ROLLUP_FIELDS = [
     "duration_count",
     "duration_sum",
     "duration_le",
+    "latency_count",
+    "latency_sum",
+    "latencies",
     "updated_at",
 ]
 
@@ -335,9 +370,19 @@ def _rollups(rows: QuerySet[Execution], kind: str, *, at: datetime) -> dict[tupl
         seconds = duration.total_seconds()
         values.setdefault((agent_id, start), []).append(seconds)
         values.setdefault((None, start), []).append(seconds)
+    latencies: dict[tuple, list[float]] = {}
+    for agent_id, start, *times in (
+        started(rows)
+        .annotate(start=period_start(kind))
+        .values_list("agent_id", "start", "created_at", "not_before", "started_at")
+    ):
+        seconds = start_latency(created_at=times[0], not_before=times[1], started_at=times[2])
+        latencies.setdefault((agent_id, start), []).append(seconds)
+        latencies.setdefault((None, start), []).append(seconds)
     rollups = {}
     for key, f in figures.items():
         seconds = sorted(values.get(key, ()))
+        waits = latencies.get(key, [])
         rollups[key] = Rollup(
             agent_id=key[0],
             period=kind,
@@ -349,9 +394,12 @@ def _rollups(rows: QuerySet[Execution], kind: str, *, at: datetime) -> dict[tupl
             retries=f.retries,
             p50=percentile(seconds, 0.5),
             p95=percentile(seconds, 0.95),
-            durations={str(k): n for k, n in sorted(Counter(map(histogram_key, seconds)).items())},
+            durations=histogram(seconds),
             duration_count=f.duration_count,
             duration_sum=f.duration_sum,
+            latency_count=len(waits),
+            latency_sum=math.fsum(waits),
+            latencies=histogram(waits),
             updated_at=at,
             **f.rollup_json(),
         )
@@ -360,10 +408,19 @@ def _rollups(rows: QuerySet[Execution], kind: str, *, at: datetime) -> dict[tupl
 
 def _added(old: Rollup, new: Rollup) -> Rollup:
     """``new`` (runs added to a period) with ``old`` (the period's rollup) added to it."""
-    for name in ("succeeded", "failed", "cancelled", "attempts", "retries", "duration_count"):
+    for name in (
+        "succeeded",
+        "failed",
+        "cancelled",
+        "attempts",
+        "retries",
+        "duration_count",
+        "latency_count",
+    ):
         setattr(new, name, getattr(old, name) + getattr(new, name))
     new.duration_sum += old.duration_sum
-    for name in ("categories", "durations", "duration_le"):
+    new.latency_sum += old.latency_sum
+    for name in ("categories", "durations", "duration_le", "latencies"):
         total = Counter(getattr(old, name))
         total.update(getattr(new, name))
         setattr(new, name, dict(sorted(total.items())))
@@ -409,8 +466,17 @@ def _insert_in_sql(rows: QuerySet[Execution], kind: str, *, at: datetime) -> int
     The site-wide rows are the grouping sets without the agent (``a`` 0).
     """
     inner, inner_params = (
-        rows.annotate(start=period_start(kind))
-        .values("agent_id", "start", "status", "error_category", "attempt", "duration")
+        rows.annotate(start=period_start(kind), ready=ready_at())
+        .values(
+            "agent_id",
+            "start",
+            "status",
+            "error_category",
+            "attempt",
+            "duration",
+            "started_at",
+            "ready",
+        )
         .order_by()
         .query.sql_with_params()
     )
@@ -418,12 +484,13 @@ def _insert_in_sql(rows: QuerySet[Execution], kind: str, *, at: datetime) -> int
     le_params = [p for b in DURATION_BUCKETS for p in (bound_key(b), timedelta(seconds=b))]
     succeeded = "status = %s AND duration IS NOT NULL"
     table = connection.ops.quote_name(Rollup._meta.db_table)
+    latency = "GREATEST(date_part('epoch', started_at - ready), 0)"
     columns = """agent_id, period, "start", succeeded, failed, cancelled, categories,
         attempts, retries, p50, p95, durations, duration_count, duration_sum, duration_le,
-        updated_at"""
+        latency_count, latency_sum, latencies, updated_at"""
     values = """%s, g."start", g.succeeded, g.failed, g.cancelled, g.categories, g.attempts,
         g.retries, g.p50, g.p95, g.durations, g.duration_count, g.duration_sum, g.duration_le,
-        %s"""
+        g.latency_count, g.latency_sum, g.latencies, %s"""
     update = ", ".join(f"{f} = EXCLUDED.{f}" for f in ROLLUP_FIELDS)
     sql = f"""
         WITH r AS MATERIALIZED ({inner}),
@@ -440,7 +507,9 @@ def _insert_in_sql(rows: QuerySet[Execution], kind: str, *, at: datetime) -> int
                     FILTER (WHERE {succeeded}) AS p95,
                 count(duration) AS duration_count,
                 coalesce(sum(date_part('epoch', duration)), 0) AS duration_sum,
-                jsonb_build_object({le}) AS duration_le
+                jsonb_build_object({le}) AS duration_le,
+                count(started_at) AS latency_count,
+                coalesce(sum({latency}), 0) AS latency_sum
             FROM r GROUP BY GROUPING SETS ((agent_id, "start"), ("start"))
         ),
         categories AS (
@@ -462,11 +531,22 @@ def _insert_in_sql(rows: QuerySet[Execution], kind: str, *, at: datetime) -> int
                 ) k GROUP BY GROUPING SETS ((agent_id, "start", key), ("start", key))
             ) s GROUP BY a, "start"
         ),
+        latency_histograms AS (
+            SELECT a, "start", jsonb_object_agg(key::text, n) AS latencies FROM (
+                SELECT coalesce(agent_id, 0) AS a, "start", key, count(*) AS n FROM (
+                    SELECT agent_id, "start",
+                        CEIL(LN(GREATEST({latency}, %s)) / %s)::integer AS key
+                    FROM r WHERE started_at IS NOT NULL
+                ) k GROUP BY GROUPING SETS ((agent_id, "start", key), ("start", key))
+            ) s GROUP BY a, "start"
+        ),
         g AS MATERIALIZED (
             SELECT counts.*, categories.categories,
-                coalesce(histograms.durations, '{{}}'::jsonb) AS durations
+                coalesce(histograms.durations, '{{}}'::jsonb) AS durations,
+                coalesce(latency_histograms.latencies, '{{}}'::jsonb) AS latencies
             FROM counts JOIN categories USING (a, "start")
             LEFT JOIN histograms USING (a, "start")
+            LEFT JOIN latency_histograms USING (a, "start")
         ),
         agents AS (
             INSERT INTO {table} ({columns}) SELECT g.a, {values} FROM g WHERE g.a <> 0
@@ -491,6 +571,8 @@ def _insert_in_sql(rows: QuerySet[Execution], kind: str, *, at: datetime) -> int
         SHORTEST,
         LOG_GAMMA,
         Status.SUCCEEDED,
+        SHORTEST,
+        LOG_GAMMA,
         kind,
         at,
         kind,

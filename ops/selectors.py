@@ -55,7 +55,8 @@ from executions.errors import Category
 from executions.models import Execution, ExecutionAttempt, Limiter
 from executions.selectors import STATS_WINDOW
 
-from . import rollups
+from . import backlog, rollups
+from .backlog import QueueBacklog, SampleSeries, start_latency
 from .rollups import Durations
 
 Status = Execution.Status
@@ -65,6 +66,9 @@ TOP_AGENTS = 12
 STUCK_LIMIT = 20
 # Histogram buckets of /metrics, in seconds (Prometheus' "le" bounds; +Inf is added).
 DURATION_BUCKETS = rollups.DURATION_BUCKETS
+# Buckets of /metrics' start latency histogram, in seconds (a run starts in milliseconds when a
+# worker is free, in minutes when the queue is backed up).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 # --- SQL helpers -------------------------------------------------------------------------------
@@ -356,6 +360,59 @@ def window_throughput(*, window: TimeWindow, rows: WindowRows, now: datetime) ->
     return buckets
 
 
+@dataclass
+class LatencyBar:
+    """The start latencies (ops.backlog.start_latency) of the runs created in one bar of the
+    window that have started."""
+
+    start: datetime
+    count: int = 0
+    p50: float | None = None
+    p95: float | None = None
+
+
+def window_latency(
+    *, window: TimeWindow, rows: WindowRows, now: datetime
+) -> tuple[list[LatencyBar], Durations]:
+    """The median and 95th percentile of the start latency per bar (by creation time, every bar
+    present), and all the window's latencies together (for its own percentiles).
+
+    Hourly bars merge the site-wide hourly rollups' latency histograms (one query) with the raw
+    rows' exact latencies (one query, the rows ops.rollups.split leaves raw); minute bars read
+    the last hour's rows (index ``execution_recent_status``)."""
+    since = rows.since
+    bars: dict[datetime, Durations] = {}
+    if window.bucket == HOUR:
+        hours = rows.split.site_hours.filter(latency_count__gt=0).values_list("start", "latencies")
+        for start, histogram in hours:
+            bars.setdefault(start, Durations()).add_histogram(histogram)
+        raw = rows.split.raw
+    else:
+        raw = Execution.objects.filter(created_at__gte=since)
+    columns = ("created_at", "not_before", "started_at")
+    for created_at, not_before, started_at in rollups.started(raw).values_list(*columns):
+        bar = since + (created_at - since) // window.bucket * window.bucket
+        seconds = start_latency(created_at=created_at, not_before=not_before, started_at=started_at)
+        bars.setdefault(bar, Durations()).add_values([seconds])
+    overall = Durations()
+    for durations in bars.values():
+        overall.counts.update(durations.counts)
+    found = []
+    start = since
+    while start <= now:
+        durations = bars.get(start)
+        if durations:
+            found.append(
+                LatencyBar(
+                    start, len(durations), durations.percentile(0.5), durations.percentile(0.95)
+                )
+            )
+        else:
+            found.append(LatencyBar(start))
+        start += window.bucket
+    return found, overall
+
+
 # --- Agent statistics (the agent page and the API) ---------------------------------------------
 
 
@@ -523,6 +580,15 @@ class Dashboard:
     over_timeout: list[Execution]
     queued_long: list[Execution]
     queues: list[str] = field(default_factory=list)
+    #: Each queue's backlog and time to drain now, and all queues' together (ops.backlog).
+    backlog: list[QueueBacklog] = field(default_factory=list)
+    backlog_total: QueueBacklog | None = None
+    #: The queues' samples over the window, a point per bar.
+    samples: list[SampleSeries] = field(default_factory=list)
+    #: Start latency per bar, and over the whole window.
+    latency: list[LatencyBar] = field(default_factory=list)
+    latency_p50: float | None = None
+    latency_p95: float | None = None
 
     @property
     def busiest_agents(self) -> list[AgentFigures]:
@@ -538,6 +604,9 @@ def dashboard(*, window: TimeWindow, now: datetime) -> Dashboard:
     since = window.start(now)
     rows = window_rows(since=since)
     overview, agents = window_figures(rows)
+    names = queue_names()
+    queues = backlog.queue_backlog(now=now, queues=backlog.execution_queues(names))
+    latency, latencies = window_latency(window=window, rows=rows, now=now)
     return Dashboard(
         window=window,
         now=now,
@@ -549,7 +618,13 @@ def dashboard(*, window: TimeWindow, now: datetime) -> Dashboard:
         live=live_counts(),
         over_timeout=running_over_timeout(now=now),
         queued_long=queued_too_long(now=now),
-        queues=queue_names(),
+        queues=names,
+        backlog=queues,
+        backlog_total=backlog.total(queues),
+        samples=backlog.sample_series(since=since, now=now, step=window.bucket, trunc=window.trunc),
+        latency=latency,
+        latency_p50=latencies.percentile(0.5),
+        latency_p95=latencies.percentile(0.95),
     )
 
 
@@ -565,11 +640,17 @@ class MetricsSnapshot:
     #: agent id -> (name, owner, uuid, cumulative counts per DURATION_BUCKETS bound, count, sum).
     durations: dict[int, tuple[str, str, str, list[int], int, float]]
     running: int
+    #: Start latencies of every run that started: cumulative counts per LATENCY_BUCKETS bound,
+    #: count, sum.
+    latency_le: list[int] = field(default_factory=list)
+    latency_count: int = 0
+    latency_sum: float = 0.0
 
 
 def metrics_snapshot() -> MetricsSnapshot:
     """The figures of /metrics: totals over every execution (Prometheus wants totals, not
-    windows), in seven queries whose cost does not grow with the executions table.
+    windows), in nine queries whose cost does not grow with the executions table (the raw
+    rows' start latencies are read one by one: the current hour's and the unsettled runs').
 
     The all-time rollups (ops.rollups: the site's row, and one per agent for its histogram) add
     up the settled executions of every rolled hour, the raw rows the rest (the current hour's,
@@ -577,7 +658,9 @@ def metrics_snapshot() -> MetricsSnapshot:
     of agents deleted since, so the counters never go down.
     """
     part = rollups.split(since=None)
-    site = rollups.rollup_totals(part.site, fields=("attempts", "retries"))
+    site = rollups.rollup_totals(
+        part.site, fields=("attempts", "retries", "latency_count", "latency_sum")
+    )
     per_agent = rollups.rollup_totals(
         part.agents.filter(duration_count__gt=0),
         by="agent_id",
@@ -621,12 +704,27 @@ def metrics_snapshot() -> MetricsSnapshot:
             figures.duration_sum,
         )
     running = Execution.objects.filter(status=Status.RUNNING).count()
+
+    # Start latencies: the all-time rollup's histogram (each bucket at its representative value,
+    # within 1%) and the raw rows' exact values.
+    latency = Durations()
+    latency.add_histogram(rollups.json_totals(part.site, "latencies"))
+    raw_latencies = rollups.start_latencies(part.raw)
+    latency.add_values(raw_latencies)
+    latency_le = [0] * len(LATENCY_BUCKETS)
+    for value, n in latency.counts.items():
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if value <= bound:
+                latency_le[i] += n
     return MetricsSnapshot(
         {pair: n for pair, n in by_status.items() if n},
         site.attempts,
         site.retries,
         durations,
         running,
+        latency_le=latency_le,
+        latency_count=site.latency_count + len(raw_latencies),
+        latency_sum=site.latency_sum + sum(raw_latencies),
     )
 
 

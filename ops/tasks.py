@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from . import rollups
+from . import backlog, rollups
 
 
 @shared_task(name="ops.tasks.roll_up", ignore_result=True)
@@ -14,3 +14,10 @@ def roll_up() -> int:
     runs that settled since to their periods (``ops.rollups.roll_up``). Sent every hour by beat
     (``conveyor-rollups``); the daily retention task rolls up too before it deletes rows."""
     return rollups.roll_up(until=timezone.now())
+
+
+@shared_task(name="ops.tasks.sample_queues", ignore_result=True)
+def sample_queues() -> int:
+    """Write this minute's backlog sample of every queue (``ops.backlog.sample``). Sent every
+    minute by beat (``conveyor-queue-samples``)."""
+    return backlog.sample(now=timezone.now())

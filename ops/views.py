@@ -28,8 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from executions.models import Execution
 
+from . import backlog as backlog_rules
 from . import presence, selectors, system
-from .charts import throughput_svg
+from .charts import LINE_COLOURS, lines_svg, throughput_svg
 from .metrics import ConveyorCollector
 
 logger = logging.getLogger("conveyor.ops")
@@ -133,6 +134,7 @@ def dashboard(request):
         for e in data.queued_long
     ]
     workers = system.workers()
+    backlog = _backlog_context(data)
     return render(
         request,
         "ops/dashboard.html",
@@ -157,8 +159,59 @@ def dashboard(request):
             "unread_queues": [q["name"] for q in queues if q["workers"] == 0],
             "flower_url": settings.CONVEYOR_FLOWER_URL,
             **(_workers_context(workers) if workers is not None else {"workers": None}),
+            **backlog,
         },
     )
+
+
+def _backlog_context(data: selectors.Dashboard) -> dict:
+    """The backlog panel: each queue's backlog and time to drain now, and two charts over the
+    window: the most runs waiting per bar and queue (from the samples), and the start latency's
+    median and 95th percentile per bar."""
+    from executions.templatetags.conveyor import duration
+
+    window = data.window
+    starts = [bar.start for bar in data.latency]
+    # Queues where nothing waits, runs or finished lately are named in one line, not a row each.
+    rows = [
+        {"b": b, "url": url(agent__queue__exact=b.queue, status__in="queued,retrying")}
+        for b in data.backlog
+        if b.queued or b.running or b.drain.finished
+    ]
+    quiet = [b.queue for b in data.backlog if not (b.queued or b.running or b.drain.finished)]
+    waited = [s for s in data.samples if any(v for v in s.queued)]
+    colours = dict(zip([s.queue for s in waited], _cycle(LINE_COLOURS, len(waited)), strict=True))
+    unit = "hour" if window.bucket >= selectors.HOUR else "minute"
+    return {
+        "backlog_rows": rows,
+        "quiet_queues": quiet,
+        "backlog_total": data.backlog_total,
+        "backlog_sampled": bool(data.samples),
+        "backlog_chart": lines_svg(
+            starts,
+            [(s.queue, colours[s.queue], s.queued) for s in waited],
+            window,
+            label=f"Runs waiting per queue (the most in each {unit})",
+            format_value=lambda v: f"{v:g}" if v == int(v) else f"{v:.1f}",
+        ),
+        "backlog_colours": colours,
+        "latency_chart": lines_svg(
+            starts,
+            [
+                ("median", LINE_COLOURS[0], [b.p50 for b in data.latency]),
+                ("95th percentile", LINE_COLOURS[1], [b.p95 for b in data.latency]),
+            ],
+            window,
+            label=f"Start latency per {unit}: median and 95th percentile",
+            format_value=lambda v: "0" if v == 0 else duration(v),
+        ),
+        "latency_colours": LINE_COLOURS[:2],
+        "rate_minutes": int(backlog_rules.RATE_WINDOW.total_seconds() // 60),
+    }
+
+
+def _cycle(values: tuple, n: int) -> list:
+    return [values[i % len(values)] for i in range(n)]
 
 
 @operators_only

@@ -175,7 +175,8 @@ def make_execution():
       delayed or held. Any other state is held instead, so that no message is sent for a run
       this factory finishes itself.
     * ``running``, ``retrying``, ``succeeded`` and ``failed`` claim ``attempt`` attempts
-      (``execution_claim``), evenly spread over ``seconds`` from the time of the request; each
+      (``execution_claim``), evenly spread over ``seconds`` from the time of the request (plus
+      ``waited`` seconds before the first starts: its start latency); each
       attempt but the last fails with a temporary error (``attempt_fail``), the last one is
       left running, fails with a temporary error (``retrying``), succeeds with ``result``
       (``attempt_succeed``) or fails for good with ``error_category`` (``failed``: a temporary
@@ -198,6 +199,7 @@ def make_execution():
         reason: str = "",
         detail: str = "",
         result: Any = None,
+        waited: float = 0,
         **request: Any,
     ) -> Execution:
         if status not in Execution.Status.values:
@@ -212,7 +214,7 @@ def make_execution():
         total, parts = timedelta(seconds=seconds), max(attempt, 1)
 
         def after(part: int) -> datetime:  # the end of attempt ``part`` of ``parts``
-            return created + total * part / parts
+            return created + timedelta(seconds=waited) + total * part / parts
 
         # One transaction: a message published on commit finds the run already past it.
         with transaction.atomic():

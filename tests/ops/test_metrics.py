@@ -106,3 +106,70 @@ def test_staff_can_read_it_in_the_browser(staff_client):
     response = staff_client.get("/metrics")
     assert response.status_code == 200
     assert "conveyor_executions_running 0.0" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_each_queue_s_backlog_and_time_to_drain_are_the_dashboard_s(
+    staff_client, make_agent, make_execution
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ops import backlog
+
+    busy, idle, stuck = (make_agent(queue=f"ops-q{i}") for i in (1, 2, 3))
+    for _ in range(6):
+        make_execution(busy, "queued", ago=timedelta(minutes=3))
+    for _ in range(4):  # 4 in the last 10 minutes: 6 wait, 15 minutes to drain
+        make_execution(busy, "succeeded", ago=timedelta(minutes=5), seconds=1)
+    make_execution(busy, "running", ago=timedelta(seconds=10))
+    make_execution(stuck, "queued", ago=timedelta(minutes=1))
+    make_execution(idle, "succeeded", ago=timedelta(minutes=2), waited=2.5, seconds=1)
+
+    m = samples(staff_client.get("/metrics"))
+
+    assert m[key("conveyor_queue_backlog", queue="ops-q1")] == 6
+    assert m[key("conveyor_queue_running", queue="ops-q1")] == 1
+    assert m[key("conveyor_queue_oldest_age_seconds", queue="ops-q1")] == pytest.approx(180, abs=5)
+    assert m[key("conveyor_queue_finished_per_second", queue="ops-q1")] == pytest.approx(4 / 600)
+    assert m[key("conveyor_queue_drain_seconds", queue="ops-q1")] == pytest.approx(15 * 60)
+    # Nothing waits: 0; runs wait and none finished lately: +Inf.
+    assert m[key("conveyor_queue_drain_seconds", queue="ops-q2")] == 0
+    assert m[key("conveyor_queue_oldest_age_seconds", queue="ops-q2")] == 0
+    assert m[key("conveyor_queue_drain_seconds", queue="ops-q3")] == float("inf")
+    # The same rule as the dashboard's.
+    shown = {r.queue: r.drain.seconds for r in backlog.queue_backlog(now=timezone.now())}
+    assert shown["ops-q1"] == pytest.approx(m[key("conveyor_queue_drain_seconds", queue="ops-q1")])
+
+
+@pytest.mark.django_db
+def test_the_start_latency_histogram_counts_every_run_that_started(
+    staff_client, make_agent, make_execution
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ops.rollups import roll_up
+
+    agent = make_agent()
+    make_execution(agent, "succeeded", ago=timedelta(hours=3), waited=0.02)  # rolled up
+    make_execution(agent, "failed", ago=timedelta(hours=3), waited=7)  # rolled up
+    make_execution(agent, "succeeded", ago=timedelta(seconds=30), waited=0.3)  # raw
+    make_execution(agent, "running", ago=timedelta(seconds=20), waited=70)  # raw
+    make_execution(agent, "queued", ago=timedelta(seconds=10))  # not started
+    roll_up(until=timezone.now())
+
+    m = samples(staff_client.get("/metrics"))
+
+    name = "conveyor_execution_start_latency_seconds"
+    assert m[key(f"{name}_count")] == 4
+    assert m[key(f"{name}_sum")] == pytest.approx(0.02 + 7 + 0.3 + 70, rel=0.01)
+    assert m[key(f"{name}_bucket", le="0.01")] == 0
+    assert m[key(f"{name}_bucket", le="0.025")] == 1
+    assert m[key(f"{name}_bucket", le="0.5")] == 2
+    assert m[key(f"{name}_bucket", le="10.0")] == 3
+    assert m[key(f"{name}_bucket", le="60.0")] == 3
+    assert m[key(f"{name}_bucket", le="300.0")] == 4
+    assert m[key(f"{name}_bucket", le="+Inf")] == 4

@@ -497,3 +497,74 @@ def test_beat_rolls_up_every_hour_on_the_maintenance_queue(yesterday):
     # The task's body rolls up to now.
     assert tasks.roll_up() > 0
     assert RollupCursor.objects.get().hours_until == floor_hour(timezone.now())
+
+
+# --- Start latencies ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def waits(make_agent, make_execution):
+    """Runs that waited before their first attempt started, over the last three days."""
+    hour = floor_hour(timezone.now())
+    one, two = make_agent(name="one"), make_agent(name="two")
+    for n, hours in enumerate([1, 2, 5, 30, 31, 60]):
+        at = hour - timedelta(hours=hours, minutes=-10)
+        make_execution(one, "succeeded", at=at, waited=0.01 * (n + 1), seconds=1)
+        make_execution(two, "failed", at=at, waited=3 + n, attempt=2, error_category="network")
+        # A delayed run waits from its start time, not from its creation.
+        make_execution(two, "succeeded", at=at, waited=600, not_before=at + timedelta(minutes=9))
+        make_execution(two, "cancelled", at=at)  # never started: no latency
+    return one, two
+
+
+def test_a_rollup_keeps_the_start_latencies_of_the_runs_that_started(waits):
+    one, _two = waits
+    roll_up(until=timezone.now())
+    start = floor_hour(timezone.now()) - timedelta(hours=5)
+
+    site = Rollup.objects.get(period=HOUR, start=start, agent__isnull=True)
+    assert site.latency_count == 3
+    # 0.03 s for one's run; 5 s for two's failed one (its first attempt); 60 s for the delayed.
+    assert site.latency_sum == pytest.approx(0.03 + 5 + 60)
+    assert sum(site.latencies.values()) == 3
+    merged = rollups.Durations()
+    merged.add_histogram(site.latencies)
+    assert merged.percentile(0.5) == pytest.approx(5, rel=CLOSE)
+    everything = Rollup.objects.get(period=ALL, agent__isnull=True)
+    assert everything.latency_count == 18
+    assert Rollup.objects.get(period=ALL, agent=one).latency_count == 6
+
+
+def test_late_finishers_add_their_start_latencies(make_agent, make_execution):
+    agent = make_agent()
+    at = floor_hour(timezone.now()) - timedelta(hours=3)
+    make_execution(agent, "succeeded", at=at, waited=2, seconds=1)
+    running = make_execution(agent, "running", at=at + timedelta(minutes=1), waited=4)
+    roll_up(until=timezone.now() - timedelta(minutes=30))
+
+    attempt = running.attempts.get()
+    assert attempt_succeed(execution=running, attempt=attempt, result=None, at=timezone.now())
+    roll_up(until=timezone.now() + rollups.SETTLE)
+
+    site = Rollup.objects.get(period=HOUR, start=at, agent__isnull=True)
+    assert (site.latency_count, site.latency_sum) == (2, pytest.approx(6))
+    assert sum(site.latencies.values()) == 2
+
+
+@pytest.mark.skipif(
+    "postgresql" not in settings.DATABASES["default"]["ENGINE"],
+    reason="the rollups are written in SQL on Postgres only",
+)
+def test_postgres_writes_in_sql_the_start_latencies_python_computes(waits):
+    now = timezone.now()
+    settled = Execution.objects.filter(rollups.settled(now), created_at__lt=floor_hour(now))
+
+    def written(in_sql: bool) -> list[tuple]:
+        Rollup.objects.all().delete()
+        for kind in (HOUR, DAY, ALL):
+            rollups._write(settled, kind, at=now, in_sql=in_sql)
+        return [_rounded(row) for row in _rows()]
+
+    in_sql = written(True)
+    assert any(row[-3] for row in in_sql)  # latency_count: some runs started
+    assert in_sql == written(False)

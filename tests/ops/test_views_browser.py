@@ -68,7 +68,7 @@ def test_the_dashboard_and_the_execution_admin_in_a_browser(
     # The dashboard: figures, chart, and the workers panel that fills in after the page.
     expect(page.locator("h1")).to_have_text("Operations")
     expect(page.locator("#workers")).to_contain_text("online", timeout=10_000)
-    expect(page.locator("svg.chart")).to_be_visible()
+    expect(page.locator('svg.chart[aria-label^="Executions per"]')).to_be_visible()
     expect(page.locator("#stuck")).to_contain_text("invoice-sync")
     screenshot("ops-dashboard")
 

@@ -1,0 +1,116 @@
+"""The dashboard's backlog panel: each queue's runs waiting and time to drain now, the runs
+waiting over the window (from the queue samples) and the start latency per bar."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from ops import backlog
+from ops.models import QueueSample
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "/ops/"
+
+
+def panel(response) -> str:
+    html = response.content.decode()
+    return html[html.index('id="backlog"') : html.index('id="capacity"')]
+
+
+def test_it_says_how_long_each_queue_takes_to_drain(staff_client, make_agent, make_execution):
+    busy, stuck = make_agent(queue="ops-q1"), make_agent(queue="ops-q2")
+    for _ in range(12):
+        make_execution(busy, "queued", ago=timedelta(minutes=2))
+    for _ in range(40):  # 4 a minute over the last 10 minutes
+        make_execution(busy, "succeeded", ago=timedelta(minutes=4), seconds=1)
+    make_execution(stuck, "queued", ago=timedelta(minutes=7))
+
+    html = panel(staff_client.get(DASHBOARD))
+
+    row = re.search(r"<tr class=\"backlog-draining\">.*?ops-q1.*?</tr>", html, re.S).group(0)
+    assert ">12<" in row
+    assert "about 3 minutes at the current rate (4 runs/min over the last 10 minutes)" in row
+    stuck_row = re.search(r"<tr class=\"backlog-not_draining\">.*?ops-q2.*?</tr>", html, re.S)
+    assert "not draining: no run finished in the last 10 minutes" in stuck_row.group(0)
+    assert "7 min" in stuck_row.group(0)  # its oldest run's wait
+    total = html[html.index("<tfoot>") :]
+    assert "All queues" in total and ">13<" in total
+    # The other declared queues: named in one line, not a row each.
+    quiet = html[html.index('id="quiet-queues"') :]
+    assert "<code>ops-q3</code>" in quiet and "<code>ops-q1</code>" not in quiet
+    assert "ops-q3" not in html[: html.index('id="quiet-queues"')]
+
+
+def test_the_queue_links_to_its_waiting_runs_in_the_admin(staff_client, make_agent, make_execution):
+    make_execution(make_agent(queue="ops-q1"), "queued")
+
+    html = panel(staff_client.get(DASHBOARD))
+
+    assert "agent__queue__exact=ops-q1&amp;status__in=queued%2Cretrying" in html
+
+
+@pytest.mark.parametrize(("window", "points"), [("1h", 60), ("24h", 24), ("7d", 168)])
+def test_the_runs_waiting_are_drawn_from_the_samples_over_the_window(
+    staff_client, make_agent, window, points
+):
+    now = timezone.now()
+    for minutes, queued in ((3, 5), (2, 8), (1, 2)):
+        at = backlog.floor_minute(now - timedelta(minutes=minutes))
+        QueueSample.objects.create(at=at, queue="ops-q4", queued=queued, oldest_age=60)
+        QueueSample.objects.create(at=at, queue="ops-q5", queued=0)
+
+    response = staff_client.get(f"{DASHBOARD}?window={window}")
+
+    [series] = [s for s in response.context["d"].samples if s.queue == "ops-q4"]
+    assert len(series.queued) == points
+    assert max(v or 0 for v in series.queued) == 8
+    html = panel(response)
+    assert 'aria-label="Runs waiting per queue' in html
+    assert 'data-series="ops-q4"' in html
+    assert 'data-series="ops-q5"' not in html  # nothing waited there: no line
+    assert "ops-q4: 8" in html  # the hover text of the point
+
+
+def test_without_samples_it_says_where_they_come_from(staff_client):
+    html = panel(staff_client.get(DASHBOARD))
+
+    assert "No samples in this window yet" in html
+    assert "conveyor-queue-samples" in html
+
+
+def test_with_samples_and_nothing_waiting_it_says_so(staff_client):
+    QueueSample.objects.create(at=backlog.floor_minute(timezone.now()), queue="ops-q4")
+
+    html = panel(staff_client.get(DASHBOARD))
+
+    assert "No run waited for a worker in this window" in html
+
+
+def test_the_start_latency_is_drawn_per_bar_with_the_window_s_percentiles(
+    staff_client, make_agent, make_execution
+):
+    agent = make_agent()
+    for waited in (1, 2, 3, 4, 100):
+        make_execution(agent, "succeeded", ago=timedelta(minutes=5), waited=waited)
+
+    response = staff_client.get(f"{DASHBOARD}?window=1h")
+
+    d = response.context["d"]
+    assert d.latency_p50 == pytest.approx(3)
+    assert d.latency_p95 == pytest.approx(80.8)  # between 4 and 100, as percentile_cont
+    [bar] = [b for b in d.latency if b.count]
+    assert (bar.count, bar.p50) == (5, pytest.approx(3))
+    html = panel(response)
+    assert 'aria-label="Start latency per minute: median and 95th percentile"' in html
+    assert "Median 3.0 s" in html
+
+
+def test_without_started_runs_the_latency_chart_says_so(staff_client):
+    html = panel(staff_client.get(DASHBOARD))
+
+    assert "No run created in this window has started yet." in html
