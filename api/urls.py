@@ -6,11 +6,14 @@ from rest_framework.routers import SimpleRouter
 
 from . import views
 from .artifact_views import ExecutionArtifactView
+from .bulk_views import BulkActionViewSet
 
 app_name = "api"
 
 router = SimpleRouter(trailing_slash=False)
 router.register("agents", views.AgentViewSet, basename="agent")
+# Before "executions": /executions/bulk is not an execution's id.
+router.register("executions/bulk", BulkActionViewSet, basename="bulk-action")
 router.register("executions", views.ExecutionViewSet, basename="execution")
 router.register("channels", views.ChannelViewSet, basename="channel")
 

@@ -647,4 +647,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two "status" enums: each keeps a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "executions.models.Execution.Status",
+        "BulkActionStatusEnum": "executions.models.BulkAction.Status",
+    },
 }

@@ -45,6 +45,7 @@ from ops.admin_actions import ActionReport
 
 from .humanize import seconds_in_words
 from .models import (
+    BulkAction,
     Destination,
     Execution,
     ExecutionAttempt,
@@ -1133,3 +1134,71 @@ class LimiterAdmin(ReadOnly, admin.ModelAdmin):
     def has_close_permission(self, request):
         # Staff may close a breaker, as on the operations dashboard.
         return request.user.is_active and request.user.is_staff
+
+
+# --- Bulk actions (asked for by owners on the executions page or the API) ---------------------
+
+
+@admin.register(BulkAction)
+class BulkActionAdmin(ReadOnly, admin.ModelAdmin):
+    """Who retried or cancelled executions in bulk, with which filter, and how it went:
+    read-only, the record of an owner's action (executions.bulk)."""
+
+    list_display = (
+        "short_uuid",
+        "action",
+        "owner",
+        "via",
+        "status",
+        "progress",
+        "created",
+        "finished",
+    )
+    list_display_links = ("short_uuid",)
+    list_filter = ("action", "status", "via")
+    search_fields = ("owner__username",)
+    search_help_text = "The username of who asked for it."
+    list_select_related = ("owner",)
+    list_per_page = 50
+    ordering = ("-created_at", "-id")
+    fields = (
+        "uuid",
+        "action",
+        "owner",
+        "via",
+        "status",
+        "progress",
+        "filter_json",
+        "upto_id",
+        "previewed",
+        "total",
+        "done",
+        "skipped",
+        "failed",
+        "reasons_json",
+        "error",
+        "created",
+        "started",
+        "finished",
+    )
+    readonly_fields = fields
+
+    created = precise_time("created_at", "Created")
+    started = precise_time("started_at", "Started")
+    finished = precise_time("finished_at", "Finished")
+
+    @admin.display(description="Id")
+    def short_uuid(self, obj):
+        return str(obj.uuid)[:8]
+
+    @admin.display(description="Progress")
+    def progress(self, obj):
+        return f"{obj.processed} of {obj.total}"
+
+    @admin.display(description="Filter")
+    def filter_json(self, obj):
+        return _json_block(obj.filter)
+
+    @admin.display(description="Skipped or failed, why")
+    def reasons_json(self, obj):
+        return _json_block(obj.reasons)

@@ -17,7 +17,9 @@ The tick is a thin orchestrator. It runs, in order:
 3. the flows' pass (``executions.flows.advance_stalled``): advance flows a step's end did not
    advance, end waits that are over, time out flows past their limit;
 4. the notifications' pass (``notifications.services.resend_stalled``): deliveries and
-   completion hooks whose message was lost.
+   completion hooks whose message was lost;
+5. the bulk actions' pass (``executions.bulk.bulk_actions_resume``): unfinished bulk actions
+   whose message was lost.
 
 Each pass runs even if an earlier one failed (a broken pass must not stop the others); the first
 error is raised again at the end so that the task is recorded as failed. Both sides learn what
@@ -36,7 +38,7 @@ from django.utils import timezone
 
 from agents.schedule_dispatch import SlotReport, dispatch_schedules
 
-from . import capacity, flows, recovery
+from . import bulk, capacity, flows, recovery
 
 logger = logging.getLogger("conveyor.dispatch")
 
@@ -50,6 +52,7 @@ class TickReport:
     released: int = 0
     flows: int = 0
     notifications: int = 0
+    bulk: int = 0
     errors: int = 0
     seconds: float = 0.0
 
@@ -71,6 +74,7 @@ class TickReport:
             or self.released
             or self.flows
             or self.notifications
+            or self.bulk
             or self.errors
             or self.slots.errors
         )
@@ -107,6 +111,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
         ("capacity", lambda: setattr(report, "released", capacity.release_due(at=at))),
         ("flows", lambda: setattr(report, "flows", flows.advance_stalled(at=at))),
         ("notifications", lambda: setattr(report, "notifications", _notifications(at))),
+        ("bulk", lambda: setattr(report, "bulk", bulk.bulk_actions_resume(at=at))),
     )
     for name, run in passes:
         try:
@@ -132,6 +137,7 @@ def tick(*, at: datetime | None = None) -> TickReport:
                 "released": report.released,
                 "flows": report.flows,
                 "notifications": report.notifications,
+                "bulk": report.bulk,
                 "seconds": round(report.seconds, 3),
             },
         )

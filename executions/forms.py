@@ -7,8 +7,9 @@ from agents.forms import JSONInputField
 from agents.models import Agent
 
 from .errors import CATEGORIES
+from .filters import InvalidFilter, filter_executions
 from .models import Execution
-from .selectors import WAIT_REASONS, executions_search
+from .selectors import WAIT_REASONS
 
 RANGES = {
     "1h": ("Last hour", timedelta(hours=1)),
@@ -76,39 +77,45 @@ class ExecutionFilterForm(forms.Form):
             self.add_error("faster_than", "No run can be that quick and that slow at once.")
         return data
 
+    def query(self, *, at=None) -> dict | None:
+        """The valid filters as ``executions.filters.ExecutionFilter`` reads them (the API's
+        names), the time range as absolute times from ``at`` (default now); None when a filter
+        is not valid. A bulk action stores this, so it selects what the page listed."""
+        if not (self.is_bound and self.is_valid()):
+            return None if self.is_bound else {}
+        data = self.cleaned_data
+        query: dict = {}
+        if data.get("q"):
+            query["q"] = data["q"]
+        for name in ("status", "wait_reason", "trigger", "error_category"):
+            if data.get(name):
+                query[name] = [data[name]]
+        if data.get("agent"):
+            query["agent"] = str(data["agent"].uuid)
+        for name in ("slower_than", "faster_than"):
+            if data.get(name) is not None:
+                query[name] = data[name]
+        tz = timezone.get_current_timezone()
+        midnight = timezone.datetime.min.time()
+        starts = []
+        if data.get("range"):
+            starts.append((at or timezone.now()) - RANGES[data["range"]][1])
+        if data.get("since"):
+            starts.append(timezone.datetime.combine(data["since"], midnight, tz))
+        if starts:
+            query["created_after"] = max(starts).isoformat()
+        if data.get("until"):
+            end = timezone.datetime.combine(data["until"], midnight, tz)
+            query["created_before"] = (end + timedelta(days=1)).isoformat()
+        return query
+
     def filter(self, queryset):
         """Apply the valid filters to ``queryset`` (invalid ones are ignored and shown)."""
-        data = self.cleaned_data if self.is_bound and self.is_valid() else {}
-        if data.get("q"):
-            queryset = executions_search(queryset, text=data["q"])
-        if data.get("status"):
-            queryset = queryset.filter(status=data["status"])
-        if data.get("wait_reason"):
-            # Only active runs wait (a finished run's reason is blank anyway).
-            queryset = queryset.filter(
-                wait_reason=data["wait_reason"], status__in=Execution.ACTIVE_STATUSES
-            )
-        if data.get("agent"):
-            queryset = queryset.filter(agent=data["agent"])
-        if data.get("trigger"):
-            queryset = queryset.filter(trigger=data["trigger"])
-        if data.get("error_category"):
-            queryset = queryset.filter(error_category=data["error_category"])
-        # Runs still going have no duration yet: a duration filter leaves them out.
-        if data.get("slower_than") is not None:
-            queryset = queryset.filter(duration__gte=timedelta(seconds=data["slower_than"]))
-        if data.get("faster_than") is not None:
-            queryset = queryset.filter(duration__lt=timedelta(seconds=data["faster_than"]))
-        if data.get("range"):
-            queryset = queryset.filter(created_at__gte=timezone.now() - RANGES[data["range"]][1])
-        tz = timezone.get_current_timezone()
-        if data.get("since"):
-            start = timezone.datetime.combine(data["since"], timezone.datetime.min.time(), tz)
-            queryset = queryset.filter(created_at__gte=start)
-        if data.get("until"):
-            end = timezone.datetime.combine(data["until"], timezone.datetime.min.time(), tz)
-            queryset = queryset.filter(created_at__lt=end + timedelta(days=1))
-        return queryset
+        try:
+            return filter_executions(queryset, data=self.query() or {})
+        except InvalidFilter as exc:  # a date the database cannot compare, say
+            self.add_error(None, exc.message)
+            return queryset.none()
 
     @property
     def active(self) -> bool:

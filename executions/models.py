@@ -479,3 +479,89 @@ class Destination(Protection):
 
     def __str__(self):
         return self.host
+
+
+class BulkAction(models.Model):
+    """A retry or cancel of every execution that a filter selects, asked for by their owner and
+    done in the background in batches (``executions.bulk``).
+
+    The set is fixed when the action is created: executions that match ``filter`` and existed
+    then (``id`` up to ``upto_id``); runs that fail later are not swept in. ``last_id`` is how
+    far the batches have gone, so a task that is sent again or restarted continues where the
+    last committed batch ended, and a finished action does nothing more. Status::
+
+        pending ──> running ──> done
+                       └──────> failed   (an unexpected error stopped it; ``error`` says which)
+    """
+
+    class Action(models.TextChoices):
+        RETRY = "retry", "Retry"
+        CANCEL = "cancel", "Cancel"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to start"
+        RUNNING = "running", "In progress"
+        DONE = "done", "Done"
+        FAILED = "failed", "Stopped by an error"
+
+    class Via(models.TextChoices):
+        PAGE = "page", "Executions page"
+        API = "api", "API"
+
+    FINAL_STATUSES = (Status.DONE, Status.FAILED)
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Who asked for it; it acts on their own executions only.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_actions"
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    via = models.CharField(max_length=10, choices=Via.choices)
+    # The filter as executions.filters.ExecutionFilter reads it (normalised_filter).
+    filter = models.JSONField(default=dict, blank=True)
+    # The last execution id that existed when the action was created: the set's bound.
+    upto_id = models.BigIntegerField(default=0)
+    # How many executions the preview the person confirmed announced (None: no preview).
+    previewed = models.PositiveIntegerField(null=True, blank=True)
+    # How many it was to act on when it was created.
+    total = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # Retried or cancelled; left alone (already retried, already finished, agent paused ...);
+    # refused as not valid (an input the agent no longer takes).
+    done = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # Why executions were skipped or failed: {code: count}.
+    reasons = models.JSONField(default=dict, blank=True)
+    # The highest execution id a committed batch has gone through.
+    last_id = models.BigIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Stamped by every batch: an unfinished action not stamped lately has lost its task.
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The owner's recent actions (the executions page, the API's list).
+            models.Index(fields=["owner", "-created_at", "-id"], name="bulkaction_owner_recent"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_action_display()} {self.uuid}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.skipped + self.failed
+
+    @property
+    def percent(self) -> int:
+        if not self.total:
+            return 100 if self.is_final else 0
+        return min(100, round(100 * self.processed / self.total))

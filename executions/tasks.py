@@ -7,7 +7,7 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 
-from . import dispatch, flows, retention, runner, services
+from . import bulk, dispatch, flows, retention, runner, services
 
 logger = logging.getLogger("conveyor.tasks")
 
@@ -174,5 +174,41 @@ def apply_retention() -> None:
             apply_retention.apply_async(
                 queue=settings.CONVEYOR_MAINTENANCE_QUEUE, countdown=RETENTION_PAUSE
             )
+
+        transaction.on_commit(go_on)
+
+
+@shared_task(
+    name="executions.bulk_action",
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def run_bulk_action(bulk_id: int) -> None:
+    """Go on with bulk action ``bulk_id`` (``executions.bulk``) for a few seconds; while some
+    executions are left, send itself again, behind whatever waits on the maintenance queue. A
+    copy of a finished action does nothing. An unexpected error stops the action with its
+    message (what its batches did stays done); a lost message is sent again by the dispatcher."""
+    try:
+        over = bulk.bulk_action_run(bulk_id=bulk_id)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        error = (
+            f"Stopped by an unexpected error ({type(exc).__name__}); what was done until then "
+            "stays done. Operators find the details in the maintenance worker's log."
+        )
+        bulk.bulk_action_fail(bulk_id=bulk_id, error=error)
+        logger.exception(
+            "bulk action failed", extra={"action": "bulk_action_failed", "bulk_action_pk": bulk_id}
+        )
+        raise
+    if not over:
+
+        def go_on():
+            run_bulk_action.apply_async(args=[bulk_id], queue=settings.CONVEYOR_MAINTENANCE_QUEUE)
 
         transaction.on_commit(go_on)

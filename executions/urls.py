@@ -1,10 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import bulk_views, views
 
 app_name = "executions"
 urlpatterns = [
     path("", views.execution_list, name="list"),
+    path("bulk/", bulk_views.bulk_new, name="bulk-new"),
+    path("bulk/<uuid:uuid>/", bulk_views.bulk_detail, name="bulk"),
+    path("bulk/<uuid:uuid>/live/", bulk_views.bulk_live, name="bulk-live"),
     path("<uuid:uuid>/", views.execution_detail, name="detail"),
     path("<uuid:uuid>/live/", views.execution_live, name="live"),
     path("<uuid:uuid>/cancel/", views.execution_cancel_view, name="cancel"),

@@ -25,7 +25,7 @@ from agents.models import Agent
 from .errors import CATEGORIES
 from .forms import ExecutionFilterForm, RetryForm
 from .humanize import time_left
-from .models import Execution, FlowStep
+from .models import BulkAction, Execution, FlowStep
 from .selectors import agent_median_duration, agents_overview, executions_page, explain_wait
 from .services import ExecutionRefused, execution_cancel, execution_retry
 
@@ -73,6 +73,8 @@ def execution_list(request):
             "next_cursor": next_cursor,
             "is_first_page": not request.GET.get("after"),
             "filter_query": params.urlencode(),
+            # Bulk actions on what the filters select, and the owner's latest ones.
+            "bulk_actions": BulkAction.objects.filter(owner=request.user)[:3],
         },
     )
 

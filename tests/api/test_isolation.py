@@ -9,14 +9,20 @@ from django.urls import reverse
 
 from agents.models import Agent
 from api.urls import router
-from executions.models import Execution
+from executions.bulk import bulk_action_create
+from executions.models import BulkAction, Execution
 from notifications.models import Channel
 from notifications.services import channel_create
 from tests.conftest import error_of
 
 pytestmark = pytest.mark.django_db
 
-OBJECT_OF_BASENAME = {"agent": "agent", "execution": "execution", "channel": "channel"}
+OBJECT_OF_BASENAME = {
+    "agent": "agent",
+    "execution": "execution",
+    "channel": "channel",
+    "bulk": "bulk_action",  # bulk-action-detail
+}
 
 
 def detail_endpoints():
@@ -38,7 +44,8 @@ def alices(make_agent, make_execution, alice):
     channel, _ = channel_create(
         owner=alice, kind="webhook", name="alices-agent hook", target="https://example.com/in"
     )
-    return {"agent": agent, "execution": execution, "channel": channel}
+    bulk_action = bulk_action_create(owner=alice, action="retry", filter={}, via="api")
+    return {"agent": agent, "execution": execution, "channel": channel, "bulk_action": bulk_action}
 
 
 def test_the_router_gives_every_kind_of_endpoint():
@@ -73,12 +80,13 @@ def test_bobs_calls_changed_nothing_of_alices(bob_api, alices):
     channel = Channel.objects.get(pk=alices["channel"].pk)
     assert (channel.name, channel.is_enabled) == ("alices-agent hook", True)
     assert channel.secrets.reveal() == alices["channel"].secrets.reveal()
+    assert BulkAction.objects.get(owner=alices["bulk_action"].owner).status == "pending"
 
 
 def test_bobs_lists_show_none_of_alices_objects(bob_api, alices):
     for path, params in [("/api/v1/agents", {}), ("/api/v1/executions", {}),
                          ("/api/v1/executions", {"agent": str(alices["agent"].uuid)}),
-                         ("/api/v1/channels", {})]:  # fmt: skip
+                         ("/api/v1/channels", {}), ("/api/v1/executions/bulk", {})]:  # fmt: skip
         response = bob_api.get(path, params)
         assert response.status_code == 200
         assert response.json()["results"] == []

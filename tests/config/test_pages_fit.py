@@ -20,6 +20,7 @@ from agents.kinds import KINDS
 from agents.schedule_services import schedule_create
 from agents.webhook_services import webhook_enable
 from api.services import token_create
+from executions.bulk import bulk_action_create, bulk_action_fail
 from executions.models import Execution
 from executions.services import execution_claim
 from notifications.services import channel_create, channel_disable, channel_rotate_start
@@ -88,7 +89,7 @@ def staff_routes():
 
 # Parts of a page that htmx fetches into it (without the page's stylesheet): measured inside
 # their page (executions:detail, ops:dashboard), which renders the same template.
-FRAGMENTS = {"executions:live", "ops:workers"}
+FRAGMENTS = {"executions:live", "executions:bulk-live", "ops:workers"}
 # Not pages: a run's saved file (a download) and the operators' actions (POST).
 NOT_PAGES = {"artifacts:download", "ops:breaker_close"}
 
@@ -183,7 +184,26 @@ def objects(make_agent, make_execution, alice):
     channel_create(owner=alice, kind="email", name="ops", target=f"{LONG_NAME}@example.com")
     token, _ = token_create(owner=alice, name="ci-deploys-from-the-main-branch-of-conveyor")
     schedule = http.schedules.first()
+    # A bulk retry with every filter, stopped by an error half-way (its longest page).
+    bulk_action = bulk_action_create(
+        owner=alice,
+        action="retry",
+        via="page",
+        filter={
+            "q": LONG_NAME,
+            "status": ["failed", "cancelled"],
+            "trigger": ["api", "manual", "schedule", "webhook"],
+            "error_category": ["upstream_error", "timeout", "network"],
+            "agent": str(http.uuid),
+            "created_after": "2026-11-01T00:00:00+00:00",
+            "created_before": "2026-12-01T00:00:00+00:00",
+            "slower_than": 1.5,
+        },
+    )
+    bulk_action_fail(bulk_id=bulk_action.pk, error="Stopped by an unexpected error. " * 6)
+    bulk_action.refresh_from_db()
     return {
+        "bulk_action": bulk_action,
         "agents": [http, function, flow],
         "executions": list(executions.values()),
         "token": token,
@@ -202,10 +222,13 @@ def urls_for(name, pattern, objects):
         "execution": objects["executions"][0],
         "token": objects["token"],
         "schedule": objects["schedule"],
+        "bulk_action": objects["bulk_action"],
     }
     variants = [{}]
     if list(pattern.converters) == ["uuid"]:
-        if name.startswith("executions:"):
+        if name.startswith("executions:bulk"):
+            pass
+        elif name.startswith("executions:"):
             variants = [{"execution": e} for e in objects["executions"]]
         elif name.startswith("agents:"):
             variants = [{"agent": a} for a in objects["agents"]]

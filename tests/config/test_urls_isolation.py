@@ -9,6 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from agents.schedule_services import schedule_create
 from api.services import token_create
 from artifacts.services import artifact_save
+from executions.bulk import bulk_action_create
 from executions.services import execution_request
 from notifications.services import channel_create
 
@@ -75,6 +76,7 @@ def alices_objects(make_agent, alice):
         "schedule": schedule,
         "channel": channel,
         "artifact": artifact,
+        "bulk_action": bulk_action_create(owner=alice, action="cancel", filter={}, via="page"),
     }
 
 
@@ -87,6 +89,8 @@ def url_for(name, pattern, objects):
         return reverse(name, kwargs=kwargs)
     if params == ["uuid"]:
         owner = objects["agent"] if name.startswith("agents:") else objects["execution"]
+        if name.startswith("executions:bulk"):
+            owner = objects["bulk_action"]
         if name.startswith("tokens:"):
             owner = objects["token"]
         if name.startswith("notifications:"):
