@@ -90,6 +90,7 @@ bench: install ## Benchmarks vs raw Celery (bench/README.md). Postgres + Redis f
 	$(RUN) python -m bench.throughput
 	$(RUN) python -m bench.latency
 	$(RUN) python -m bench.retry_timing
+	$(RUN) python -m bench.batch
 	$(RUN) python -m bench.memory --total $(BENCH_MEMORY_RUNS)
 	@# The read side fills its own database (<name>_read) with a million rows, apart from ours.
 	@if [ -f bench/read_side.py ]; then \

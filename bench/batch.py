@@ -94,8 +94,14 @@ def run(args, *, raw: common.Worker, conveyor: common.Worker, info: dict) -> dic
         info,
     )
     agent = common.bench_agent(label="batch", queue=conveyor.queue)
-    _, token = token_create(owner=agent.owner, name=f"bench-{common.RUN_ID}")
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    token_row, token = token_create(owner=agent.owner, name=f"bench-{common.RUN_ID}")
+    try:
+        return _rounds(args, raw, conveyor, agent, Client(HTTP_AUTHORIZATION=f"Bearer {token}"))
+    finally:
+        token_row.delete()
+
+
+def _rounds(args, raw: common.Worker, conveyor: common.Worker, agent, client) -> dict:
     conveyor_batches(conveyor, agent, client, min(args.size, 200), args.size)  # warm-up
     rounds = []
     for number in range(1, args.rounds + 1):

@@ -29,8 +29,9 @@ TINY = [
     "--latency-n", "6",
     "--retry-timing-n", "2", "--retry-timing-fail", "1", "--retry-timing-backoff-max", "1",
     "--memory-first", "10", "--memory-total", "40", "--memory-batch", "10",
+    "--batch-runs", "30", "--batch-size", "12",
 ]  # fmt: skip
-WITH_WORKERS = ["--only", "throughput,latency,retry_timing,memory"]
+WITH_WORKERS = ["--only", "throughput,latency,retry_timing,batch,memory"]
 TINY_RETENTION = [
     "--only", "retention",
     "--retention-rows", "400", "--retention-days", "40", "--retention-agents", "10",
@@ -88,15 +89,24 @@ def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker
     assert retry["raw"]["retries"] == retry["conveyor"]["retries"] == 6
     assert retry["conveyor"]["median_error_ms"] >= 0
 
+    batch = figures["batch"]
+    assert len(batch["rounds"]) == 3
+    for r in batch["rounds"]:
+        # 30 runs in requests of 12: three requests, each answered 202, every run succeeded.
+        assert len(r["conveyor"]["call_seconds"]) == 3
+        assert r["conveyor"]["all_ran_seconds"] > 0 and r["raw"]["publish_seconds"] > 0
+
     for side in ("raw", "conveyor"):
         readings = figures["memory"][side]["readings_mib"]
         assert [n for n, _ in readings] == [0, 10, 20, 30, 40]
         assert all(mib > 10 for _, mib in readings)
 
-    # The run cleans up after itself: no agent of it is left behind.
+    # The run cleans up after itself: no agent or token of it is left behind.
     from agents.models import Agent
+    from api.models import ApiToken
 
     assert not Agent.objects.filter(owner__username="conveyor-bench").exists()
+    assert not ApiToken.objects.filter(owner__username="conveyor-bench").exists()
 
 
 @pytest.mark.slow
