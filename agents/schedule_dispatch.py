@@ -52,7 +52,7 @@ from django.db.models import Max
 
 from executions.models import Execution
 from executions.selectors import held_runs, runs_in_the_way
-from executions.services import ExecutionRefused, execution_request
+from executions.services import ExecutionRefused, execution_request, publish_many_on_commit
 
 from .kinds.base import InvalidInputError
 from .models import Agent, Schedule, SkippedSlot
@@ -106,10 +106,17 @@ def dispatch_schedules(
                 due = due.select_for_update(skip_locked=True, of=("self",))
             schedules = list(due[:size])
             busy = BusyAgents({schedule.agent_id for schedule in schedules}, at=at)
-            advanced = []
+            advanced, to_publish = [], []
             for schedule in schedules:
                 try:
-                    dispatch_schedule(schedule, at=at, report=report, busy=busy, save=False)
+                    dispatch_schedule(
+                        schedule,
+                        at=at,
+                        report=report,
+                        busy=busy,
+                        save=False,
+                        to_publish=to_publish,
+                    )
                 except DatabaseError:
                     raise  # the transaction is unusable: this tick fails, the next one retries
                 except Exception:
@@ -127,8 +134,10 @@ def dispatch_schedules(
                     )
                 else:
                     advanced.append(schedule)
-            # One UPDATE for the batch rather than one per schedule.
+            # One UPDATE for the batch rather than one per schedule; the batch's runs are
+            # published together once it commits (one pipelined round trip).
             Schedule.objects.bulk_update(advanced, ["next_run_at", "last_slot_at"])
+            publish_many_on_commit(to_publish)
         if len(schedules) < size or time.monotonic() > deadline:
             return report
 
@@ -140,9 +149,11 @@ def dispatch_schedule(
     report: SlotReport,
     busy: BusyAgents | None = None,
     save: bool = True,
+    to_publish: list | None = None,
 ) -> None:
     """Handle the due slots of one (locked) schedule and advance it (``save=False``: only on
-    the instance, the caller saves; ``busy``: the batch's view of active runs).
+    the instance, the caller saves; ``busy``: the batch's view of active runs; ``to_publish``:
+    the runs started are appended there for the caller to publish, see ``execution_request``).
 
     1. A slot at most ``CONVEYOR_SCHEDULE_MISFIRE_GRACE`` seconds late is started (subject to
        the agent's overlap policy), then the next one is looked at.
@@ -157,7 +168,7 @@ def dispatch_schedule(
     timing = schedule_timing(schedule)
     if busy is None:
         busy = BusyAgents({schedule.agent_id}, at=at)
-    start = partial(_start_slot, schedule, at=at, report=report, busy=busy)
+    start = partial(_start_slot, schedule, at=at, report=report, busy=busy, to_publish=to_publish)
     grace = timedelta(seconds=settings.CONVEYOR_SCHEDULE_MISFIRE_GRACE)
     cutoff = at - grace
     tiny = timedelta(microseconds=1)
@@ -204,6 +215,7 @@ def _start_slot(
     report: SlotReport,
     busy: BusyAgents,
     late: bool = False,
+    to_publish: list | None = None,
 ) -> Execution | None:
     """Create the slot's execution, or record why not. Nothing happens if the slot is taken."""
     agent: Agent = schedule.agent
@@ -245,6 +257,7 @@ def _start_slot(
                 hold=hold,
                 reason=reason,
                 at=at,
+                to_publish=to_publish,
             )
     except IntegrityError:
         # Another tick (another beat, a duplicate message) started this slot first.

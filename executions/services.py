@@ -145,6 +145,7 @@ def execution_request(
     scheduled_for: datetime | None = None,
     reason: str = "",
     at: datetime | None = None,
+    to_publish: list | None = None,
 ) -> Execution:
     """The one way to start a run: page, API, webhook, schedule, command, retry (and flows).
 
@@ -155,7 +156,9 @@ def execution_request(
        (``ExecutionRefused`` "idempotency_key_reused") when it differs.
     4. The execution is written queued with why it waits: ``delayed`` until ``not_before``,
        ``held`` (overlap policy; released by the recovery pass) or ``broker``, in which case it
-       is published once the transaction commits.
+       is published once the transaction commits (``to_publish``: appended there as
+       ``(execution, agent)`` instead, for the caller to publish many at once with
+       :func:`publish_many_on_commit`).
 
     :func:`execution_request_batch` starts many runs of one agent by the same steps.
     """
@@ -204,7 +207,10 @@ def execution_request(
         return _replay(Execution.objects.get(agent=agent, idempotency_key=idempotency_key), input)
     execution.is_replay = False
     if execution.wait_reason == WaitReason.BROKER:
-        publish_on_commit(execution, agent)
+        if to_publish is not None:
+            to_publish.append((execution, agent))
+        else:
+            publish_on_commit(execution, agent)
     logger.debug(
         "execution created",
         extra={"action": "execution_created", "execution_id": str(execution.uuid)},
@@ -407,7 +413,7 @@ def _insert_batch(agent: Agent, kind, trigger: str, runs: list[RunSpec], *, at: 
                 template = _created_event(execution)
             events.append(_copy(template, execution_id=execution.pk))
         ExecutionEvent.objects.bulk_create(events)
-    publish_many_on_commit([e for e in new if e.wait_reason == WaitReason.BROKER], agent)
+    publish_many_on_commit([(e, agent) for e in new if e.wait_reason == WaitReason.BROKER])
     logger.debug(
         "executions created",
         extra={"action": "execution_batch_created", "agent": str(agent.uuid), "count": len(new)},
@@ -461,10 +467,10 @@ def publish_on_commit(
     transaction.on_commit(publish, robust=True)
 
 
-def publish_many_on_commit(executions: list[Execution], agent: Agent) -> None:
-    """:func:`publish_on_commit` for many executions of one agent, in one pipelined round trip
-    to a Redis broker (one by one to a broker that cannot batch). Robust, like it."""
-    messages = [(e.pk, e.attempt, e.celery_task_id) for e in executions]
+def publish_many_on_commit(runs: list[tuple[Execution, Agent]]) -> None:
+    """:func:`publish_on_commit` for many ``(execution, its agent)``, in one pipelined round
+    trip to a Redis broker (one by one to a broker that cannot batch). Robust, like it."""
+    messages = [(e.pk, agent, e.attempt, e.celery_task_id) for e, agent in runs]
     if not messages:
         return
 
@@ -472,7 +478,7 @@ def publish_many_on_commit(executions: list[Execution], agent: Agent) -> None:
         from config.celery import app
 
         with app.producer_or_acquire() as producer, producer.batch():
-            for execution_id, attempt, task_id in messages:
+            for execution_id, agent, attempt, task_id in messages:
                 enqueue(execution_id, agent, attempt=attempt, task_id=task_id, producer=producer)
 
     transaction.on_commit(publish_many, robust=True)
