@@ -72,7 +72,19 @@ class Unprocessable(ApiError, status_code=422, code="invalid", detail="The reque
 
 
 def body_too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    return PayloadTooLarge(
+        f"The request body is larger than {_size(limit)}, the most this server accepts "
+        "(CONVEYOR_API_MAX_BODY_BYTES). Send less in one request: a batch of runs can be "
+        "split into several requests."
+    )
+
+
+def _size(size: int) -> str:
+    """1048576 -> "1 MiB (1,048,576 bytes)"."""
+    for unit, factor in (("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:g} {unit} ({size:,} bytes)"
+    return f"{size:,} bytes"
 
 
 def validation_details(error: DjangoValidationError) -> dict[str, list[str]]:

@@ -777,7 +777,12 @@ class RunRequestSerializer(InputWrapped):
         required=False, allow_null=True, help_text="Any JSON; the agent's input."
     )
     run_at = serializers.DateTimeField(
-        required=False, allow_null=True, help_text="Start no earlier than this (ISO 8601)."
+        required=False,
+        allow_null=True,
+        help_text="Start no earlier than this (ISO 8601).",
+        error_messages={
+            "invalid": "Give a date and time in ISO 8601, e.g. 2030-01-31T09:00:00Z.",
+        },
     )
     delay_seconds = serializers.IntegerField(
         required=False,
@@ -785,6 +790,7 @@ class RunRequestSerializer(InputWrapped):
         min_value=0,
         max_value=MAX_DELAY_SECONDS,
         help_text="Start no earlier than this many seconds from now.",
+        error_messages={"invalid": "Give a whole number of seconds."},
     )
 
     def validate(self, attrs):
@@ -795,8 +801,34 @@ class RunRequestSerializer(InputWrapped):
         return attrs
 
 
+class StrictCharField(serializers.CharField):
+    """A string, and only a string (DRF's CharField turns a number into one)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class BatchRunSerializer(RunRequestSerializer):
-    idempotency_key = serializers.CharField(
+    default_error_messages = {
+        "null": 'Each run is an object, e.g. {{"input": {{...}}}}, not null.',
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            kind = {bool: "true or false", int: "a number", float: "a number", str: "a string"}
+            what = kind.get(type(data), "a list")
+            raise serializers.ValidationError(
+                {
+                    "non_field_errors": [
+                        f'Each run is an object, e.g. {{"input": {{...}}}}, not {what}.'
+                    ]
+                }
+            )
+        return super().to_internal_value(data)
+
+    idempotency_key = StrictCharField(
         required=False,
         allow_null=True,
         min_length=1,
@@ -806,6 +838,7 @@ class BatchRunSerializer(RunRequestSerializer):
             "Optional, 1 to 200 printable ASCII characters: this run's key, like the "
             "Idempotency-Key header of a single run (the two share the keys)."
         ),
+        error_messages={"invalid": "Give a string of 1 to 200 printable ASCII characters."},
     )
 
     def validate_idempotency_key(self, value):
@@ -815,8 +848,7 @@ class BatchRunSerializer(RunRequestSerializer):
 
 
 class BatchRequestSerializer(serializers.Serializer):
-    """Only for the schema: the view checks each run with :class:`BatchRunSerializer` so that
-    every bad run is named by its index."""
+    """Up to 1,000 runs of the agent, each started as its own execution."""
 
     runs = BatchRunSerializer(many=True, help_text="1 to 1,000 runs, each started as its own.")
 

@@ -123,7 +123,9 @@ def _batch_errors(errors) -> dict[str, list[str]]:
 def _batch_message(details: dict[str, list[str]]) -> str:
     """ "2 runs are not valid; none was started. runs[3].input: ...": the first few named."""
     runs = {key.partition("]")[0] for key in details}
-    shown = "; ".join(f"{key}: {messages[0]}" for key, messages in list(details.items())[:3])
+    shown = "; ".join(
+        f"{key}: {messages[0].rstrip('.')}" for key, messages in list(details.items())[:3]
+    )
     more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
     noun = "1 run is" if len(runs) == 1 else f"{len(runs)} runs are"
     return f"{noun} not valid; none was started. {shown}{more}."
@@ -390,7 +392,8 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
             "none is started and the 422 names each bad one by its index (`runs[3].input`); a "
             "key already used with another input is a 409 the same way. Runs whose key was used "
             "with the same input are not started again (`replay`: true). More than "
-            f"{BATCH_MAX:,} runs is a 413. The request counts once against the run rate "
+            f"{BATCH_MAX:,} runs, or a body over CONVEYOR_API_MAX_BODY_BYTES (1 MiB by "
+            "default), is a 413: split the batch. The request counts once against the run rate "
             "(CONVEYOR_API_RUN_RATE)."
         ),
         request=s.BatchRequestSerializer,

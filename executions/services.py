@@ -305,7 +305,8 @@ class BatchRefused(Exception):
         self.errors = dict(sorted(errors.items()))
         self.code = code
         listed = "; ".join(
-            f"runs[{i}].{field}: {message}" for i, (field, message) in list(self.errors.items())[:5]
+            f"runs[{i}].{field}: {message.rstrip('.')}"
+            for i, (field, message) in list(self.errors.items())[:5]
         )
         more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
         noun = "run" if len(self.errors) == 1 else "runs"

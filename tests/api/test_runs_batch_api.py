@@ -264,3 +264,31 @@ def test_every_run_of_a_batch_runs_on_the_worker(worker, make_agent, alice, make
     results = Execution.objects.filter(uuid__in=[run["id"] for run in body["runs"]])
     assert sorted(e.result["n"] for e in results) == list(range(50))
     assert {e.attempt for e in results} == {1}
+
+
+@pytest.mark.parametrize(
+    ("run", "field", "words"),
+    [
+        (5, "runs[0]", 'Each run is an object, e.g. {"input": {...}}, not a number.'),
+        ([1], "runs[0]", 'Each run is an object, e.g. {"input": {...}}, not a list.'),
+        (None, "runs[0]", 'Each run is an object, e.g. {"input": {...}}, not null.'),
+        ({"idempotency_key": 5}, "runs[0].idempotency_key", "Give a string of 1 to 200"),
+        ({"run_at": "tomorrow"}, "runs[0].run_at", "Give a date and time in ISO 8601"),
+        ({"delay_seconds": "soon"}, "runs[0].delay_seconds", "Give a whole number of seconds."),
+    ],
+)
+def test_a_bad_run_is_told_in_plain_words(api, make_agent, run, field, words):
+    response = api.post(batch(make_agent()), {"runs": [run]})
+    assert response.status_code == 422, response.content
+    error = error_of(response)
+    assert error["details"][field][0].startswith(words)
+    assert ".;" not in error["message"] and not error["message"].endswith("..")
+    assert not Execution.objects.exists()
+
+
+def test_a_body_over_the_limit_says_how_much_is_allowed_and_what_to_do(api, make_agent, settings):
+    settings.CONVEYOR_API_MAX_BODY_BYTES = 2048
+    response = api.post(batch(make_agent()), {"runs": [{"input": "x" * 100}] * 30})
+    assert response.status_code == 413
+    message = error_of(response)["message"]
+    assert "larger than 2 KiB (2,048 bytes)" in message and "split into several" in message
