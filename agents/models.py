@@ -1,11 +1,14 @@
 import contextlib
+import json
 import uuid
+from collections.abc import Mapping
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from common.rates import canonical_rate, rate_validator
 from executions.retry import DEFAULT_RETRY_ON, RetryPolicy
@@ -126,6 +129,30 @@ class Protection(models.Model):
         if self.rate_limit:
             with contextlib.suppress(ImproperlyConfigured):  # the field's validator says why
                 self.rate_limit = canonical_rate(self.rate_limit)
+
+
+# The settings of an agent that shape its runs, recorded in each AgentVersion (with the names of
+# its secrets). Not its name, description, notifications, retention or webhook: they change what
+# is said about a run or who may start one, not how it runs.
+VERSIONED_FIELDS = (
+    "kind",
+    "config",
+    "max_retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "retry_on",
+    "timeout",
+    "queue",
+    "priority",
+    "overlap_policy",
+    "max_concurrency",
+    "rate_limit",
+    "breaker_threshold",
+    "breaker_window",
+    "breaker_cooldown",
+    "log_level",
+)
 
 
 class Agent(Protection):
@@ -279,19 +306,62 @@ class Agent(Protection):
 
     def save(self, *args, **kwargs):
         """Every write of an existing agent raises its ``version`` by one, in the database
-        (two saves at once make two versions), and reads the new value back."""
-        if self._state.adding:
-            return super().save(*args, **kwargs)
-        seen, self.version = self.version, models.F("version") + 1
-        update_fields = kwargs.get("update_fields")
-        if update_fields is not None:
-            kwargs["update_fields"] = {*update_fields, "version"}
-        try:
-            super().save(*args, **kwargs)
-        except BaseException:
-            self.version = seen
-            raise
-        self.refresh_from_db(fields=["version"])
+        (two saves at once make two versions), and reads the new value back.
+
+        In the same transaction, the settings that shape a run are recorded as an
+        :class:`AgentVersion` when they differ from the last one recorded. Here rather than in
+        the services: the version is raised here, so every write that can change the settings
+        (the services, the admin through them, the seed command, a shell) records them, and a
+        run's ``agent_version`` always finds the settings it was created with. The services'
+        pause and resume raise the version with an UPDATE and change no recorded setting."""
+        with transaction.atomic(using=kwargs.get("using")):
+            if self._state.adding:
+                super().save(*args, **kwargs)
+            else:
+                seen, self.version = self.version, models.F("version") + 1
+                update_fields = kwargs.get("update_fields")
+                if update_fields is not None:
+                    kwargs["update_fields"] = {*update_fields, "version"}
+                try:
+                    super().save(*args, **kwargs)
+                except BaseException:
+                    self.version = seen
+                    raise
+                self.refresh_from_db(fields=["version"])
+            self._record_version()
+
+    def settings_snapshot(self) -> dict:
+        """The settings that shape a run, as JSON: the kind, its config, the retry policy, the
+        timeout, queue, priority and limits, and the *names* of its secrets (never a value)."""
+        snapshot = {name: getattr(self, name) for name in VERSIONED_FIELDS}
+        secrets = self.secrets if isinstance(self.secrets, Mapping) else {}
+        snapshot["secrets"] = sorted(secrets)
+        # Through JSON, as the database gives it back: a tuple is a list, keys are strings.
+        return json.loads(json.dumps(snapshot, default=str))
+
+    def _record_version(self) -> None:
+        snapshot = self.settings_snapshot()
+        last = (
+            AgentVersion.objects.filter(agent=self)
+            .order_by("-version")
+            .values_list("snapshot", flat=True)
+            .first()
+        )
+        if last != snapshot:
+            AgentVersion.objects.create(
+                agent=self, version=self.version, snapshot=snapshot, created_at=timezone.now()
+            )
+
+    def version_at(self, version: int | None) -> "AgentVersion | None":
+        """The settings in force at ``version`` of this agent: the last recorded at or before
+        it (a pause, say, raises the version without changing them); None if none was."""
+        if version is None:
+            return None
+        return (
+            AgentVersion.objects.filter(agent=self, version__lte=version)
+            .order_by("-version")
+            .first()
+        )
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -314,6 +384,27 @@ class Agent(Protection):
         from .kinds import get_kind
 
         return get_kind(self.kind)
+
+
+class AgentVersion(models.Model):
+    """The settings that shape an agent's runs (``Agent.settings_snapshot``) from one version of
+    the agent on, recorded when a write of the agent changes them. Each execution records the
+    agent's version it was created with (``Execution.agent_version``); the settings it ran
+    with are the last recorded at or before it (``Agent.version_at``). Secrets by name only."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    snapshot = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["agent", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "version"], name="agent_version_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.agent_id} v{self.version}"
 
 
 class Schedule(models.Model):

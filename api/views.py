@@ -33,6 +33,7 @@ from agents import services as agent_services
 from agents import webhook_services
 from agents.kinds.base import InvalidInputError
 from agents.models import Agent
+from executions.compare import CompareRefused, compare_runs, resolve_other
 from executions.models import Execution
 from executions.services import (
     BATCH_MAX,
@@ -675,6 +676,52 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         except ExecutionRefused as exc:
             raise Conflict(exc.message, code=exc.code) from None
         return _created(self._execution(new), status_code=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Compare two of your executions",
+        description=(
+            "`other`: another execution's id, `previous` (the run of the same agent created "
+            "just before this one) or `last-success` (the agent's latest successful run other "
+            "than this one). The two runs come back in the order they were created, `before` "
+            "and `after`, each with the agent's configuration version it was created with "
+            "(`configuration`: the settings that shape a run, secrets by name only; null when "
+            "not recorded, for runs older than the record), its input, result, error, attempts "
+            "(outcome, worker, waits before each, retry delay), timings in seconds and the "
+            "waits' reasons; then the differences from `before` to `after` of the "
+            "configuration, the input and the result (`changes`: `path`, `change` (`added`, "
+            "`removed` or `changed`), `old`, `new`), and the log lines aligned by attempt "
+            "(the first 300 lines of each run). Runs of different agents may be compared "
+            "(`same_agent`: false)."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "other",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="An execution id, `previous` or `last-success`.",
+            )
+        ],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The comparison."),
+            **error_responses(400, 404, *READ),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"compare/(?P<other>[^/.]+)",
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def compare(self, request, id=None, other=None):
+        execution = self.get_object()
+        try:
+            second = resolve_other(execution, other or "", owner=request.user)
+        except CompareRefused as exc:
+            if exc.code == "not_found":
+                raise NotFound(exc.message) from None
+            raise Malformed(exc.message, code="invalid_run") from None
+        return Response(compare_runs(one=execution, other=second).as_dict())
 
     @extend_schema(
         summary="Cancel a queued, retrying or running execution",

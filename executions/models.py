@@ -110,6 +110,10 @@ class Execution(models.Model):
     attempt = models.PositiveSmallIntegerField(default=0)
     # Snapshot of the agent's policy when the execution was created.
     max_attempts = models.PositiveSmallIntegerField(default=1)
+    # The agent's version when the execution was created (agents.Agent.version): its settings
+    # then are agents.AgentVersion's (Agent.version_at). None: a run from before versions were
+    # recorded.
+    agent_version = models.PositiveIntegerField(null=True, blank=True)
     # Retrying: when the next attempt is due (the API's name for wait_until while retrying).
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # Why it waits and until when (see the module docstring); blank while running or finished.

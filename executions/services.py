@@ -254,6 +254,7 @@ def _new_execution(agent: Agent, kind, **fields: Any) -> Execution:
         owner_id=agent.owner_id,
         status=Status.QUEUED,
         celery_task_id=str(uuid.uuid4()),
+        agent_version=agent.version,
         **fields,
     )
     # A flow makes one attempt, open while its steps run; its steps retry, not the flow.

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import bulk_views, views
+from . import bulk_views, compare_views, views
 
 app_name = "executions"
 urlpatterns = [
@@ -12,4 +12,6 @@ urlpatterns = [
     path("<uuid:uuid>/live/", views.execution_live, name="live"),
     path("<uuid:uuid>/cancel/", views.execution_cancel_view, name="cancel"),
     path("<uuid:uuid>/retry/", views.execution_retry_view, name="retry"),
+    path("<uuid:uuid>/compare/", compare_views.compare_pick, name="compare-pick"),
+    path("<uuid:uuid>/compare/<uuid:other>/", compare_views.compare, name="compare"),
 ]
