@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import bulk_views, views
+from . import bulk_views, bundle_views, views
 
 app_name = "executions"
 urlpatterns = [
@@ -12,4 +12,5 @@ urlpatterns = [
     path("<uuid:uuid>/live/", views.execution_live, name="live"),
     path("<uuid:uuid>/cancel/", views.execution_cancel_view, name="cancel"),
     path("<uuid:uuid>/retry/", views.execution_retry_view, name="retry"),
+    path("<uuid:uuid>/bundle/", bundle_views.execution_bundle, name="bundle"),
 ]
