@@ -1,5 +1,5 @@
-"""The REST API (/api/v1/): agents, runs, executions, logs, stats, webhook secrets and
-notification channels.
+"""The REST API (/api/v1/): agents, runs, executions, logs, support bundles, stats, webhook
+secrets and notification channels.
 
 Thin views: each parses the request, calls one service and returns. Every queryset is the
 caller's own objects, so someone else's id is a 404 like an unknown one. Errors leave through
