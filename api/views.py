@@ -1,5 +1,5 @@
-"""The REST API (/api/v1/): agents, runs, executions, logs, stats, webhook secrets and
-notification channels.
+"""The REST API (/api/v1/): agents, runs, executions, logs, support bundles, stats, webhook
+secrets and notification channels.
 
 Thin views: each parses the request, calls one service and returns. Every queryset is the
 caller's own objects, so someone else's id is a 404 like an unknown one. Errors leave through
@@ -33,6 +33,7 @@ from agents import services as agent_services
 from agents import webhook_services
 from agents.kinds.base import InvalidInputError
 from agents.models import Agent
+from executions.bundle import support_bundle_response
 from executions.compare import CompareRefused, compare_runs, resolve_other
 from executions.models import Execution
 from executions.services import (
@@ -647,6 +648,29 @@ class ExecutionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         execution = self.get_object()
         page = self.paginate_queryset(execution.logs.all())
         return self.get_paginated_response(s.ExecutionLogSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Download an execution's support bundle",
+        description=(
+            "One JSON file (`Content-Disposition: attachment`, named "
+            "`conveyor-run-<id>.json`) with everything recorded about the run: Conveyor's "
+            "version, the run and its timings, the agent's configuration as it is now with its "
+            "version, input, result, error, every attempt with its worker host, every event "
+            "and log line, a flow's steps and the names and sizes of its files. Secret values "
+            "and values that look like secrets are replaced with `[secret removed]`. The "
+            "traceback is included for staff only, as `error_detail` is."
+        ),
+        filters=False,
+        responses={
+            (200, "application/json"): OpenApiResponse(
+                OpenApiTypes.OBJECT, description="The support bundle, as a file."
+            ),
+            **error_responses(404, *READ),
+        },
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def bundle(self, request, id=None):
+        return support_bundle_response(self.get_object(), user=request.user)
 
     @extend_schema(
         summary="Retry a failed or cancelled execution as a new one",

@@ -29,6 +29,7 @@ from django.utils import timezone
 from agents.kinds import get_kind
 from agents.kinds.base import CancelledError, ConfigurationError
 from agents.models import Agent
+from agents.secrets import Scrubber
 
 from .errors import Category, ClassifiedError, classify
 from .heartbeat import heartbeat
@@ -195,9 +196,8 @@ class ExecutionContext:
         self.config = agent.config
         # What an earlier attempt saved with checkpoint() (None: start from the beginning).
         self.last_checkpoint = execution.checkpoint
-        self._secret_values = sorted(
-            (v for v in self.secrets.values() if len(v) >= 4), key=len, reverse=True
-        )
+        # The agent's secret values, masked with *** wherever the agent writes (agents.secrets).
+        self._scrubber = Scrubber(self.secrets.values())
         self._logs: list[ExecutionLog] = []
         self._log_level = _LEVELS.get(agent.log_level, logging.DEBUG)
         self._last_flush = time.monotonic()
@@ -234,7 +234,7 @@ class ExecutionContext:
             name=self.scrub(name) if isinstance(name, str) else name,
             data=data,
             content_type=content_type,
-            mask=self._secret_values,
+            mask=self._scrubber.values,
             at=timezone.now(),
         )
         # Conveyor's own line about the run: kept whatever the agent's log level.
@@ -327,25 +327,14 @@ class ExecutionContext:
 
     def scrub(self, text: str) -> str:
         """Replace any secret value that found its way into ``text`` with ***."""
-        for value in self._secret_values:
-            if value in text:
-                text = text.replace(value, "***")
-        return text
+        return self._scrubber.text(text)
 
     def scrub_json(self, value: Any) -> Any:
         """``scrub`` applied to every string (keys too) inside a JSON value."""
-        if not self._secret_values:
-            return value
-        if isinstance(value, str):
-            return self.scrub(value)
-        if isinstance(value, list):
-            return [self.scrub_json(item) for item in value]
-        if isinstance(value, dict):
-            return {self.scrub(str(k)): self.scrub_json(v) for k, v in value.items()}
-        return value
+        return self._scrubber.json(value)
 
     def scrub_error(self, error: ClassifiedError) -> ClassifiedError:
-        if not self._secret_values:
+        if not self._scrubber:
             return error
         return ClassifiedError(
             error.category,

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import bulk_views, compare_views, views
+from . import bulk_views, bundle_views, compare_views, views
 
 app_name = "executions"
 urlpatterns = [
@@ -14,4 +14,5 @@ urlpatterns = [
     path("<uuid:uuid>/retry/", views.execution_retry_view, name="retry"),
     path("<uuid:uuid>/compare/", compare_views.compare_pick, name="compare-pick"),
     path("<uuid:uuid>/compare/<uuid:other>/", compare_views.compare, name="compare"),
+    path("<uuid:uuid>/bundle/", bundle_views.execution_bundle, name="bundle"),
 ]
