@@ -174,14 +174,26 @@ def _run(execution: Execution, attempts: list) -> dict[str, Any]:
     }
 
 
+def _created_with(execution: Execution, agent) -> str:
+    if execution.agent_version is None:
+        return "Which version this run was created with was not recorded (an older run)."
+    if execution.agent_version == agent.version:
+        return "This run was created with the same version."
+    return (
+        f"This run was created with version {execution.agent_version}: "
+        "`configuration_at_creation` holds the settings of that version."
+    )
+
+
 def _agent(execution: Execution) -> dict[str, Any]:
     agent = execution.agent
     return {
         "note": (
-            f"The agent's configuration as it is now (version {agent.version}), which may "
-            "differ from when this run started if the agent was changed since."
+            f"The agent's configuration as it is now (version {agent.version}). "
+            + _created_with(execution, agent)
         ),
         "version": agent.version,
+        "run_created_with_version": execution.agent_version,
         "updated_at": _time(agent.updated_at),
         "kind": agent.kind,
         "config": agent.config,
@@ -200,7 +212,17 @@ def _agent(execution: Execution) -> dict[str, Any]:
         "priority": agent.priority,
         "max_concurrency": agent.max_concurrency,
         "log_level": agent.log_level,
+        "configuration_at_creation": _snapshot(execution, agent),
     }
+
+
+def _snapshot(execution: Execution, agent) -> dict[str, Any] | None:
+    """The settings of the version the run was created with (secrets by name only), when it
+    differs from the current one."""
+    if execution.agent_version is None or execution.agent_version == agent.version:
+        return None
+    recorded = agent.version_at(execution.agent_version)
+    return {"version": recorded.version, **recorded.snapshot} if recorded else None
 
 
 def _error(execution: Execution, *, staff: bool) -> dict[str, Any] | None:

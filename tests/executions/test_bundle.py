@@ -121,6 +121,19 @@ def test_the_configuration_is_the_agent_s_current_one_with_its_version(flaky, ma
     assert f"version {flaky.version}" in agent["note"]
     assert agent["timeout_seconds"] == 45
     assert agent["config"] == {"function": "demo.echo"}
+    # The run was made before the change: the bundle also holds the settings it was made with.
+    assert agent["run_created_with_version"] == execution.agent_version < flaky.version
+    assert f"created with version {execution.agent_version}" in agent["note"]
+    before = agent["configuration_at_creation"]
+    assert before["version"] == execution.agent_version
+    assert before["timeout"] != 45
+
+
+def test_a_run_of_the_current_version_says_so_and_repeats_nothing(flaky, make_execution):
+    agent = json.loads(bundle_text(make_execution(flaky, "succeeded")))["agent"]
+    assert agent["run_created_with_version"] == agent["version"]
+    assert "created with the same version" in agent["note"]
+    assert agent["configuration_at_creation"] is None
 
 
 def test_no_secret_value_nor_secret_looking_value_is_left(make_agent, make_execution):
