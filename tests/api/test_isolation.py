@@ -37,6 +37,20 @@ def detail_endpoints():
     return endpoints
 
 
+def url_of(name: str, target) -> str:
+    """The endpoint's URL for ``target``; an endpoint comparing two runs compares the target
+    with itself (both Alice's)."""
+    kwargs = {"id": target.uuid}
+    if "other" in reverse_pattern_params(name):
+        kwargs["other"] = target.uuid
+    return reverse(f"api:{name}", kwargs=kwargs)
+
+
+def reverse_pattern_params(name: str) -> set[str]:
+    (pattern,) = (p for p in router.urls if p.name == name)
+    return set(pattern.pattern.regex.groupindex)
+
+
 @pytest.fixture
 def alices(make_agent, make_execution, alice):
     agent = make_agent(alice, name="alices-agent", secrets={"token": "alice-token-1"})
@@ -59,7 +73,7 @@ def test_the_router_gives_every_kind_of_endpoint():
 def test_bob_gets_404_for_alices_objects(bob_api, alices, name, method):
     basename = name.split("-", 1)[0]
     target = alices[OBJECT_OF_BASENAME[basename]]
-    url = reverse(f"api:{name}", kwargs={"id": target.uuid})
+    url = url_of(name, target)
     body = {"name": "taken", "kind": "function", "config": {"function": "demo.echo"}}
     send = getattr(bob_api, method)
     response = send(url) if method in ("get", "delete") else send(url, body)
@@ -71,7 +85,7 @@ def test_bob_gets_404_for_alices_objects(bob_api, alices, name, method):
 def test_bobs_calls_changed_nothing_of_alices(bob_api, alices):
     for name, method in detail_endpoints():
         target = alices[OBJECT_OF_BASENAME[name.split("-", 1)[0]]]
-        url = reverse(f"api:{name}", kwargs={"id": target.uuid})
+        url = url_of(name, target)
         getattr(bob_api, method)(url)
     agent = Agent.objects.get(pk=alices["agent"].pk)
     assert (agent.name, agent.is_paused, agent.webhook_enabled) == ("alices-agent", False, False)

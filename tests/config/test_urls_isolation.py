@@ -98,6 +98,9 @@ def url_for(name, pattern, objects):
         return reverse(name, kwargs={"uuid": owner.uuid})
     if params == ["kind"]:
         return reverse(name, kwargs={"kind": "function"})
+    if params == ["uuid", "other"]:  # two executions compared: both Alice's
+        kwargs = {"uuid": objects["execution"].uuid, "other": objects["execution"].uuid}
+        return reverse(name, kwargs=kwargs)
     if params == ["uuid", "schedule_uuid"]:
         kwargs = {"uuid": objects["agent"].uuid, "schedule_uuid": objects["schedule"].uuid}
         return reverse(name, kwargs=kwargs)
