@@ -23,9 +23,16 @@ Time to drain
 -------------
 :func:`drain_estimate` is the one rule, which the dashboard and /metrics both show: the backlog
 divided by the queue's completion rate, the runs of the queue that finished (succeeded, failed
-or cancelled) over the last :data:`RATE_WINDOW` (10 minutes), per second. "Empty" when nothing
-waits; "not draining" when runs wait and none finished in that time. It assumes the rate holds
-and that nothing new arrives: an estimate, which the dashboard says with its rate.
+or cancelled) per second, taken as the *slower* of two windows up to now: the last
+:data:`RECENT_WINDOW` (2 minutes) and the last :data:`RATE_WINDOW` (10 minutes). The long window
+alone let an earlier burst of quick runs hide a stall (1,000 quick runs, then long runs filling
+every slot: "about 16 seconds" while nothing could finish for 5 minutes); the short one alone
+would swing with every run. The estimate says which rate it used, and both.
+
+"Empty" when nothing waits; "not draining" when runs wait and none finished in the last 2
+minutes (lately) or 10 minutes, with the number of runs running, since a queue of long runs
+finishes nothing for a while and still drains. It assumes the rate holds and that nothing new
+arrives: an estimate, which the dashboard says with its rates.
 
 Over time
 ---------
@@ -36,7 +43,8 @@ histogram like the durations'), the current hour's from the rows (ops.rollups.sp
 
 Cost: :func:`queue_backlog` is two queries whatever the size of the table: the active runs by
 queue (the partial index ``execution_active``: its cost follows the backlog) and the runs
-finished in the last 10 minutes by queue (the index ``execution_finished``).
+finished in the last 10 minutes by queue, with those of the last 2 minutes counted apart (the
+index ``execution_finished``).
 """
 
 from __future__ import annotations
@@ -57,8 +65,9 @@ logger = logging.getLogger("conveyor.ops")
 
 Status, WaitReason = Execution.Status, Execution.WaitReason
 
-#: The completion rate is taken over the runs finished in this much time up to now.
+#: The completion rate is the slower of the runs finished in these two spans up to now.
 RATE_WINDOW = timedelta(minutes=10)
+RECENT_WINDOW = timedelta(minutes=2)
 #: Queue samples older than this are deleted as new ones are written.
 SAMPLES_KEPT = timedelta(days=8)
 
@@ -107,14 +116,19 @@ def start_latency(
 
 @dataclass(frozen=True)
 class Drain:
-    """How long a backlog takes to drain at a completion rate (:func:`drain_estimate`)."""
+    """How long a backlog takes to drain at the slower of two completion rates
+    (:func:`drain_estimate`)."""
 
     backlog: int
-    #: Runs finished over ``window``.
+    #: Runs finished over ``window`` (10 minutes) and over ``recent_window`` (2 minutes).
     finished: int
     window: timedelta
+    recent_finished: int = 0
+    recent_window: timedelta = RECENT_WINDOW
+    #: Runs running on a worker now (said when not draining).
+    running: int = 0
     #: Seconds to drain; None when empty or not draining.
-    seconds: float | None
+    seconds: float | None = None
 
     @property
     def state(self) -> str:
@@ -125,28 +139,75 @@ class Drain:
         return "draining" if self.seconds is not None else "not_draining"
 
     @property
-    def per_minute(self) -> float:
+    def long_per_minute(self) -> float:
         return self.finished * 60 / self.window.total_seconds()
 
+    @property
+    def recent_per_minute(self) -> float:
+        return self.recent_finished * 60 / self.recent_window.total_seconds()
+
+    @property
+    def recent_is_slower(self) -> bool:
+        """Whether the estimate uses the recent window's rate (the slower; on a tie, the long
+        window's, the steadier)."""
+        return self.recent_per_minute < self.long_per_minute
+
+    @property
+    def rate_window(self) -> timedelta:
+        """The window whose rate the estimate uses."""
+        return self.recent_window if self.recent_is_slower else self.window
+
+    @property
+    def per_minute(self) -> float:
+        """The rate the estimate uses: the slower of the two windows'."""
+        return min(self.recent_per_minute, self.long_per_minute)
+
     def __str__(self) -> str:
-        """What the dashboard says, e.g. "about 12 minutes at the current rate (40 runs/min over
-        the last 10 minutes)"."""
+        """What the dashboard says, e.g. "about 2.3 minutes at the rate of the last 2 minutes (6
+        runs/min; 13 runs/min over the last 10 minutes)"."""
         if self.state == "empty":
             return "empty: nothing waits"
-        rate = f"{_number(self.per_minute)} runs/min over the last {_span(self.window)}"
+        running = f"{self.running} running"
         if self.state == "not_draining":
-            return f"not draining: no run finished in the last {_span(self.window)}"
-        return f"about {_span(timedelta(seconds=self.seconds))} at the current rate ({rate})"
+            if self.finished <= 0:
+                return f"not draining: no run finished in the last {_span(self.window)} ({running})"
+            return (
+                f"not draining lately: no run finished in the last {_span(self.recent_window)} "
+                f"({running})"
+            )
+        used, other = (
+            (self.recent_window, self.window)
+            if self.recent_is_slower
+            else (self.window, self.recent_window)
+        )
+        other_rate = self.long_per_minute if self.recent_is_slower else self.recent_per_minute
+        return (
+            f"about {_span(timedelta(seconds=self.seconds))} at the rate of the last "
+            f"{_span(used)} ({_number(self.per_minute)} runs/min; {_number(other_rate)} runs/min "
+            f"over the last {_span(other)})"
+        )
 
 
-def drain_estimate(*, backlog: int, finished: int, window: timedelta = RATE_WINDOW) -> Drain:
-    """The time to drain ``backlog`` runs at the rate of ``finished`` runs per ``window``:
-    backlog / (finished / window). The one rule the dashboard and /metrics show."""
-    if backlog <= 0:
-        return Drain(0, finished, window, None)
-    if finished <= 0:
-        return Drain(backlog, 0, window, None)
-    return Drain(backlog, finished, window, backlog * window.total_seconds() / finished)
+def drain_estimate(
+    *,
+    backlog: int,
+    finished: int,
+    window: timedelta = RATE_WINDOW,
+    recent_finished: int,
+    recent_window: timedelta = RECENT_WINDOW,
+    running: int = 0,
+) -> Drain:
+    """The time to drain ``backlog`` runs: backlog / rate, the rate being the slower of
+    ``finished`` runs per ``window`` and ``recent_finished`` runs per ``recent_window`` (cut to
+    ``window`` when longer). Not draining when runs wait and none finished in the recent window
+    (``running``: the runs running, which it says). The one rule the dashboard and /metrics
+    show."""
+    recent_window = min(recent_window, window)
+    drain = Drain(backlog, finished, window, recent_finished, recent_window, running)
+    if backlog <= 0 or finished <= 0 or recent_finished <= 0:
+        return drain
+    seconds = backlog * 60 / drain.per_minute
+    return Drain(backlog, finished, window, recent_finished, recent_window, running, seconds)
 
 
 def _number(value: float) -> str:
@@ -212,34 +273,47 @@ def _active_by_queue(now: datetime) -> QuerySet:
 
 
 def queue_backlog(
-    *, now: datetime, queues: list[str] | None = None, window: timedelta = RATE_WINDOW
+    *,
+    now: datetime,
+    queues: list[str] | None = None,
+    window: timedelta = RATE_WINDOW,
+    recent_window: timedelta = RECENT_WINDOW,
 ) -> list[QueueBacklog]:
     """Every queue's backlog, oldest waiting run, runs running and time to drain at ``now`` (at
-    the rate of the runs finished over ``window``), in the order of ``queues`` (default
-    :func:`execution_queues`; a queue with runs but not named comes after them). Two queries
-    (see the module docstring)."""
+    the slower of the rates of the runs finished over ``window`` and ``recent_window``), in the
+    order of ``queues`` (default :func:`execution_queues`; a queue with runs but not named comes
+    after them). Two queries (see the module docstring)."""
     queues = list(queues if queues is not None else execution_queues())
+    recent_window = min(recent_window, window)
     active = {row["agent__queue"]: row for row in _active_by_queue(now)}
-    finished = dict(
-        Execution.objects.filter(finished_at__gt=now - window, finished_at__lte=now)
+    finished = {
+        row["agent__queue"]: row
+        for row in Execution.objects.filter(finished_at__gt=now - window, finished_at__lte=now)
         .values("agent__queue")
-        .annotate(n=Count("status"))
+        .annotate(
+            n=Count("status"),
+            recent=Count("status", filter=Q(finished_at__gt=now - recent_window)),
+        )
         .order_by()
-        .values_list("agent__queue", "n")
-    )
+    }
     queues += sorted(q for q in active if q not in queues)
     found = []
     for queue in queues:
-        row = active.get(queue, {})
-        queued, oldest = row.get("queued", 0), row.get("oldest")
+        row, done = active.get(queue, {}), finished.get(queue, {})
+        queued, oldest, running = row.get("queued", 0), row.get("oldest"), row.get("running", 0)
         found.append(
             QueueBacklog(
                 queue=queue,
                 queued=queued,
                 oldest_age=max(0.0, (now - oldest).total_seconds()) if queued else None,
-                running=row.get("running", 0),
+                running=running,
                 drain=drain_estimate(
-                    backlog=queued, finished=finished.get(queue, 0), window=window
+                    backlog=queued,
+                    finished=done.get("n", 0),
+                    window=window,
+                    recent_finished=done.get("recent", 0),
+                    recent_window=recent_window,
+                    running=running,
                 ),
             )
         )
@@ -247,18 +321,22 @@ def queue_backlog(
 
 
 def total(rows: list[QueueBacklog]) -> QueueBacklog:
-    """Every queue's backlog together, drained at every queue's rate together."""
+    """Every queue's backlog together, drained at every queue's rates together."""
     queued = sum(r.queued for r in rows)
+    running = sum(r.running for r in rows)
     ages = [r.oldest_age for r in rows if r.oldest_age is not None]
     return QueueBacklog(
         queue="",
         queued=queued,
         oldest_age=max(ages) if ages else None,
-        running=sum(r.running for r in rows),
+        running=running,
         drain=drain_estimate(
             backlog=queued,
             finished=sum(r.drain.finished for r in rows),
             window=rows[0].drain.window if rows else RATE_WINDOW,
+            recent_finished=sum(r.drain.recent_finished for r in rows),
+            recent_window=rows[0].drain.recent_window if rows else RECENT_WINDOW,
+            running=running,
         ),
     )
 

@@ -1,4 +1,10 @@
-"""The throughput chart, drawn on the server as SVG (no JavaScript).
+"""The dashboard's charts, drawn on the server as SVG (no JavaScript): the throughput's bars and
+the backlog's and start latency's lines.
+
+Both kinds share their y axis (:func:`y_axis`: round ticks, 1, 2 or 5 x 10^n, or minute and hour
+steps for durations, and a left margin as wide as the longest label) and their time axis
+(labels kept inside the chart at its ends). On a phone a chart keeps its width and scrolls
+sideways in its card, opened at its newest end (static/ops/charts.js).
 
 Bars are stacked per bucket (succeeded, failed, other) and each series is one ``<path>``, so a
 chart of a few hundred bars stays a few kilobytes per series. Bars are minutes in the last-hour
@@ -26,22 +32,105 @@ SERIES = (("succeeded", "#4cc38a"), ("failed", "#e5604e"), ("other", "#9fb0d0"))
 TICKS = {"1h": timedelta(minutes=10), "24h": timedelta(hours=3), "7d": timedelta(days=1)}
 
 
-def nice_ceiling(value: int) -> int:
-    """The smallest of 1, 2, 5 x 10^n that is at least ``value`` (and at least 1)."""
-    if value <= 1:
-        return 1
-    magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
+#: The most steps above 0 a y axis has (so at most 5 labels).
+MAX_STEPS = 4
+#: Steps of a duration axis beyond a minute: minutes, hours, days (in seconds).
+DURATION_STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+#: Width of a character of the axis labels (11 px system-ui digits are about 6.2 px), rounded up.
+CHAR_WIDTH = 7
+
+
+def axis_ticks(top: float, *, seconds: bool = False) -> list[float]:
+    """Round values for a y axis from 0 to at least ``top``, at most :data:`MAX_STEPS` steps:
+    the first step that fits of 1, 2 or 5 x 10^n (whole numbers for counts), or for durations
+    (``seconds``) of 1, 2, 5 x 10^n seconds up to 50 s, then :data:`DURATION_STEPS`, then
+    1, 2, 5 x 10^n days."""
+    top = top if top > 0 else 1
+    for step in _steps(top, seconds=seconds):
+        n = math.ceil(top / step - 1e-9)
+        if n <= MAX_STEPS:
+            return [_clean(step * i) for i in range(max(n, 1) + 1)]
+    raise AssertionError("unreachable: the steps grow without end")
+
+
+def _steps(top: float, *, seconds: bool):
+    """The candidate steps of :func:`axis_ticks`, smallest first, from about top / MAX_STEPS."""
+    unit, whole = 1.0, not seconds
+    if seconds and top / MAX_STEPS > 50:
+        yield from DURATION_STEPS
+        unit, whole = 86400.0, True
+    magnitude = 10.0 ** math.floor(math.log10(top / unit / MAX_STEPS))
+    if whole:
+        magnitude = max(1.0, magnitude)
+    while True:
+        for m in (1, 2, 5):
+            yield m * magnitude * unit
+        magnitude *= 10
+
+
+def _clean(value: float) -> float:
+    """A tick's value without the float dust of 0.1 x 3."""
+    return float(f"{value:.6g}")
+
+
+def count_label(value: float) -> str:
+    return f"{value:g}"
+
+
+def duration_label(seconds: float) -> str:
+    """A duration axis label, short and exact for the ticks of :func:`axis_ticks`: "0", "0.2 s",
+    "50 s", "90 s", "5 min", "2 h", "7 d"."""
+    if seconds == 0:
+        return "0"
+    if seconds < 60 or (seconds < 3600 and seconds % 60):
+        return f"{seconds:g} s"
+    if seconds < 3600 or seconds % 3600:
+        return f"{seconds / 60:g} min"
+    if seconds < 86400 or seconds % 86400:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 86400:g} d"
+
+
+def y_axis(top: float, *, seconds: bool = False) -> tuple[list[float], list[str], int]:
+    """The y axis of a chart whose highest value is ``top``: its ticks, their labels and the
+    left margin that fits the longest label."""
+    ticks = axis_ticks(top, seconds=seconds)
+    labels = [(duration_label if seconds else count_label)(t) for t in ticks]
+    left = max(LEFT, 14 + CHAR_WIDTH * max(len(label) for label in labels))
+    return ticks, labels, left
+
+
+def _y_labels(ticks, labels, *, left: int, base: float, plot_h: float) -> list[str]:
+    parts = []
+    for tick, label in zip(ticks, labels, strict=True):
+        y = base - plot_h * tick / ticks[-1]
+        parts.append(
+            f'<line x1="{left}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
+            f"{escape(label)}</text>"
+        )
+    return parts
+
+
+def _time_label(x: float, base: float, text: str) -> str:
+    """A tick and its label on the time axis, kept inside the chart at its ends."""
+    half = CHAR_WIDTH * len(text) / 2
+    anchor, tx = "middle", x
+    if x + half > WIDTH - 1:
+        anchor, tx = "end", WIDTH - 1
+    return (
+        f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" class="grid"/>'
+        f'<text x="{tx:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}" class="axis">'
+        f"{escape(text)}</text>"
+    )
 
 
 def throughput_svg(buckets: list[Bucket], window: TimeWindow) -> SafeString:
     if not buckets:
         return mark_safe("")
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = nice_ceiling(max(b.total for b in buckets))
+    ticks, labels, left = y_axis(max(b.total for b in buckets))
+    plot_w, plot_h = WIDTH - left - RIGHT, HEIGHT - TOP - BOTTOM
+    top = ticks[-1]
     bar_w = plot_w / len(buckets)
     gap = 0.15 * bar_w if bar_w >= 4 else 0
     scale = plot_h / top
@@ -51,19 +140,11 @@ def throughput_svg(buckets: list[Bucket], window: TimeWindow) -> SafeString:
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="Executions per {_unit(window)}" xmlns="http://www.w3.org/2000/svg">'
     ]
-    # Grid and y labels.
-    for fraction in (0, 0.5, 1):
-        y = base - plot_h * fraction
-        value = top * fraction
-        label = f"{value:g}" if value == int(value) else f"{value:.1f}"
-        parts.append(
-            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{label}</text>'
-        )
+    parts += _y_labels(ticks, labels, left=left, base=base, plot_h=plot_h)
     # One path per series, bars stacked bottom-up.
     paths = {name: [] for name, _ in SERIES}
     for i, bucket in enumerate(buckets):
-        x = LEFT + i * bar_w + gap / 2
+        x = left + i * bar_w + gap / 2
         y = base
         for name, _ in SERIES:
             value = getattr(bucket, name)
@@ -79,13 +160,8 @@ def throughput_svg(buckets: list[Bucket], window: TimeWindow) -> SafeString:
     for i, bucket in enumerate(buckets):
         local = timezone.localtime(bucket.start)
         if i and (local.hour * 60 + local.minute) % tick_minutes == 0:
-            x = LEFT + i * bar_w
             fmt = "%a %d" if window.key == "7d" else "%H:%M"
-            parts.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" class="grid"/>'
-                f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle" class="axis">'
-                f"{escape(local.strftime(fmt))}</text>"
-            )
+            parts.append(_time_label(left + i * bar_w, base, local.strftime(fmt)))
     # Clickable slices with their figures on hover.
     per_slice = max(1, round(window.slice / window.bucket))
     changelist = admin_executions_url()
@@ -100,7 +176,7 @@ def throughput_svg(buckets: list[Bucket], window: TimeWindow) -> SafeString:
         )
         url = admin_executions_url(base=changelist, created_at__gte=start, created_at__lt=end)
         parts.append(
-            f'<a href="{escape(url)}"><rect class="slice" x="{LEFT + i * bar_w:.2f}" y="{TOP}" '
+            f'<a href="{escape(url)}"><rect class="slice" x="{left + i * bar_w:.2f}" y="{TOP}" '
             f'width="{bar_w * len(group):.2f}" height="{plot_h}"><title>{escape(title)}</title>'
             "</rect></a>"
         )
@@ -123,23 +199,25 @@ def lines_svg(
     *,
     label: str,
     format_value=None,
+    seconds: bool = False,
 ) -> SafeString:
     """A line per series (name, colour, a value or None per bar of ``starts``) over the window's
     time axis: the backlog per queue, the start latency's percentiles. A gap where a value is
     None (no sample, or no run started in that bar); a lone value is a dot. Hovering a point
-    shows its bar's time and value."""
+    shows its bar's time and value (``format_value``). The y axis counts, or with ``seconds``
+    is a duration (:func:`y_axis`)."""
     values = [v for _, _, vs in series for v in vs if v is not None]
     if not starts or not values:
         return mark_safe("")
     format_value = format_value or (lambda v: f"{v:g}")
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = max(values)
-    top = nice_ceiling(math.ceil(top)) if top >= 1 else top * 1.1 or 1
+    ticks, labels, left = y_axis(max(values), seconds=seconds)
+    plot_w, plot_h = WIDTH - left - RIGHT, HEIGHT - TOP - BOTTOM
+    top = ticks[-1]
     step = plot_w / len(starts)
     base = TOP + plot_h
 
     def x(i: int) -> float:
-        return LEFT + (i + 0.5) * step
+        return left + (i + 0.5) * step
 
     def y(v: float) -> float:
         return base - plot_h * v / top
@@ -148,13 +226,7 @@ def lines_svg(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
     ]
-    for fraction in (0, 0.5, 1):
-        yy = base - plot_h * fraction
-        parts.append(
-            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
-            f'<text x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end" class="axis">'
-            f"{escape(format_value(top * fraction))}</text>"
-        )
+    parts += _y_labels(ticks, labels, left=left, base=base, plot_h=plot_h)
     for name, colour, vs in series:
         path, dots = [], []
         previous = None
@@ -176,13 +248,8 @@ def lines_svg(
     for i, start in enumerate(starts):
         local = timezone.localtime(start)
         if i and (local.hour * 60 + local.minute) % tick_minutes == 0:
-            xx = LEFT + i * step
             fmt = "%a %d" if window.key == "7d" else "%H:%M"
-            parts.append(
-                f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{base}" y2="{base + 4}" class="grid"/>'
-                f'<text x="{xx:.1f}" y="{HEIGHT - 6}" text-anchor="middle" class="axis">'
-                f"{escape(local.strftime(fmt))}</text>"
-            )
+            parts.append(_time_label(left + i * step, base, local.strftime(fmt)))
     # A hover target per bar with every series' value at that time.
     for i, start in enumerate(starts):
         shown = [f"{name}: {format_value(vs[i])}" for name, _, vs in series if vs[i] is not None]
@@ -190,7 +257,7 @@ def lines_svg(
             continue
         title = f"{timezone.localtime(start):%a %d %b %H:%M}: " + ", ".join(shown)
         parts.append(
-            f'<rect class="slice" x="{LEFT + i * step:.2f}" y="{TOP}" width="{step:.2f}" '
+            f'<rect class="slice" x="{left + i * step:.2f}" y="{TOP}" width="{step:.2f}" '
             f'height="{plot_h}"><title>{escape(title)}</title></rect>'
         )
     parts.append("</svg>")

@@ -113,6 +113,7 @@ class ConveyorCollector:
 def _backlog(rows: list[backlog.QueueBacklog]):
     """Each queue's backlog and time to drain (ops.backlog, the rule the dashboard shows)."""
     window = int(backlog.RATE_WINDOW.total_seconds() // 60)
+    recent = int(backlog.RECENT_WINDOW.total_seconds() // 60)
     families = {
         "queued": GaugeMetricFamily(
             "conveyor_queue_backlog",
@@ -129,13 +130,15 @@ def _backlog(rows: list[backlog.QueueBacklog]):
         ),
         "rate": GaugeMetricFamily(
             "conveyor_queue_finished_per_second",
-            f"Runs of the queue finished per second over the last {window} minutes.",
+            f"Runs of the queue finished per second: the slower of the rates of the last {recent} "
+            f"and {window} minutes, the one the time to drain uses.",
             labels=["queue"],
         ),
         "drain": GaugeMetricFamily(
             "conveyor_queue_drain_seconds",
-            f"Time to drain the backlog at the rate of the last {window} minutes: backlog / "
-            "rate (0: empty; +Inf: runs wait and none finished).",
+            f"Time to drain the backlog: backlog / the slower of the rates of the last {recent} "
+            f"and {window} minutes (0: empty; +Inf: runs wait and none finished in the last "
+            f"{recent} minutes).",
             labels=["queue"],
         ),
     }

@@ -74,9 +74,7 @@ def dashboard(request):
         "cancelled": url(created_at__gte=since, status__exact=Status.CANCELLED),
         "active": url(created_at__gte=since, status__in=",".join(Execution.ACTIVE_STATUSES)),
         "durations": url(created_at__gte=since, status__exact=Status.SUCCEEDED),
-        "queued": url(status__exact=Status.QUEUED),
-        "running": url(status__exact=Status.RUNNING),
-        "retrying": url(status__exact=Status.RETRYING),
+        **_live_links(),
         "dead_letters": url(status__exact=Status.FAILED, retried="no"),
     }
     if ov.p95 is not None:
@@ -142,6 +140,7 @@ def dashboard(request):
             "capacity": selectors.capacity(),
             "d": data,
             "ov": ov,
+            "live": data.live,
             "windows": selectors.WINDOWS.values(),
             "chart": throughput_svg(data.throughput, window),
             "unit": "hour" if window.bucket >= selectors.HOUR else "minute",
@@ -164,34 +163,52 @@ def dashboard(request):
     )
 
 
+def _live_links() -> dict:
+    """The "Now" counts' links: the admin list of the runs of each active status."""
+    return {
+        "queued": url(status__exact=Status.QUEUED),
+        "running": url(status__exact=Status.RUNNING),
+        "retrying": url(status__exact=Status.RETRYING),
+    }
+
+
+def _backlog_now_context(rows: list[backlog_rules.QueueBacklog], together) -> dict:
+    """The backlog panel's table (templates/ops/_backlog_now.html): each queue's backlog and
+    time to drain now, and all queues' together."""
+    # Queues where nothing waits, runs or finished lately are named in one line, not a row each.
+    shown = [
+        {"b": b, "url": url(agent__queue__exact=b.queue, status__in="queued,retrying")}
+        for b in rows
+        if b.queued or b.running or b.drain.finished
+    ]
+    return {
+        "backlog_rows": shown,
+        "quiet_queues": [b.queue for b in rows if not (b.queued or b.running or b.drain.finished)],
+        "backlog_total": together,
+        "rate_minutes": int(backlog_rules.RATE_WINDOW.total_seconds() // 60),
+        "recent_minutes": int(backlog_rules.RECENT_WINDOW.total_seconds() // 60),
+    }
+
+
 def _backlog_context(data: selectors.Dashboard) -> dict:
     """The backlog panel: each queue's backlog and time to drain now, and two charts over the
-    window: the most runs waiting per bar and queue (from the samples), and the start latency's
-    median and 95th percentile per bar."""
+    window: the runs waiting per bar and queue (from the samples, the highest of a bar's
+    minutes), and the start latency's median and 95th percentile per bar."""
     from executions.templatetags.conveyor import duration
 
     window = data.window
     starts = [bar.start for bar in data.latency]
-    # Queues where nothing waits, runs or finished lately are named in one line, not a row each.
-    rows = [
-        {"b": b, "url": url(agent__queue__exact=b.queue, status__in="queued,retrying")}
-        for b in data.backlog
-        if b.queued or b.running or b.drain.finished
-    ]
-    quiet = [b.queue for b in data.backlog if not (b.queued or b.running or b.drain.finished)]
     waited = [s for s in data.samples if any(v for v in s.queued)]
     colours = dict(zip([s.queue for s in waited], _cycle(LINE_COLOURS, len(waited)), strict=True))
     unit = "hour" if window.bucket >= selectors.HOUR else "minute"
     return {
-        "backlog_rows": rows,
-        "quiet_queues": quiet,
-        "backlog_total": data.backlog_total,
+        **_backlog_now_context(data.backlog, data.backlog_total),
         "backlog_sampled": bool(data.samples),
         "backlog_chart": lines_svg(
             starts,
             [(s.queue, colours[s.queue], s.queued) for s in waited],
             window,
-            label=f"Runs waiting per queue (the most in each {unit})",
+            label="Runs waiting per queue, " + _sampled(unit),
             format_value=lambda v: f"{v:g}" if v == int(v) else f"{v:.1f}",
         ),
         "backlog_colours": colours,
@@ -204,14 +221,43 @@ def _backlog_context(data: selectors.Dashboard) -> dict:
             window,
             label=f"Start latency per {unit}: median and 95th percentile",
             format_value=lambda v: "0" if v == 0 else duration(v),
+            seconds=True,
         ),
         "latency_colours": LINE_COLOURS[:2],
-        "rate_minutes": int(backlog_rules.RATE_WINDOW.total_seconds() // 60),
+        "backlog_sampled_as": _sampled(unit),
     }
+
+
+def _sampled(unit: str) -> str:
+    """How the runs waiting chart's points were taken: a sample a minute shows what waited at
+    that instant, not the most between two samples."""
+    if unit == "minute":
+        return "sampled once a minute"
+    return f"sampled once a minute (the highest sample of each {unit})"
 
 
 def _cycle(values: tuple, n: int) -> list:
     return [values[i % len(values)] for i in range(n)]
+
+
+@operators_only
+@never_cache
+def backlog_panel(request):
+    """The backlog table, polled by the dashboard every 10 s, with the "Now" counts swapped in
+    beside it (out of band): each queue's backlog and time to drain now (ops.backlog: three
+    queries with the queue names) and the active runs by status (one query). The charts stay
+    as the page drew them: their samples come once a minute."""
+    rows = backlog_rules.queue_backlog(now=timezone.now())
+    return render(
+        request,
+        "ops/_backlog_now.html",
+        {
+            **_backlog_now_context(rows, backlog_rules.total(rows)),
+            "live": selectors.live_counts(),
+            "links": _live_links(),
+            "oob": True,
+        },
+    )
 
 
 @operators_only

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from ops import backlog
-from ops.backlog import RATE_WINDOW, drain_estimate, start_latency
+from ops.backlog import RATE_WINDOW, RECENT_WINDOW, drain_estimate, start_latency
 from ops.models import QueueSample
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -19,28 +19,75 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def test_time_to_drain_is_the_backlog_over_the_completion_rate():
-    drain = drain_estimate(backlog=120, finished=400, window=timedelta(minutes=10))
+    drain = drain_estimate(backlog=120, finished=400, recent_finished=80)
 
     assert drain.state == "draining"
     assert drain.per_minute == 40
     assert drain.seconds == pytest.approx(180)  # 120 runs at 40 a minute: 3 minutes
-    assert (
-        str(drain) == "about 3 minutes at the current rate (40 runs/min over the last 10 minutes)"
+    assert str(drain) == (
+        "about 3 minutes at the rate of the last 10 minutes "
+        "(40 runs/min; 40 runs/min over the last 2 minutes)"
+    )
+
+
+def test_it_drains_at_the_slower_of_the_last_2_and_10_minutes_rates():
+    # Faster lately (more workers): the 10 minutes' rate, the slower, is the one used.
+    faster = drain_estimate(backlog=100, finished=200, recent_finished=100)
+    assert (faster.per_minute, faster.rate_window) == (20, RATE_WINDOW)
+    assert faster.seconds == pytest.approx(300)
+    # Slower lately: the last 2 minutes' rate, and it says so.
+    slower = drain_estimate(backlog=100, finished=200, recent_finished=10)
+    assert (slower.per_minute, slower.rate_window) == (5, RECENT_WINDOW)
+    assert slower.seconds == pytest.approx(20 * 60)
+    assert str(slower) == (
+        "about 20 minutes at the rate of the last 2 minutes "
+        "(5 runs/min; 20 runs/min over the last 10 minutes)"
+    )
+
+
+def test_a_burst_of_quick_runs_does_not_hide_a_stall():
+    """1,000 quick runs finished, then 6 runs of 300 s took both worker slots and 25 more wait:
+    the 10 minutes' rate alone said "about 16 seconds" though nothing can finish for 5
+    minutes."""
+    drain = drain_estimate(backlog=25, finished=1000, recent_finished=0, running=2)
+
+    assert (drain.state, drain.seconds) == ("not_draining", None)
+    assert str(drain) == "not draining lately: no run finished in the last 2 minutes (2 running)"
+
+
+def test_runs_longer_than_the_burst_before_them_drain_at_their_own_rate():
+    """14 runs of 20 s wait on 2 slots (at least 140 s of work) after a burst of quick runs:
+    the 10 minutes' rate (129 runs) said "about 65 seconds"; the last 2 minutes finished 12 (6
+    a minute on 2 slots), so 140 seconds."""
+    drain = drain_estimate(backlog=14, finished=129, recent_finished=12, running=2)
+
+    assert drain.rate_window == RECENT_WINDOW
+    assert drain.seconds == pytest.approx(140)
+    assert str(drain) == (
+        "about 2.3 minutes at the rate of the last 2 minutes "
+        "(6 runs/min; 13 runs/min over the last 10 minutes)"
     )
 
 
 def test_nothing_queued_is_empty_whatever_the_rate():
     for finished in (0, 7):
-        drain = drain_estimate(backlog=0, finished=finished)
+        drain = drain_estimate(backlog=0, finished=finished, recent_finished=finished)
         assert (drain.state, drain.seconds) == ("empty", None)
         assert str(drain) == "empty: nothing waits"
 
 
 def test_a_backlog_with_nothing_finished_lately_is_not_draining():
-    drain = drain_estimate(backlog=5, finished=0)
+    drain = drain_estimate(backlog=5, finished=0, recent_finished=0, running=1)
 
     assert (drain.state, drain.seconds) == ("not_draining", None)
-    assert str(drain) == "not draining: no run finished in the last 10 minutes"
+    assert str(drain) == "not draining: no run finished in the last 10 minutes (1 running)"
+
+
+def test_a_recent_window_longer_than_the_window_is_cut_to_it():
+    drain = drain_estimate(backlog=10, finished=5, window=timedelta(seconds=30), recent_finished=5)
+
+    assert drain.recent_window == timedelta(seconds=30)
+    assert drain.seconds == pytest.approx(60)
 
 
 @pytest.mark.parametrize(
@@ -54,11 +101,15 @@ def test_a_backlog_with_nothing_finished_lately_is_not_draining():
     ],
 )
 def test_the_estimate_is_said_in_words_a_reader_needs(backlog_, finished, words):
-    assert str(drain_estimate(backlog=backlog_, finished=finished)).startswith(words + " at ")
+    # One rate: both windows the same 10 minutes.
+    drain = drain_estimate(
+        backlog=backlog_, finished=finished, recent_finished=finished, recent_window=RATE_WINDOW
+    )
+    assert str(drain).startswith(words + " at ")
 
 
 def test_a_slow_rate_is_said_with_a_decimal():
-    assert "0.3 runs/min" in str(drain_estimate(backlog=4, finished=3))
+    assert "0.3 runs/min" in str(drain_estimate(backlog=4, finished=3, recent_finished=1))
 
 
 def test_start_latency_counts_from_creation_or_the_delayed_start_time_asked_for():
@@ -100,14 +151,55 @@ def test_a_controlled_backlog_drains_in_the_time_its_rate_says(make_agent, make_
 
     a = rows["ops-q1"]
     assert (a.queued, a.running, a.drain.finished) == (60, 0, 20)
+    assert a.drain.recent_finished == 4  # 20, 47, 74 and 101 s ago: 2 a minute lately too
     assert a.drain.per_minute == 2
     assert a.drain.seconds == pytest.approx(30 * 60, abs=1e-6)
     assert a.oldest_age == pytest.approx(40 * 60, abs=1e-6)
-    assert (
-        str(a.drain) == "about 30 minutes at the current rate (2 runs/min over the last 10 minutes)"
+    assert str(a.drain) == (
+        "about 30 minutes at the rate of the last 10 minutes "
+        "(2 runs/min; 2 runs/min over the last 2 minutes)"
     )
     b = rows["ops-q2"]
     assert (b.queued, b.drain.state, b.oldest_age) == (0, "empty", None)
+
+
+@pytest.mark.django_db
+def test_a_stall_after_a_burst_is_not_draining_lately(make_agent, make_execution, now):
+    """Quick runs finished 3 to 9 minutes ago; two long runs hold the slots since, 25 wait."""
+    agent = make_agent(queue="ops-q1")
+    for i in range(60):
+        make_execution(agent, "succeeded", at=now - timedelta(seconds=180 + 6 * i), seconds=0.1)
+    for _ in range(2):
+        make_execution(agent, "running", at=now - timedelta(seconds=170))
+    for _ in range(25):
+        make_execution(agent, "queued", at=now - timedelta(seconds=100))
+
+    [row] = backlog.queue_backlog(now=now, queues=["ops-q1"])
+
+    assert (row.queued, row.running) == (25, 2)
+    assert (row.drain.finished, row.drain.recent_finished) == (60, 0)
+    assert row.drain.state == "not_draining"
+    assert str(row.drain) == (
+        "not draining lately: no run finished in the last 2 minutes (2 running)"
+    )
+
+
+@pytest.mark.django_db
+def test_a_slow_down_after_a_burst_drains_at_the_recent_rate(make_agent, make_execution, now):
+    agent = make_agent(queue="ops-q1")
+    for i in range(50):  # quick runs 3 to 8 minutes ago
+        make_execution(agent, "succeeded", at=now - timedelta(seconds=180 + 6 * i), seconds=0.1)
+    for i in range(4):  # 20 s runs on 2 slots lately: 2 a minute
+        make_execution(agent, "succeeded", at=now - timedelta(seconds=40 + 20 * i), seconds=20)
+    for _ in range(14):
+        make_execution(agent, "queued", at=now - timedelta(seconds=100))
+
+    [row] = backlog.queue_backlog(now=now, queues=["ops-q1"])
+
+    assert (row.drain.finished, row.drain.recent_finished) == (54, 4)
+    assert row.drain.rate_window == RECENT_WINDOW
+    assert row.drain.seconds == pytest.approx(7 * 60)  # 14 runs at 2 a minute
+    assert str(row.drain).startswith("about 7 minutes at the rate of the last 2 minutes")
 
 
 @pytest.mark.django_db

@@ -121,10 +121,15 @@ def test_each_queue_s_backlog_and_time_to_drain_are_the_dashboard_s(
     busy, idle, stuck = (make_agent(queue=f"ops-q{i}") for i in (1, 2, 3))
     for _ in range(6):
         make_execution(busy, "queued", ago=timedelta(minutes=3))
-    for _ in range(4):  # 4 in the last 10 minutes: 6 wait, 15 minutes to drain
+    for _ in range(10):  # 11 in the last 10 minutes, 1 in the last 2: 0.5 a minute lately
         make_execution(busy, "succeeded", ago=timedelta(minutes=5), seconds=1)
+    make_execution(busy, "succeeded", ago=timedelta(minutes=1), seconds=1)
     make_execution(busy, "running", ago=timedelta(seconds=10))
     make_execution(stuck, "queued", ago=timedelta(minutes=1))
+    # Runs finished a while ago and none lately: not draining either.
+    lately = make_agent(queue="ops-q4")
+    make_execution(lately, "queued", ago=timedelta(minutes=1))
+    make_execution(lately, "succeeded", ago=timedelta(minutes=6), seconds=1)
     make_execution(idle, "succeeded", ago=timedelta(minutes=2), waited=2.5, seconds=1)
 
     m = samples(staff_client.get("/metrics"))
@@ -132,12 +137,14 @@ def test_each_queue_s_backlog_and_time_to_drain_are_the_dashboard_s(
     assert m[key("conveyor_queue_backlog", queue="ops-q1")] == 6
     assert m[key("conveyor_queue_running", queue="ops-q1")] == 1
     assert m[key("conveyor_queue_oldest_age_seconds", queue="ops-q1")] == pytest.approx(180, abs=5)
-    assert m[key("conveyor_queue_finished_per_second", queue="ops-q1")] == pytest.approx(4 / 600)
-    assert m[key("conveyor_queue_drain_seconds", queue="ops-q1")] == pytest.approx(15 * 60)
+    # The slower of the two rates: 1 in 2 minutes (not 11 in 10); 6 wait: 12 minutes to drain.
+    assert m[key("conveyor_queue_finished_per_second", queue="ops-q1")] == pytest.approx(1 / 120)
+    assert m[key("conveyor_queue_drain_seconds", queue="ops-q1")] == pytest.approx(12 * 60)
     # Nothing waits: 0; runs wait and none finished lately: +Inf.
     assert m[key("conveyor_queue_drain_seconds", queue="ops-q2")] == 0
     assert m[key("conveyor_queue_oldest_age_seconds", queue="ops-q2")] == 0
     assert m[key("conveyor_queue_drain_seconds", queue="ops-q3")] == float("inf")
+    assert m[key("conveyor_queue_drain_seconds", queue="ops-q4")] == float("inf")
     # The same rule as the dashboard's.
     shown = {r.queue: r.drain.seconds for r in backlog.queue_backlog(now=timezone.now())}
     assert shown["ops-q1"] == pytest.approx(m[key("conveyor_queue_drain_seconds", queue="ops-q1")])
