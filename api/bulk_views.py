@@ -28,10 +28,10 @@ from executions.bulk import (
     bulk_preview,
     reason_words,
 )
-from executions.filters import FILTER_NAMES, InvalidFilter
+from executions.filters import FILTER_NAMES, FILTER_OBJECT, MULTIPLE, InvalidFilter
 from executions.models import BulkAction
 
-from .errors import Unprocessable, error_responses
+from .errors import Conflict, Unprocessable, error_responses
 from .pagination import KeysetPagination
 from .serializers import _absolute
 from .throttling import RunRateThrottle
@@ -41,9 +41,13 @@ FILTER_HELP = (
     "The executions list's filters, as JSON: "
     + ", ".join(f"`{name}`" for name in FILTER_NAMES)
     + ' (e.g. `{"status": ["failed"], "agent": "<id>", "error_category": ["timeout"], '
-    '"created_after": "2026-11-01T00:00:00Z"}`). A name it does not know is a 422, not ignored. '
-    "`{}` selects all your executions."
+    '"created_after": "2026-11-01T00:00:00Z"}`). A name it does not know is a 422, not ignored; '
+    + ", ".join(f"`{name}`" for name in MULTIPLE)
+    + " take a list (any of its values), the others one value. `bulk`: a bulk action's id (the "
+    "retries it created, or the executions it cancelled). `{}` selects all your executions."
 )
+
+ACTIONS = " or ".join(BulkAction.Action.values)
 
 
 class BulkRequestSerializer(serializers.Serializer):
@@ -52,10 +56,24 @@ class BulkRequestSerializer(serializers.Serializer):
         help_text="`retry`: failed or cancelled executions not yet retried, each as a new "
         "execution (a flow's steps through their flow). `cancel`: queued, retrying and running "
         "ones.",
+        error_messages={
+            "required": f"Give an action: {ACTIONS}.",
+            "null": f"Give an action: {ACTIONS}.",
+            "invalid_choice": f"Unknown action “{{input}}”: give {ACTIONS}.",
+        },
     )
-    filter = serializers.DictField(required=False, default=dict, help_text=FILTER_HELP)
+    filter = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text=FILTER_HELP,
+        # Braces doubled: DRF formats these messages.
+        error_messages={"not_a_dict": FILTER_OBJECT.replace("{", "{{").replace("}", "}}")},
+    )
     preview = serializers.BooleanField(
-        required=False, default=False, help_text="Only count: change nothing."
+        required=False,
+        default=False,
+        help_text="Only count: change nothing.",
+        error_messages={"invalid": "Give true or false."},
     )
 
     def to_internal_value(self, data):
@@ -176,8 +194,11 @@ class BulkActionViewSet(ApiViewMixin, viewsets.GenericViewSet):
             "leaves out; nothing changes (200). Without: the action is recorded and done in the "
             "background in batches (202; follow `url` for its progress). The set is fixed "
             "now: executions that fail afterwards are not included. Each execution goes "
-            "through the same rules as a single retry or cancel, so running the same action "
-            "twice does nothing more the second time. At most "
+            "through the same rules as a single retry or cancel: one already retried is not "
+            "retried again. When the filter selects nothing to act on, no action is created: "
+            "409 `nothing_to_do` with the preview's words. Running the same action again acts "
+            "on what is new since: the retries an earlier retry created that failed in turn "
+            "are retried. The action's `bulk` filter lists what it made or changed. At most "
             f"{BULK_MAX} executions per action. Counted as one run request against "
             "CONVEYOR_API_RUN_RATE."
         ),
@@ -211,7 +232,7 @@ class BulkActionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         responses={
             200: OpenApiResponse(BulkPreviewSerializer, description="The preview's counts."),
             202: OpenApiResponse(BulkActionSerializer, description="Recorded; under way."),
-            **error_responses(429, *WRITE),
+            **error_responses(409, 429, *WRITE),
         },
     )
     def create(self, request):
@@ -233,7 +254,11 @@ class BulkActionViewSet(ApiViewMixin, viewsets.GenericViewSet):
         except InvalidFilter as exc:
             raise Unprocessable(exc.message, code="invalid_filter", details=exc.details) from None
         except BulkRefused as exc:
-            details = {"filter": [exc.message]}
+            if exc.code == "nothing_to_do":
+                # As a retry of an execution already retried: a conflict with what is done.
+                raise Conflict(exc.message, code=exc.code) from None
+            field = "action" if exc.code == "unknown_action" else "filter"
+            details = {field: [exc.message]}
             raise Unprocessable(exc.message, code=exc.code, details=details) from None
         body = BulkActionSerializer(action, context=self.get_serializer_context()).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})

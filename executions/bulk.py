@@ -14,9 +14,15 @@ The set is fixed at creation: the executions that match the filter and existed t
 (``BulkAction.upto_id``); runs that fail afterwards are not swept in. Each batch selects again
 by the filter, the bound and how far the action has gone (``last_id``), under a compare-and-set
 on the action's row: a task sent twice, or restarted after a crash, goes on where the last
-committed batch ended, and a finished action does nothing more. A second action with the same
-filter finds nothing left to do: a retried execution is not retried again (the service refuses,
-and the selection leaves it out), a finished one is not cancelled.
+committed batch ended, and a finished action does nothing more. Each batch records what it made
+or changed (``BulkAction.execution_ids``: the retries it created, the executions it cancelled),
+which the list's filter ``bulk=<id>`` shows.
+
+An action with nothing to do is not created (:func:`bulk_action_create` refuses it with the
+preview's words). A second action with the same filter acts only on what is new since the first:
+a retried execution is not retried again (the service refuses, and the selection leaves it out),
+a finished one is not cancelled; but the retries the first one created are executions too, and
+those that failed in turn are retried by the second.
 
 Owners act on their own executions only, as the executions page and the API list them (staff
 included: what the admin shows is not in reach of a bulk action).
@@ -36,7 +42,7 @@ from django.utils import timezone
 
 from agents.kinds.base import InvalidInputError
 
-from .filters import filter_executions, normalised_filter
+from .filters import InvalidFilter, filter_executions, normalised_filter
 from .models import BulkAction, Execution
 from .services import ExecutionRefused, execution_cancel, execution_retry
 
@@ -72,8 +78,8 @@ REASONS = {
 
 
 class BulkRefused(Exception):
-    """An action that cannot be made as asked (HTTP 409/422 in the API): too many executions,
-    an unknown action."""
+    """An action that cannot be made as asked: nothing to do (HTTP 409 in the API), too many
+    executions, an unknown action (422)."""
 
     def __init__(self, message: str, *, code: str):
         super().__init__(message)
@@ -81,10 +87,14 @@ class BulkRefused(Exception):
         self.code = code
 
 
-def _action(action: str) -> str:
+def checked_action(action: str) -> str:
+    """``action`` if it is one (retry, cancel); else :class:`BulkRefused` naming it."""
     if action not in Action.values:
+        choices = " or ".join(Action.values)
         raise BulkRefused(
-            f"Unknown action “{str(action)[:50]}”: give {' or '.join(Action.values)}.",
+            f"Unknown action “{str(action)[:50]}”: give {choices}."
+            if action
+            else f"Choose an action: {choices}.",
             code="unknown_action",
         )
     return action
@@ -148,13 +158,26 @@ class BulkPreview:
 
     @property
     def headline(self) -> str:
-        """ "This will retry 183 executions." """
+        """ "This will retry 183 executions.", or why there is nothing to do: "Nothing to
+        retry: the 6 executions this filter selects are already retried." """
         verb = "retry" if self.action == Action.RETRY else "cancel"
         if not self.count:
-            done = "retried" if self.action == Action.RETRY else "cancelled"
-            return f"Nothing to {verb}: none of these executions can be {done}."
+            return f"Nothing to {verb}: {self._why_nothing()}."
         noun = "execution" if self.count == 1 else "executions"
         return f"This will {verb} {self.count} {noun}."
+
+    def _why_nothing(self) -> str:
+        if not self.matching:
+            return "this filter selects no executions"
+        if self.matching == 1:
+            whole = "the execution this filter selects"
+        else:
+            whole = f"the {self.matching} executions this filter selects"
+        parts = self.left_out
+        if len(parts) == 1:
+            # "6 are already retried" -> "are already retried": the whole set is.
+            return f"{whole} {parts[0].split(' ', 1)[1]}"
+        return f"of {whole}, {', '.join(parts[:-1])} and {parts[-1]}"
 
     @property
     def left_out(self) -> list[str]:
@@ -178,13 +201,31 @@ def _count(n: int, what: str) -> str:
     return f"{n} {'is' if n == 1 else 'are'} {what}" if n else ""
 
 
+def _check_owned(filter: dict[str, Any], *, owner) -> None:
+    """An agent or bulk action the filter names must be the owner's: a stale or mistyped id
+    is refused by name rather than counted as "nothing to do"."""
+    from agents.models import Agent
+
+    agents, actions = Agent.objects.filter(owner=owner), BulkAction.objects.filter(owner=owner)
+    if "agent" in filter and not agents.filter(uuid=filter["agent"]).exists():
+        raise InvalidFilter(details={"filter.agent": [NO_AGENT]})
+    if "bulk" in filter and not actions.filter(uuid=filter["bulk"]).exists():
+        raise InvalidFilter(details={"filter.bulk": [NO_BULK]})
+
+
+NO_AGENT = "No agent of yours has this id."
+NO_BULK = "No bulk action of yours has this id."
+
+
 def bulk_preview(*, owner, action: str, filter: dict[str, Any]) -> BulkPreview:
     """Count what ``action`` would do to the owner's executions that ``filter`` selects now.
 
-    Raises ``executions.filters.InvalidFilter`` (a value that does not parse, an unknown name)
+    Raises ``executions.filters.InvalidFilter`` (a value that does not parse, an unknown name,
+    a second value of a name that takes one, an agent or bulk action that is not the owner's)
     and :class:`BulkRefused` (an unknown action). One query for the counts."""
-    action = _action(action)
+    action = checked_action(action)
     stored = normalised_filter(filter)
+    _check_owned(stored, owner=owner)
     upto_id = _bound()
     selection = bulk_selection(owner=owner, filter=stored, upto_id=upto_id).annotate(
         was_retried=_retried()
@@ -225,11 +266,14 @@ def bulk_action_create(
     """Record a bulk action on the owner's executions that ``filter`` selects now, and send it
     to a worker once the transaction commits.
 
-    Raises ``InvalidFilter``, and :class:`BulkRefused` for an unknown action or more than
-    ``BULK_MAX`` executions. An action with nothing to do is still recorded (and finishes at
-    once): asking twice is answered "0 retried" rather than an error."""
+    Raises ``InvalidFilter``, and :class:`BulkRefused` for an unknown action, more than
+    ``BULK_MAX`` executions, or none to act on (``nothing_to_do``, with the preview's words:
+    "Nothing to retry: the 6 executions this filter selects are already retried."), so that
+    asking again for what is done records no empty action."""
     at = at or timezone.now()
     preview = bulk_preview(owner=owner, action=action, filter=filter)
+    if not preview.count:
+        raise BulkRefused(preview.headline, code="nothing_to_do")
     if preview.too_many:
         raise BulkRefused(
             f"{preview.count} executions match; one bulk action covers at most {BULK_MAX}. "
@@ -345,12 +389,16 @@ def _run_batch(bulk_id: int, size: int) -> bool | None:
         by = f"{bulk.owner.get_username()} (bulk {bulk.action})"
         counts = {"done": 0, "skipped": 0, "failed": 0}
         reasons: dict[str, int] = {}
+        made: list[int] = []
         for execution in rows:
-            outcome, code = _act(bulk.action, execution, by=by)
+            outcome, code, made_id = _act(bulk.action, execution, by=by)
             counts[outcome] += 1
             if code:
                 reasons[code] = reasons.get(code, 0) + 1
+            if made_id is not None:
+                made.append(made_id)
         won = guard.update(
+            execution_ids=[*(bulk.execution_ids or []), *made],
             done=F("done") + counts["done"],
             skipped=F("skipped") + counts["skipped"],
             failed=F("failed") + counts["failed"],
@@ -372,20 +420,22 @@ def _merged(old: dict, new: dict) -> dict:
     return merged
 
 
-def _act(action: str, execution: Execution, *, by: str) -> tuple[str, str]:
+def _act(action: str, execution: Execution, *, by: str) -> tuple[str, str, int | None]:
     """Retry or cancel one execution through its service: ("done" | "skipped" | "failed",
-    the reason's code)."""
+    the reason's code, the id of the execution it made or changed: the retry, the cancelled
+    one)."""
     try:
         with transaction.atomic():  # a refusal half-way leaves the rest of the batch intact
             if action == Action.RETRY:
-                execution_retry(execution=execution, by=by)
+                made = execution_retry(execution=execution, by=by).pk
             else:
                 execution_cancel(execution=execution, by=by)
+                made = execution.pk
     except ExecutionRefused as exc:
-        return "skipped", exc.code
+        return "skipped", exc.code, None
     except InvalidInputError:
-        return "failed", "invalid_input"
-    return "done", ""
+        return "failed", "invalid_input", None
+    return "done", "", made
 
 
 def bulk_action_fail(*, bulk_id: int, error: str) -> bool:

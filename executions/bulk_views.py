@@ -3,7 +3,9 @@ button, and the action's page with its progress, refreshed while it goes on.
 
 The preview reads the executions list's filter form, so it counts what the list shows; the
 confirm form carries the filter as the preview resolved it (a time range such as "last hour"
-becomes the times it meant then).
+becomes the times it meant then). A parameter the filters do not know, a second value of one that
+takes one, a filter that is not valid and an unknown action are refused, each named: a typo never
+widens an action to every execution.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from django.views.decorators.http import require_http_methods
 
 from agents.models import Agent
 
-from .bulk import BULK_MAX, BulkRefused, bulk_action_create, bulk_preview, reason_words
+from .bulk import (
+    BULK_MAX,
+    BulkRefused,
+    bulk_action_create,
+    bulk_preview,
+    checked_action,
+    reason_words,
+)
 from .errors import CATEGORIES
 from .filters import InvalidFilter
 from .forms import ExecutionFilterForm
@@ -64,7 +73,21 @@ def filter_words(filter: dict, *, owner) -> list[tuple[str, str]]:
         lines.append(("Took less than", f"{filter['faster_than']:g} s"))
     if filter.get("parent"):
         lines.append(("Flow", "not a flow's steps" if filter["parent"] == "none" else "its steps"))
+    if filter.get("bulk"):
+        lines.append(("Bulk action", _bulk_words(filter["bulk"], owner=owner)))
     return lines or [("Filter", "none: all your executions")]
+
+
+def _bulk_words(uuid: str, *, owner) -> str:
+    bulk = BulkAction.objects.filter(owner=owner, uuid=uuid).first()
+    return bulk_words(bulk) if bulk else "one that is not yours"
+
+
+def bulk_words(bulk: BulkAction) -> str:
+    """ "The retries made by the bulk retry of 3 Dec 2026, 14:02" """
+    if bulk.action == BulkAction.Action.CANCEL:
+        return f"The executions cancelled by the bulk cancel of {when(bulk.created_at)}"
+    return f"The retries made by the bulk retry of {when(bulk.created_at)}"
 
 
 def _moment(value: str | None) -> datetime | None:
@@ -78,21 +101,26 @@ def bulk_new(request):
     if request.method == "POST":
         return _confirm(request)
     action = request.GET.get("action", "")
-    if action not in BulkAction.Action.values:
-        action = BulkAction.Action.RETRY
     params = request.GET.copy()
     params.pop("action", None)
     params.pop("after", None)
-    form = ExecutionFilterForm(params or None, owner=request.user)
     context = {
         "action": action,
-        "verb": VERBS[action],
-        "form": form,
+        "verb": VERBS.get(action, "Act on"),
         "list_query": params.urlencode(),
     }
+    if action not in BulkAction.Action.values or len(request.GET.getlist("action")) > 1:
+        try:
+            _check_action(request.GET.getlist("action"))
+        except BulkRefused as exc:
+            context["error"] = exc.message
+            return render(request, "executions/bulk_preview.html", context, status=400)
+    form = ExecutionFilterForm(params or None, owner=request.user)
+    context["form"] = form
     query = form.query()
     if query is None:
-        context["error"] = "Some filters are not valid: correct them on the list first."
+        context["error"] = "Some filters are not valid, nothing was done:"
+        context["problems"] = form.problems()
         return render(request, "executions/bulk_preview.html", context, status=422)
     try:
         preview = bulk_preview(owner=request.user, action=action, filter=query)
@@ -106,6 +134,13 @@ def bulk_new(request):
         bulk_max=BULK_MAX,
     )
     return render(request, "executions/bulk_preview.html", context)
+
+
+def _check_action(given: list[str]) -> None:
+    """The action of the bulk page's URL: one of retry or cancel (``BulkRefused`` naming it)."""
+    if len(given) > 1:
+        raise BulkRefused("action: Give one value, not several.", code="unknown_action")
+    checked_action(given[0] if given else "")
 
 
 def _confirm(request):
@@ -129,7 +164,8 @@ def _confirm(request):
         )
     except (InvalidFilter, BulkRefused) as exc:
         context["error"] = exc.message
-        return render(request, "executions/bulk_preview.html", context, status=422)
+        status = 409 if getattr(exc, "code", "") == "nothing_to_do" else 422
+        return render(request, "executions/bulk_preview.html", context, status=status)
     return redirect("executions:bulk", uuid=bulk.uuid)
 
 

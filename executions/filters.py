@@ -5,6 +5,13 @@ bulk actions, so that the three select the same rows.
 page's filter form translated by ``ExecutionFilterForm.query()``, or the filter a bulk action
 stored (:func:`filter_executions`). Values that do not parse are refused with the field named;
 the API answers them as 400 (``api.filters.FilterBackend``), a bulk action as 422.
+
+The rule every surface shares (:func:`check_params`): a name the filter does not know is refused,
+not ignored (a misspelt ``stauts=running`` would otherwise select every execution); ``status``,
+``trigger``, ``wait_reason`` and ``error_category`` take several values (repeat the parameter:
+any of them), every other name takes one, and a second value is refused rather than one of the
+two silently dropped. Every message reads "<name>: <what is wrong>.", the same words as its
+``details``.
 """
 
 from __future__ import annotations
@@ -86,9 +93,19 @@ class ParentFilter(filters.Filter):
         return queryset.filter(parent__uuid=value)
 
 
+def choice_error(choices) -> str:
+    """The message for a value that is not one of ``choices``: it lists the valid ones."""
+    values = ", ".join(str(value) for value, _ in choices if value != "")
+    return f"“%(value)s” is not one of the choices: {values}."
+
+
 class ChoicesField(fields.MultipleChoiceField):
     """Choices given by repeating the parameter; an empty one (``?status=``, as the executions
     page's filter form sends an unset field) is no filter, not an invalid choice."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.error_messages["invalid_choice"] = choice_error(self.choices)
 
     def to_python(self, value):
         return [v for v in super().to_python(value) if v != ""]
@@ -96,6 +113,19 @@ class ChoicesField(fields.MultipleChoiceField):
 
 class ChoicesFilter(filters.MultipleChoiceFilter):
     field_class = ChoicesField
+
+
+class BulkActionFilter(filters.UUIDFilter):
+    """The executions a bulk action made or changed: the retries it created, the executions it
+    cancelled (``BulkAction.execution_ids``, written by its batches)."""
+
+    def filter(self, queryset, value):
+        if value is None:
+            return queryset
+        from .models import BulkAction
+
+        ids = BulkAction.objects.filter(uuid=value).values_list("execution_ids", flat=True).first()
+        return queryset.filter(pk__in=ids or [])
 
 
 #: The longest duration a filter takes, in seconds (about 115 days).
@@ -147,6 +177,9 @@ class ExecutionFilter(filters.FilterSet):
         help_text="Took less than this many seconds (runs still going have no duration yet).",
     )
     parent = ParentFilter(help_text=PARENT_HELP)
+    bulk = BulkActionFilter(
+        help_text="A bulk action's id: the retries it created, or the executions it cancelled."
+    )
 
     class Meta:
         model = Execution
@@ -162,6 +195,7 @@ class ExecutionFilter(filters.FilterSet):
             "slower_than",
             "faster_than",
             "parent",
+            "bulk",
         )
 
     def filter_q(self, queryset, name, value):
@@ -186,52 +220,76 @@ class ExecutionFilter(filters.FilterSet):
 
 #: The filter's names, in the order people read them.
 FILTER_NAMES = tuple(ExecutionFilter.base_filters)
-#: Those that take several values.
+#: Those that take several values (any of them); every other name takes one.
 MULTIPLE = ("status", "trigger", "wait_reason", "error_category")
 
 
 class InvalidFilter(Exception):
-    """A filter that does not parse: ``details`` name the fields ({name: [messages]})."""
+    """A filter that does not parse: ``details`` name the fields ({name: [messages]}); the
+    message is the first of them, "<name>: <message>"."""
 
-    def __init__(self, message: str, *, details: dict[str, list[str]]):
+    def __init__(self, message: str = "", *, details: dict[str, list[str]]):
+        message = message or first_message(details)
         super().__init__(message)
         self.message = message
         self.details = details
 
 
+def first_message(details: Mapping[str, list[str]]) -> str:
+    """ "agent: Give one value, not several." from ``{"filter.agent": ["Give one value, ..."]}``:
+    the first field's name (without its prefix) and its messages."""
+    name, messages = next(iter(details.items()))
+    return f"{name.removeprefix('filter.')}: {' '.join(messages)}"
+
+
+ONE_VALUE = "Give one value, not several."
+
+
+def check_params(params, *, known, ignore=(), prefix: str = "") -> None:
+    """The rule every surface applies to the names of a filter before reading its values:
+    raises :class:`InvalidFilter` for a name not in ``known`` (nor in ``ignore``, the surface's
+    own parameters such as a page's cursor) and for a second value of a name that takes one.
+    ``params``: a QueryDict, or a mapping of names to lists of values. ``prefix`` goes before
+    the names in ``details`` (``filter.`` for a bulk action's JSON filter)."""
+    known = tuple(known)
+    unknown = [str(name) for name in params if name not in known and name not in ignore]
+    details: dict[str, list[str]] = {}
+    if unknown:
+        listed = ", ".join(known)
+        for name in sorted(unknown):
+            details[f"{prefix}{name[:50]}"] = [f"Unknown filter. Known ones: {listed}."]
+    for name in params:
+        if name in known and name not in MULTIPLE and len(_values(params, name)) > 1:
+            details[f"{prefix}{name}"] = [ONE_VALUE]
+    if details:
+        raise InvalidFilter(details=details)
+
+
+def _values(params, name) -> list:
+    if isinstance(params, QueryDict):
+        return params.getlist(name)
+    value = params[name]
+    return value if isinstance(value, list) else [value]
+
+
 def filter_query(data: Mapping[str, Any]) -> QueryDict:
     """A filter given as JSON (``{"status": ["failed"], "agent": "<id>"}``) as the query string
-    the FilterSet reads. A name it does not know is refused rather than ignored: a misspelt
-    filter would otherwise select every execution."""
+    the FilterSet reads, after :func:`check_params`."""
     if not isinstance(data, Mapping):
-        raise InvalidFilter(
-            'The filter must be an object, e.g. {"status": ["failed"]}.',
-            details={"filter": ["Must be an object."]},
-        )
-    unknown = sorted(str(name) for name in data if name not in FILTER_NAMES)
-    if unknown:
-        known = ", ".join(FILTER_NAMES)
-        details = {f"filter.{name}": [f"Unknown filter. Known ones: {known}."] for name in unknown}
-        message = f"Unknown filter “{unknown[0][:50]}”. Known ones: {known}."
-        raise InvalidFilter(message, details=details)
+        raise InvalidFilter(details={"filter": [FILTER_OBJECT]})
+    check_params(data, known=FILTER_NAMES, prefix="filter.")
     query = QueryDict(mutable=True)
-    for name, value in data.items():
-        values = value if isinstance(value, list) else [value]
-        if name not in MULTIPLE and len(values) > 1:
-            raise InvalidFilter(
-                f"{name}: give one value, not a list.",
-                details={f"filter.{name}": ["Give one value, not a list."]},
-            )
-        for item in values:
+    for name in data:
+        for item in _values(data, name):
             if item is None:
                 continue
             if isinstance(item, bool) or not isinstance(item, str | int | float):
-                raise InvalidFilter(
-                    f"{name}: give a string or a number.",
-                    details={f"filter.{name}": ["Give a string or a number."]},
-                )
+                raise InvalidFilter(details={f"filter.{name}": ["Give a string or a number."]})
             query.appendlist(name, str(item))
     return query
+
+
+FILTER_OBJECT = 'The filter must be an object, e.g. {"status": ["failed"]}.'
 
 
 def filter_executions(queryset, *, data: Mapping[str, Any]):
@@ -240,9 +298,7 @@ def filter_executions(queryset, *, data: Mapping[str, Any]):
     filterset = ExecutionFilter(data=filter_query(data), queryset=queryset)
     if not filterset.is_valid():
         details = {f"filter.{name}": list(errors) for name, errors in filterset.errors.items()}
-        name, messages = next(iter(details.items()))
-        message = f"{name.removeprefix('filter.')}: {' '.join(messages)}"
-        raise InvalidFilter(message, details=details)
+        raise InvalidFilter(details=details)
     return filterset.qs
 
 

@@ -1,14 +1,15 @@
 from datetime import timedelta
 
 from django import forms
+from django.forms.utils import pretty_name
 from django.utils import timezone
 
 from agents.forms import JSONInputField
 from agents.models import Agent
 
 from .errors import CATEGORIES
-from .filters import InvalidFilter, filter_executions
-from .models import Execution
+from .filters import InvalidFilter, check_params, choice_error, filter_executions
+from .models import BulkAction, Execution
 from .selectors import WAIT_REASONS
 
 RANGES = {
@@ -19,36 +20,67 @@ RANGES = {
 }
 
 
+class OneOrMoreSelect(forms.SelectMultiple):
+    """A drop-down of one choice that reads every value of its parameter (``?status=failed&
+    status=cancelled``: either); it shows as a list with each of them selected when there are
+    several, so that filtering again keeps them."""
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        if len([v for v in value or [] if v]) <= 1:
+            context["widget"]["attrs"].pop("multiple", None)
+        return context
+
+
+class OneOrMoreField(forms.MultipleChoiceField):
+    """Any of the given choices (the executions filter's names that take several values);
+    the empty choice is no filter."""
+
+    widget = OneOrMoreSelect
+
+    def __init__(self, *, choices, **kwargs):
+        super().__init__(choices=choices, required=False, **kwargs)
+        self.error_messages["invalid_choice"] = choice_error(choices)
+
+    def clean(self, value):
+        return [v for v in super().clean(value) if v != ""]
+
+
 class ExecutionFilterForm(forms.Form):
+    """The executions page's filters. Their names are not the API's for the time (``range``,
+    ``since``, ``until``): :meth:`query` translates them; the rule on names and repeated values
+    is the shared one (``executions.filters.check_params``).
+
+    ``ignore``: the page's own parameters besides the filters (the list's cursor, the bulk
+    page's action); any other name is refused, named in the form's errors."""
+
     q = forms.CharField(
         required=False,
         max_length=200,
         label="Search",
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "Id, agent or error"}),
     )
-    status = forms.ChoiceField(
-        choices=[("", "Any status"), *Execution.Status.choices], required=False
-    )
-    wait_reason = forms.ChoiceField(
+    status = OneOrMoreField(choices=[("", "Any status"), *Execution.Status.choices])
+    wait_reason = OneOrMoreField(
         # Every reason a run may wait for (a test checks that each one is offered).
         choices=[("", "Any wait"), *WAIT_REASONS],
-        required=False,
         label="Waiting for",
     )
     agent = forms.ModelChoiceField(
-        queryset=Agent.objects.none(), required=False, to_field_name="uuid", empty_label="Any agent"
+        queryset=Agent.objects.none(),
+        required=False,
+        to_field_name="uuid",
+        empty_label="Any agent",
+        error_messages={"invalid_choice": "No agent of yours has this id."},
     )
-    trigger = forms.ChoiceField(
-        choices=[("", "Any trigger"), *Execution.Trigger.choices], required=False
-    )
+    trigger = OneOrMoreField(choices=[("", "Any trigger"), *Execution.Trigger.choices])
     range = forms.ChoiceField(
         choices=[("", "Any time"), *((k, v[0]) for k, v in RANGES.items())],
         required=False,
         label="Time",
     )
-    error_category = forms.ChoiceField(
+    error_category = OneOrMoreField(
         choices=[("", "Any error"), *((key, info.title) for key, info in CATEGORIES.items())],
-        required=False,
         label="Error",
     )
     slower_than = forms.FloatField(
@@ -63,12 +95,32 @@ class ExecutionFilterForm(forms.Form):
     until = forms.DateField(
         required=False, label="Until", widget=forms.DateInput(attrs={"type": "date"})
     )
+    # A bulk action's retries or cancelled executions: set by the link on its page.
+    bulk = forms.ModelChoiceField(
+        queryset=BulkAction.objects.none(),
+        required=False,
+        to_field_name="uuid",
+        label="Bulk action",
+        widget=forms.HiddenInput,
+        error_messages={"invalid_choice": "No bulk action of yours has this id."},
+    )
 
-    def __init__(self, *args, owner, **kwargs):
+    def __init__(self, *args, owner, ignore=("after",), **kwargs):
         super().__init__(*args, **kwargs)
+        self.ignore = tuple(ignore)
         self.fields["agent"].queryset = Agent.objects.filter(owner=owner).order_by("name")
+        self.fields["bulk"].queryset = BulkAction.objects.filter(owner=owner)
 
     def clean(self):
+        try:
+            check_params(self.data, known=self.fields, ignore=self.ignore)
+        except InvalidFilter as exc:
+            for name, messages in exc.details.items():
+                for message in messages:
+                    if name in self.fields:
+                        self.add_error(name, message)
+                    else:
+                        self.add_error(None, f"“{name}”: {message}")
         data = super().clean()
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             self.add_error("until", "The end of the range is before its start.")
@@ -89,9 +141,11 @@ class ExecutionFilterForm(forms.Form):
             query["q"] = data["q"]
         for name in ("status", "wait_reason", "trigger", "error_category"):
             if data.get(name):
-                query[name] = [data[name]]
+                query[name] = list(data[name])
         if data.get("agent"):
             query["agent"] = str(data["agent"].uuid)
+        if data.get("bulk"):
+            query["bulk"] = str(data["bulk"].uuid)
         for name in ("slower_than", "faster_than"):
             if data.get(name) is not None:
                 query[name] = data[name]
@@ -120,6 +174,16 @@ class ExecutionFilterForm(forms.Form):
     @property
     def active(self) -> bool:
         return self.is_bound and any(self.data.get(name) for name in self.fields)
+
+    def problems(self) -> list[str]:
+        """Each filter that is not valid, named, with why: "Agent: No agent of yours has this
+        id." (an unknown name: "“stauts”: Unknown filter. Known ones: ...")."""
+        lines = list(self.non_field_errors())
+        for name, errors in self.errors.items():
+            if name != "__all__":
+                label = self.fields[name].label or pretty_name(name)
+                lines += [f"{label}: {e}" for e in errors]
+        return lines
 
 
 class RetryForm(forms.Form):

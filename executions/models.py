@@ -539,6 +539,10 @@ class BulkAction(models.Model):
     reasons = models.JSONField(default=dict, blank=True)
     # The highest execution id a committed batch has gone through.
     last_id = models.BigIntegerField(default=0)
+    # The executions it made or changed (ids): the retries it created, the executions it
+    # cancelled. The list's filter ``bulk=<uuid>`` shows them; at most BULK_MAX, added by each
+    # batch in its own transaction. An id whose execution was deleted later selects nothing.
+    execution_ids = models.JSONField(default=list, blank=True)
     error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

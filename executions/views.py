@@ -75,8 +75,17 @@ def execution_list(request):
             "filter_query": params.urlencode(),
             # Bulk actions on what the filters select, and the owner's latest ones.
             "bulk_actions": BulkAction.objects.filter(owner=request.user)[:3],
+            # The filter bulk=<id> (the link on a bulk action's page): say which action.
+            **_bulk_filter(form),
         },
     )
+
+
+def _bulk_filter(form) -> dict:
+    from .bulk_views import bulk_words
+
+    bulk = form.cleaned_data.get("bulk") if form.is_bound and form.is_valid() else None
+    return {"bulk_filter": bulk_words(bulk), "bulk_filter_uuid": bulk.uuid} if bulk else {}
 
 
 def live_context(request, execution: Execution) -> dict:

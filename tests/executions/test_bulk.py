@@ -8,8 +8,10 @@ from django.utils import timezone
 
 from executions import bulk
 from executions.bulk import BulkRefused, bulk_action_create, bulk_action_run, bulk_preview
-from executions.filters import InvalidFilter
+from executions.filters import InvalidFilter, filter_executions
 from executions.models import BulkAction, Execution
+from executions.services import attempt_fail, execution_claim, execution_retry
+from tests.conftest import failure
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +38,16 @@ def retries_of(executions) -> int:
     return Execution.objects.filter(retry_of__in=executions).count()
 
 
+def attempt_fail_now(execution: Execution) -> None:
+    """Its one attempt fails for good (an agent that always fails)."""
+    now = timezone.now()
+    claimed, _ = execution_claim(
+        execution_id=execution.pk, expected_attempt=0, worker="test-worker@conveyor", at=now
+    )
+    error = failure("internal", retryable=False)
+    assert attempt_fail(execution=claimed, number=1, error=error, at=now) is None
+
+
 def test_a_bulk_retry_of_200_failed_executions_creates_200_retries_once(
     alice, failing, make_execution, two_hundred_failed
 ):
@@ -56,15 +68,22 @@ def test_a_bulk_retry_of_200_failed_executions_creates_200_retries_once(
     retry = Execution.objects.get(retry_of=two_hundred_failed[0])
     assert retry.trigger == "retry" and retry.status == "queued"
     assert "by alice (bulk retry)" in retry.events.get().reason
+    # It keeps what it made: the 200 retries, which its filter bulk=<id> selects.
+    made = Execution.objects.filter(retry_of__in=two_hundred_failed)
+    assert sorted(action.execution_ids) == sorted(made.values_list("pk", flat=True))
+    by_action = filter_executions(Execution.objects.all(), data={"bulk": str(action.uuid)})
+    assert set(by_action) == set(made)
 
-    # The same action again: nothing left to retry, and nothing created.
+    # The same action again: nothing left to retry, and no action recorded.
     again = bulk_preview(owner=alice, action="retry", filter=wanted)
     assert (again.matching, again.count, again.already_retried) == (200, 0, 200)
-    second = run_to_the_end(
-        bulk_action_create(owner=alice, action="retry", filter=wanted, via="api")
+    assert again.headline == (
+        "Nothing to retry: the 200 executions this filter selects are already retried."
     )
-    assert (second.total, second.done, second.skipped, second.failed) == (0, 0, 0, 0)
-    assert second.status == "done"
+    with pytest.raises(BulkRefused, match="Nothing to retry: the 200 executions") as refused:
+        bulk_action_create(owner=alice, action="retry", filter=wanted, via="api")
+    assert refused.value.code == "nothing_to_do"
+    assert BulkAction.objects.count() == 1
     assert retries_of(two_hundred_failed) == 200
 
     # The first action's task sent once more (a redelivered message) does nothing either.
@@ -163,11 +182,35 @@ def test_a_bulk_cancel_by_filter_cancels_the_active_ones_once(
     elsewhere.refresh_from_db()
     assert (finished.status, elsewhere.status) == ("succeeded", "queued")
 
-    second = run_to_the_end(
+    # What it cancelled, exactly: the list's filter bulk=<id>.
+    by_action = filter_executions(Execution.objects.all(), data={"bulk": str(action.uuid)})
+    assert set(by_action) == {*queued, running, retrying}
+
+    with pytest.raises(BulkRefused, match="Nothing to cancel: the 6 executions this filter"):
         bulk_action_create(owner=alice, action="cancel", filter=wanted, via="page")
-    )
-    assert (second.total, second.done) == (0, 0)
     assert Execution.objects.filter(agent=failing, status="cancelled").count() == 5
+    assert BulkAction.objects.count() == 1
+
+
+def test_a_second_retry_retries_the_retries_that_failed_in_turn(alice, failing, make_execution):
+    """An agent that always fails: each confirm retries the retries the last one made."""
+    first_failed = [make_execution(failing, "failed") for _ in range(2)]
+    first = run_to_the_end(
+        bulk_action_create(owner=alice, action="retry", filter={"status": ["failed"]}, via="api")
+    )
+    retries = list(Execution.objects.filter(pk__in=first.execution_ids))
+    for retry in retries:  # they fail in turn
+        attempt_fail_now(retry)
+    preview = bulk_preview(owner=alice, action="retry", filter={"status": ["failed"]})
+    assert (preview.count, preview.already_retried) == (2, 2)
+    second = run_to_the_end(
+        bulk_action_create(owner=alice, action="retry", filter={"status": ["failed"]}, via="api")
+    )
+    assert second.done == 2
+    assert {e.retry_of_id for e in Execution.objects.filter(pk__in=second.execution_ids)} == {
+        r.pk for r in retries
+    }
+    assert retries_of(first_failed) == 2
 
 
 def test_a_cancel_by_status_and_trigger_selects_what_the_list_selects(
@@ -208,15 +251,19 @@ def test_bob_cannot_act_on_alices_executions(alice, bob, failing, make_execution
     theirs = [make_execution(failing, "failed") for _ in range(3)]
     queued = make_execution(failing, "queued", hold=True)
     for action_name in ("retry", "cancel"):
-        for wanted in ({}, {"agent": str(failing.uuid)}):
-            assert bulk_preview(owner=bob, action=action_name, filter=wanted).matching == 0
-            action = run_to_the_end(
-                bulk_action_create(owner=bob, action=action_name, filter=wanted, via="api")
-            )
-            assert (action.total, action.done) == (0, 0)
+        assert bulk_preview(owner=bob, action=action_name, filter={}).matching == 0
+        with pytest.raises(BulkRefused, match="this filter selects no executions"):
+            bulk_action_create(owner=bob, action=action_name, filter={}, via="api")
+        # Alice's agent, or her bulk action, named in bob's filter: not his, said so.
+        with pytest.raises(InvalidFilter, match="agent: No agent of yours has this id"):
+            bulk_preview(owner=bob, action=action_name, filter={"agent": str(failing.uuid)})
+    hers = bulk_action_create(owner=alice, action="cancel", filter={}, via="api")
+    with pytest.raises(InvalidFilter, match="bulk: No bulk action of yours has this id"):
+        bulk_preview(owner=bob, action="retry", filter={"bulk": str(hers.uuid)})
+    assert not BulkAction.objects.filter(owner=bob).exists()
     assert retries_of(theirs) == 0
     queued.refresh_from_db()
-    assert queued.status == "queued"
+    assert queued.status == "queued"  # alice's action, not yet run
 
 
 def test_staff_act_only_on_their_own_executions_too(staff, failing, make_execution):
@@ -225,8 +272,6 @@ def test_staff_act_only_on_their_own_executions_too(staff, failing, make_executi
 
 
 def test_a_retry_leaves_out_what_cannot_be_retried_and_says_why(alice, failing, make_execution):
-    from executions.services import execution_retry
-
     make_execution(failing, "failed")
     retried = make_execution(failing, "failed")
     execution_retry(execution=retried, by="alice")  # its retry is queued: another status
@@ -237,19 +282,32 @@ def test_a_retry_leaves_out_what_cannot_be_retried_and_says_why(alice, failing, 
     assert preview.headline == "This will retry 1 execution."
 
 
-def test_nothing_to_do_is_said_plainly(alice):
+def test_nothing_to_do_is_said_plainly(alice, failing, make_execution):
     preview = bulk_preview(owner=alice, action="cancel", filter={})
-    assert preview.headline == "Nothing to cancel: none of these executions can be cancelled."
+    assert preview.headline == "Nothing to cancel: this filter selects no executions."
+    make_execution(failing, "succeeded")
+    preview = bulk_preview(owner=alice, action="cancel", filter={})
+    assert preview.headline == (
+        "Nothing to cancel: the execution this filter selects is already finished."
+    )
+    retried = make_execution(failing, "failed")
+    execution_retry(execution=retried, by="alice")
+    preview = bulk_preview(owner=alice, action="retry", filter={})
+    assert preview.headline == (
+        "Nothing to retry: of the 3 executions this filter selects, 1 is already retried and "
+        "2 are neither failed nor cancelled."
+    )
 
 
 @pytest.mark.parametrize(
     ("wanted", "field", "words"),
     [
         ({"stauts": ["failed"]}, "filter.stauts", "Unknown filter"),
-        ({"status": ["broken"]}, "filter.status", "not one of the available choices"),
+        ({"status": ["broken"]}, "filter.status", "“broken” is not one of the choices: queued,"),
         ({"agent": "not-an-id"}, "filter.agent", "valid UUID"),
         ({"created_after": "last tuesday"}, "filter.created_after", "valid date"),
-        ({"agent": ["a", "b"]}, "filter.agent", "one value"),
+        ({"agent": ["a", "b"]}, "filter.agent", "agent: Give one value, not several."),
+        ({"bulk": "nope"}, "filter.bulk", "bulk: Enter a valid UUID."),
         ({"status": [{"a": 1}]}, "filter.status", "string or a number"),
         ({"slower_than": -1}, "filter.slower_than", "greater than or equal to 0"),
     ],
@@ -265,6 +323,17 @@ def test_a_filter_that_does_not_parse_is_refused_naming_it(alice, wanted, field,
 def test_an_unknown_action_is_refused(alice):
     with pytest.raises(BulkRefused, match="Unknown action “delete”: give retry or cancel"):
         bulk_preview(owner=alice, action="delete", filter={})
+    with pytest.raises(BulkRefused, match="Choose an action: retry or cancel"):
+        bulk_preview(owner=alice, action="", filter={})
+
+
+def test_every_message_names_its_filter_as_its_details_say(alice):
+    """The message is the first detail, prefixed with its name: the same words, same case."""
+    for wanted in ({"agent": ["a", "b"]}, {"stauts": "x"}, {"slower_than": -1}):
+        with pytest.raises(InvalidFilter) as refused:
+            bulk_preview(owner=alice, action="retry", filter=wanted)
+        (name, messages), *_ = refused.value.details.items()
+        assert refused.value.message == f"{name.removeprefix('filter.')}: {' '.join(messages)}"
 
 
 def test_more_executions_than_one_action_covers_are_refused(
@@ -287,8 +356,9 @@ def test_the_action_is_sent_to_a_worker_only_on_commit(
 
 
 def test_the_dispatcher_sends_again_an_action_whose_message_was_lost(
-    alice, django_capture_on_commit_callbacks
+    alice, failing, make_execution, django_capture_on_commit_callbacks
 ):
+    make_execution(failing, "failed")
     action = bulk_action_create(owner=alice, action="retry", filter={}, via="api")
     now = timezone.now()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:

@@ -33,3 +33,38 @@ def test_a_bulk_retry_from_the_list_to_its_outcome(
     assert Execution.objects.filter(retry_of__in=failed).count() == 12
     # Polling stopped with the final state: the live part has no trigger any more.
     assert page.locator("#bulk-live[hx-trigger]").count() == 0
+
+    # "See the retries it made": exactly this action's, on the list.
+    page.locator("#bulk-made").click()
+    expect(page.locator("#bulk-filter")).to_contain_text("The retries made by the bulk retry of")
+    expect(page.locator("table tbody tr")).to_have_count(12)
+    screenshot("bulk-made-390")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    # A typo, an agent that is not hers, an unknown action: each refused, named.
+    page.goto(
+        f"{live_server.url}/executions/bulk/?action=cancel&stauts=running"
+        "&agent=00000000-0000-0000-0000-000000000000"
+    )
+    expect(page.locator("#bulk-problems li")).to_have_count(2)
+    expect(page.locator("#bulk-problems")).to_contain_text("Agent: No agent of yours has this id.")
+    expect(page.locator("#bulk-problems")).to_contain_text("“stauts”: Unknown filter.")
+    assert page.locator("#bulk-confirm").count() == 0
+    screenshot("bulk-refused-390")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.goto(f"{live_server.url}/executions/bulk/?action=delete&status=failed")
+    expect(page.locator("#bulk-error")).to_have_text(
+        "Unknown action “delete”: give retry or cancel."
+    )
+
+    # Several statuses: the list keeps both selected, and the preview names both.
+    page.goto(f"{live_server.url}/executions/?status=failed&status=cancelled")
+    screenshot("bulk-two-statuses-list-390")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.locator("#bulk-retry").click()
+    expect(page.locator("#bulk-preview")).to_contain_text("Failed, Cancelled")
+    expect(page.locator("#bulk-headline")).to_have_text(
+        "Nothing to retry: the 12 executions this filter selects are already retried."
+    )
+    assert page.locator("#bulk-confirm").count() == 0
+    screenshot("bulk-nothing-390")
