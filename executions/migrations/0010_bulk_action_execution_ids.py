@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('executions', '0008_bulk_actions'),
+        ('executions', '0009_agent_versions'),
     ]
 
     operations = [
