@@ -15,6 +15,7 @@ from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods
 
@@ -104,6 +105,9 @@ def bulk_new(request):
     params = request.GET.copy()
     params.pop("action", None)
     params.pop("after", None)
+    if not request.GET:
+        # Nothing asked: the list is where "Retry all…" and "Cancel all…" are chosen.
+        return redirect(reverse("executions:list"))
     context = {
         "action": action,
         "verb": VERBS.get(action, "Act on"),

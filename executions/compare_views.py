@@ -12,7 +12,11 @@ def compare_pick(request, uuid):
     """``?with=previous``, ``?with=last-success`` or ``?with=<a run's id or address>``: on to
     the compare page, or this run's "compare with" form again, saying what was wrong."""
     execution = _owned_execution(request, uuid)
-    given = request.GET.get("with", "")
+    if "with" not in request.GET:  # nothing asked yet: the form
+        return render(
+            request, "executions/compare_pick.html", {"execution": execution, "given": ""}
+        )
+    given = request.GET["with"]
     try:
         other = resolve_other(execution, given, owner=request.user)
     except CompareRefused as refused:

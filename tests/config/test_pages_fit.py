@@ -90,8 +90,8 @@ def staff_routes():
 # Parts of a page that htmx fetches into it (without the page's stylesheet): measured inside
 # their page (executions:detail, ops:dashboard), which renders the same template.
 FRAGMENTS = {"executions:live", "executions:bulk-live", "ops:workers"}
-# Not pages: a run's saved file (a download) and the operators' actions (POST).
-NOT_PAGES = {"artifacts:download", "ops:breaker_close"}
+# Not pages: a run's saved file and its support bundle (downloads), the operators' actions (POST).
+NOT_PAGES = {"artifacts:download", "executions:bundle", "ops:breaker_close"}
 
 
 def page_routes():
@@ -193,7 +193,7 @@ def objects(make_agent, make_execution, alice):
             "q": LONG_NAME,
             "status": ["failed", "cancelled"],
             "trigger": ["api", "manual", "schedule", "webhook"],
-            "error_category": ["upstream_error", "timeout", "network"],
+            "error_category": ["upstream_error", "timeout", "network", "internal"],
             "agent": str(http.uuid),
             "created_after": "2026-11-01T00:00:00+00:00",
             "created_before": "2026-12-01T00:00:00+00:00",

@@ -302,3 +302,9 @@ def test_the_preview_counts_exactly_the_rows_the_list_shows(
     rows = listed(alice_client, params)
     preview = alice_client.get(NEW, {"action": "retry", **params}).context["preview"]
     assert preview.matching == len(rows) > 0
+
+
+def test_the_bulk_address_alone_leads_to_the_list(alice_client):
+    response = alice_client.get(NEW)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("executions:list")

@@ -184,3 +184,10 @@ def test_attempts_timings_and_logs_are_side_by_side(alice_client, make_agent, ma
     assert "no attempt 2" in page
     assert "waiting to retry" in page
     assert 'id="compare-timings"' in page
+
+
+def test_the_compare_address_alone_shows_the_form(alice_client, make_agent, make_execution):
+    execution = make_execution(make_agent())
+    response = alice_client.get(reverse("executions:compare-pick", args=[execution.uuid]))
+    assert response.status_code == 200
+    assert 'id="compare-other"' in text(response)
