@@ -148,8 +148,9 @@ def _key_path(path: str, key: str) -> str:
 
 def json_diff(old: Any, new: Any, *, limit: int = DIFF_LIMIT) -> Diff:
     """The changes from ``old`` to ``new`` (JSON values), by path: ``order.items[2].sku``,
-    ``headers["Content-Type"]``. Objects are compared key by key (the old one's keys in their
-    order, then the keys only the new one has), lists item by item (items past the shorter
+    ``headers["Content-Type"]``. Objects are compared key by key in the keys' alphabetical order
+    (Postgres keeps an object's keys in an order of its own, SQLite as written: the same two
+    runs must read the same on both), lists item by item (items past the shorter
     list's end are added or removed); anything else, or a value nested deeper than
     :data:`DIFF_DEPTH`, changes as a whole. Pure: no database, no clock."""
     diff = Diff()
@@ -166,7 +167,7 @@ def json_diff(old: Any, new: Any, *, limit: int = DIFF_LIMIT) -> Diff:
         elif new is _MISSING:
             add(Change(path, Change.REMOVED, old=old))
         elif depth < DIFF_DEPTH and isinstance(old, dict) and isinstance(new, dict):
-            for key in [*old, *(k for k in new if k not in old)]:
+            for key in sorted({*old, *new}):
                 walk(
                     old.get(key, _MISSING), new.get(key, _MISSING), _key_path(path, key), depth + 1
                 )

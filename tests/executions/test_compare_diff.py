@@ -17,13 +17,16 @@ def test_equal_values_have_no_difference():
 def test_it_lists_added_removed_and_changed_keys_by_path():
     old = {"order": {"id": 7, "items": [{"sku": "A"}, {"sku": "B"}]}, "gone": True}
     new = {"order": {"id": 8, "items": [{"sku": "A"}, {"sku": "C"}, {"sku": "D"}]}, "new": 1}
+    # Keys in alphabetical order, whatever order the objects hold them in.
     assert changes(old, new) == [
+        ("gone", "removed", True, None),
+        ("new", "added", None, 1),
         ("order.id", "changed", 7, 8),
         ("order.items[1].sku", "changed", "B", "C"),
         ("order.items[2]", "added", None, {"sku": "D"}),
-        ("gone", "removed", True, None),
-        ("new", "added", None, 1),
     ]
+    reordered = {"new": 1, "order": {"items": new["order"]["items"], "id": 8}}
+    assert changes(dict(reversed(old.items())), reordered) == changes(old, new)
 
 
 def test_keys_that_are_not_plain_names_are_quoted():
