@@ -10,6 +10,7 @@ the admin and the API have routes by the hundred that are not pages of their own
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
@@ -185,6 +186,7 @@ def objects(make_agent, make_execution, alice):
     token, _ = token_create(owner=alice, name="ci-deploys-from-the-main-branch-of-conveyor")
     schedule = http.schedules.first()
     # A bulk retry with every filter, stopped by an error half-way (its longest page).
+    now = timezone.now()
     bulk_action = bulk_action_create(
         owner=alice,
         action="retry",
@@ -195,8 +197,9 @@ def objects(make_agent, make_execution, alice):
             "trigger": ["api", "manual", "schedule", "webhook"],
             "error_category": ["upstream_error", "timeout", "network", "internal"],
             "agent": str(http.uuid),
-            "created_after": "2026-11-01T00:00:00+00:00",
-            "created_before": "2026-12-01T00:00:00+00:00",
+            # A range around now: a fixed one selects nothing once its end has passed.
+            "created_after": (now - timedelta(days=30)).isoformat(),
+            "created_before": (now + timedelta(days=1)).isoformat(),
             "slower_than": 1.5,
         },
     )
