@@ -260,6 +260,10 @@ class AgentSerializer(serializers.Serializer):
         "(otherwise only the flow's end is told).",
     )
     notify_channels = ChannelIdsField(required=False)
+    # Against its usual (ops.baseline): the model's ranges and help.
+    regression_p95_percent = model_number("regression_p95_percent")
+    regression_success_points = model_number("regression_success_points")
+    regression_min_runs = model_number("regression_min_runs")
     webhook = serializers.SerializerMethodField()
     input_example = serializers.SerializerMethodField(
         help_text="An input this agent accepts, as its kind declares it (null: none declared). "
