@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from notifications import messages
 from notifications.models import Delivery
 from notifications.services import channel_create
 from ops import baseline
@@ -86,10 +87,10 @@ def watched(alice, make_agent):
 
 
 def runs(make_execution, agent, *, end: datetime, n: int, seconds: float, status="succeeded"):
-    """``n`` runs over the 22 hours before ``end`` (inside its last day), each ``seconds`` long
-    (give or take 5%)."""
+    """``n`` runs over the 21 hours before ``end`` (inside its last day, also for a check an
+    hour later), each ``seconds`` long (give or take 5%)."""
     for i in range(n):
-        at = end - timedelta(hours=22) + timedelta(hours=22) * i / n
+        at = end - timedelta(hours=21) + timedelta(hours=21) * i / n
         make_execution(agent, status, at=at, seconds=seconds * (0.95 + 0.1 * (i % 11) / 10))
 
 
@@ -154,7 +155,20 @@ def test_a_drop_in_successes_is_a_regression_of_the_success_rate(watched, make_e
     assert baseline.check(now=now).opened == 1
     [regression] = Regression.objects.filter(agent=watched)
     assert (regression.what, regression.usual_value, regression.last_runs) == ("success", 1.0, 25)
-    assert len(regressed(watched)) == 2
+    told = regressed(watched)
+    assert len(told) == 2
+
+    said = messages.summary(
+        execution=told[0].execution, event="agent.regressed", recovered=False, at=now
+    )
+    assert said.lines()[0] == (
+        "“nightly-report” succeeds less than usual: 52% of its runs succeeded over the last day, "
+        "against 100% over the 14 days before (25 runs)."
+    )
+    assert said.lines()[1] == f"What to do: {messages.REGRESSED_WHAT_TO_DO}"
+    assert messages.email_subject(said) == "[Conveyor] “nightly-report” succeeds less than usual"
+    assert said.data["regression"]["what"] == "success"
+    assert said.data["regression"]["last_day"] == pytest.approx(0.52)
 
 
 def test_five_slow_runs_do_not_alarm(watched, make_execution):
