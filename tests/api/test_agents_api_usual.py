@@ -121,7 +121,10 @@ def test_the_agent_page_says_how_many_runs_are_still_needed(
         make_execution(agent, "succeeded", ago=timedelta(hours=2))
     html = alice_client.get(f"/agents/{agent.uuid}/").content.decode()
     assert "Against its usual" in html
-    assert "Not enough runs to compare yet (0 of 20 needed)." in html
+    assert (
+        "Not enough runs to compare yet (0 of 20 needed in each: 3 over the last day, 0 over "
+        "the 14 days before)." in html
+    )
 
 
 def test_the_admin_shows_them(staff_client, make_agent):
