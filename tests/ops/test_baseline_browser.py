@@ -64,3 +64,18 @@ def test_the_dashboard_lists_it(slow, staff_page, live_server, screenshot):
 def test_the_dashboard_says_when_no_agent_is_worse(staff_page, live_server):
     staff_page.goto(f"{live_server.url}/ops/")
     expect(staff_page.locator("#regressions")).to_contain_text("No agent is worse than its usual")
+
+
+def test_the_form_sets_the_thresholds_in_words(slow, alice_page, live_server):
+    page = alice_page
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.goto(f"{live_server.url}/agents/{slow.uuid}/edit/")
+    fieldset = page.locator("fieldset#usual")
+    expect(fieldset).to_contain_text("Against its usual")
+    page.get_by_label("Slower than usual by (%)").fill("")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#usual")).to_contain_text("the success rate is 10 points lower")
+    assert page.goto(f"{live_server.url}/agents/{slow.uuid}/edit/").ok
+    page.locator("fieldset#usual").screenshot(path=str(_card_path(0).with_name("usual-form.png")))
+    slow.refresh_from_db()
+    assert slow.regression_p95_percent is None
