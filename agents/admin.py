@@ -41,6 +41,7 @@ from .services import (
     LIMIT_FIELDS,
     NOTIFY_FIELDS,
     RUN_POLICY_FIELDS,
+    WATCH_FIELDS,
     AgentBusy,
     agent_create,
     agent_delete,
@@ -234,6 +235,7 @@ class AgentAdmin(PauseResumeActions, admin.ModelAdmin):
         ("Limits and protection", {"fields": LIMIT_FIELDS}),
         ("Logs and retention", {"fields": KEEP_FIELDS}),
         ("Notifications", {"fields": (*NOTIFY_FIELDS, "notify_channels")}),
+        ("Against its usual", {"fields": WATCH_FIELDS}),
         ("Webhook trigger", {"fields": ("webhook_enabled", "webhook_secrets_set")}),
         (None, {"fields": ("runs_link", "created_at", "updated_at")}),
     )

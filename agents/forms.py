@@ -17,7 +17,7 @@ from executions.errors import CATEGORIES
 from notifications.models import Channel
 
 from .models import Agent, queue_label
-from .services import KEEP_FIELDS, LIMIT_FIELDS, NOTIFY_FIELDS, RUN_POLICY_FIELDS
+from .services import KEEP_FIELDS, LIMIT_FIELDS, NOTIFY_FIELDS, RUN_POLICY_FIELDS, WATCH_FIELDS
 
 
 def parse_json_text(text: str) -> Any:
@@ -162,13 +162,15 @@ class AgentForm(forms.ModelForm):
     class Meta:
         model = Agent
         fields = ("name", "description", *RUN_POLICY_FIELDS, *LIMIT_FIELDS, *KEEP_FIELDS,
-                  *NOTIFY_FIELDS)  # fmt: skip
+                  *NOTIFY_FIELDS, *WATCH_FIELDS)  # fmt: skip
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "notify_on": forms.RadioSelect,
             "queue": forms.Select,
             "rate_limit": forms.TextInput(attrs={"placeholder": "5/min", "spellcheck": "false"}),
             "max_concurrency": forms.NumberInput(attrs={"placeholder": "no limit"}),
+            "regression_p95_percent": forms.NumberInput(attrs={"placeholder": "not watched"}),
+            "regression_success_points": forms.NumberInput(attrs={"placeholder": "not watched"}),
         }
         labels = {
             "max_concurrency": "Runs at once",
@@ -188,6 +190,9 @@ class AgentForm(forms.ModelForm):
             "notify_retries": "Also on each retry",
             "notify_recovery": "Also when it recovers",
             "notify_steps": "Also for each step",
+            "regression_p95_percent": "Slower than usual by (%)",
+            "regression_success_points": "Fewer successes than usual by (points)",
+            "regression_min_runs": "Only with at least (runs)",
         }
         help_texts = {
             # Not the http kind's request timeout, which bounds each HTTP call.
@@ -221,8 +226,8 @@ class AgentForm(forms.ModelForm):
     # before, a client that posts the old fields) keeps the agent's value, as does a blank one
     # that has no "none" (a number the agent must have, a level). A blank breaker threshold is
     # no breaker (0).
-    KEPT_WHEN_NOT_SENT = (*LIMIT_FIELDS, *KEEP_FIELDS)
-    KEPT_WHEN_BLANK = ("breaker_window", "breaker_cooldown", "log_level")
+    KEPT_WHEN_NOT_SENT = (*LIMIT_FIELDS, *KEEP_FIELDS, *WATCH_FIELDS)
+    KEPT_WHEN_BLANK = ("breaker_window", "breaker_cooldown", "log_level", "regression_min_runs")
 
     def __init__(self, *args, kind=None, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -234,7 +239,7 @@ class AgentForm(forms.ModelForm):
         else:
             del self.fields["notify_steps"]  # only a flow has steps to tell about
         self.fields["queue"].widget.choices = queue_choices(self.instance.queue)
-        for name in (*self.KEPT_WHEN_BLANK, "breaker_threshold"):
+        for name in (*self.KEPT_WHEN_BLANK, "breaker_threshold", *WATCH_FIELDS):
             if name in self.fields:
                 self.fields[name].required = False
         for name, setting in RETENTION_DEFAULTS.items():

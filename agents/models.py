@@ -273,6 +273,30 @@ class Agent(Protection):
         help_text="A flow: also tell about each step's end, by the step agent's own settings "
         "(otherwise only the flow's end is told).",
     )
+    # Against its usual (ops.baseline): how much worse than its own last 14 days its last day
+    # may be before its owner is told. Empty: that figure is not watched.
+    regression_p95_percent = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        default=50,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Tell me when the slowest 5% of its successful runs over the last day are "
+        "this many percent slower than over the 14 days before (empty: do not watch).",
+    )
+    regression_success_points = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Tell me when its share of successful runs over the last day is this many "
+        "points lower than over the 14 days before (empty: do not watch).",
+    )
+    regression_min_runs = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        help_text="Compare only when both the last day and the 14 days before have at least "
+        "this many runs, so that one slow or failed run does not alarm.",
+    )
     notify_channels = models.ManyToManyField(
         "notifications.Channel", blank=True, related_name="agents"
     )

@@ -46,6 +46,8 @@ LIMIT_FIELDS = (
     "breaker_cooldown",
 )
 KEEP_FIELDS = ("log_level", "retain_succeeded_days", "retain_failed_days")
+# When its owner is told it does worse than usual (ops.baseline).
+WATCH_FIELDS = ("regression_p95_percent", "regression_success_points", "regression_min_runs")
 # Fields a caller may set besides kind, config, secrets and notify_channels.
 AGENT_FIELDS = (
     "name",
@@ -55,6 +57,7 @@ AGENT_FIELDS = (
     *LIMIT_FIELDS,
     *KEEP_FIELDS,
     *NOTIFY_FIELDS,
+    *WATCH_FIELDS,
 )
 
 

@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from executions.selectors import agents_overview, limit_uses
 from executions.services import ExecutionRefused, execution_request
+from ops.baseline import against_usual
 from ops.selectors import agent_stats
 
 from . import services
@@ -75,6 +76,8 @@ def _detail_context(request, agent: Agent) -> dict:
         else [("Kind", agent.kind)],
         "secret_names": sorted(agent.secrets),
         "stats": agent_stats(agent=agent),
+        # Its last day against its own 14 days before (ops.baseline).
+        "usual": against_usual(agents=[agent], now=timezone.now())[agent.pk],
         # Its limits (its own, its queue's, its destination's) and how much of each is used.
         "limits": limit_uses(agent=agent),
         "recent": agent.executions.order_by("-created_at", "-id")[:15],

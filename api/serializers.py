@@ -260,6 +260,10 @@ class AgentSerializer(serializers.Serializer):
         "(otherwise only the flow's end is told).",
     )
     notify_channels = ChannelIdsField(required=False)
+    # Against its usual (ops.baseline): the model's ranges and help.
+    regression_p95_percent = model_number("regression_p95_percent")
+    regression_success_points = model_number("regression_success_points")
+    regression_min_runs = model_number("regression_min_runs")
     webhook = serializers.SerializerMethodField()
     input_example = serializers.SerializerMethodField(
         help_text="An input this agent accepts, as its kind declares it (null: none declared). "
@@ -881,6 +885,46 @@ class RetryRequestSerializer(InputWrapped):
     )
 
 
+class UsualWindowSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField(allow_null=True)
+    runs = serializers.IntegerField(help_text="Runs finished (succeeded or failed).")
+    succeeded = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+    p50 = serializers.FloatField(allow_null=True, help_text="Seconds.")
+    p95 = serializers.FloatField(allow_null=True, help_text="Seconds.")
+
+
+class UsualComparisonSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["ok", "worse", "not enough runs", "not watched"])
+    last_day = serializers.FloatField(allow_null=True)
+    usual = serializers.FloatField(allow_null=True)
+    last_day_runs = serializers.IntegerField()
+    usual_runs = serializers.IntegerField()
+    min_runs = serializers.IntegerField()
+    threshold = serializers.IntegerField(
+        allow_null=True, help_text="Percent (p95) or points (success); null: not watched."
+    )
+
+
+class UsualRegressionSerializer(serializers.Serializer):
+    what = serializers.ChoiceField(choices=["p95", "success"])
+    since = serializers.DateTimeField()
+
+
+class BaselineSerializer(serializers.Serializer):
+    """The last day against the agent's own 14 days before it (its usual)."""
+
+    state = serializers.ChoiceField(choices=["ok", "worse", "not enough runs", "not watched"])
+    last_day = UsualWindowSerializer()
+    usual = UsualWindowSerializer()
+    p95 = UsualComparisonSerializer()
+    success = UsualComparisonSerializer()
+    regression = UsualRegressionSerializer(
+        allow_null=True, help_text="The open regression (told to the owner once), if any."
+    )
+
+
 class StatsSerializer(serializers.Serializer):
     window = serializers.ChoiceField(choices=["24h", "7d", "30d"])
     since = serializers.DateTimeField()
@@ -892,3 +936,6 @@ class StatsSerializer(serializers.Serializer):
     )
     p50_seconds = serializers.FloatField(allow_null=True, help_text="Median successful run.")
     p95_seconds = serializers.FloatField(allow_null=True)
+    baseline = BaselineSerializer(
+        help_text="The last day against the 14 days before, whatever the window asked."
+    )

@@ -48,6 +48,7 @@ from executions.services import (
 )
 from notifications import services as notification_services
 from notifications.models import Channel
+from ops.baseline import against_usual
 from ops.selectors import agent_stats
 
 from . import serializers as s
@@ -517,6 +518,9 @@ class AgentViewSet(ApiViewMixin, viewsets.GenericViewSet):
                 "success_rate": stats.success_rate,
                 "p50_seconds": stats.p50,
                 "p95_seconds": stats.p95,
+                "baseline": s.BaselineSerializer(
+                    against_usual(agents=[agent], now=timezone.now())[agent.pk].as_json()
+                ).data,
             }
         )
 

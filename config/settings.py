@@ -576,6 +576,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": CONVEYOR_MAINTENANCE_QUEUE, "expire_seconds": 60},
     },
+    # Each agent against its own usual (ops.baseline.check): opens the regressions of agents
+    # worse than their last 14 days (telling their owners once) and closes those back to it.
+    "conveyor-baselines": {
+        "task": "ops.tasks.check_baselines",
+        "schedule": 300.0,
+        "options": {"queue": CONVEYOR_MAINTENANCE_QUEUE, "expire_seconds": 300},
+    },
 }
 # Celery's Django fixup closes the database connection around every task unless this is set,
 # so each execution would pay a new Postgres connection. Read by celery.fixups.django.

@@ -14,6 +14,7 @@ from django.urls import reverse
 from executions.errors import CATEGORIES
 from executions.humanize import seconds_in_words
 from executions.models import Execution
+from executions.templatetags.conveyor import duration as duration_words
 
 OUTCOME_WORDS = {
     "execution.succeeded": "succeeded",
@@ -21,7 +22,12 @@ OUTCOME_WORDS = {
     "execution.cancelled": "was cancelled",
     "execution.retrying": "failed an attempt and will retry",
     "agent.circuit_opened": "stopped starting runs: its circuit breaker opened",
+    "agent.regressed": "does worse than usual",
 }
+REGRESSED_WHAT_TO_DO = (
+    "Open a recent run and compare it with an earlier success to see what changed; the agent's "
+    "page shows its figures against its usual ones."
+)
 CIRCUIT_WHAT_TO_DO = (
     "New runs wait; they do not fail. After the cool-down Conveyor lets one probe run through: "
     "its success closes the breaker and the waiting runs start. Check the service it calls; an "
@@ -49,15 +55,21 @@ class Summary:
     what_to_do: str
     url: str
     data: dict[str, Any]
+    #: An event about the agent rather than one run: what it says, in place of the run's facts.
+    about_agent: str = ""
 
     @property
     def headline(self) -> str:
+        if self.about_agent:
+            return self.about_agent.partition(":")[0]
         if self.recovered:
             return f"“{self.agent}” recovered: it succeeded again after failing"
         return f"“{self.agent}” {self.outcome}"
 
     def lines(self) -> list[str]:
         """The message as plain lines (email text, Slack text)."""
+        if self.about_agent:
+            return [self.about_agent, f"What to do: {self.what_to_do}", f"Open it: {self.url}"]
         lines = [self.headline + "."]
         if self.error_title:
             lines.append(f"{self.error_title}: {self.error_message}".strip())
@@ -78,6 +90,8 @@ class Summary:
 
 
 def summary(*, execution: Execution, event: str, recovered: bool, at: datetime) -> Summary:
+    if event == "agent.regressed":
+        return regressed_summary(execution=execution)
     info = CATEGORIES.get(execution.error_category) if execution.error_category else None
     duration = execution.duration.total_seconds() if execution.duration else None
     url = execution_url(execution)
@@ -125,6 +139,66 @@ def summary(*, execution: Execution, event: str, recovered: bool, at: datetime) 
         else (info.what_to_do if info else ""),
         url=url,
         data=data,
+    )
+
+
+def regressed_summary(*, execution: Execution) -> Summary:
+    """An agent worse than its usual (ops.baseline): its figures in words, sent with its latest
+    finished run of the last day."""
+    from ops.models import Regression  # ops reads notifications; this one lookup goes back
+
+    regression = (
+        Regression.objects.filter(execution=execution).order_by("-started_at", "-id").first()
+    )
+    agent = execution.agent
+    url = execution_url(execution)
+    agent_url = settings.CONVEYOR_BASE_URL + reverse("agents:detail", args=[agent.uuid])
+    figures = None
+    if regression is None:  # closed and deleted since (its agent's history was cleared)
+        sentence = f"“{agent.name}” does worse than usual."
+    elif regression.what == Regression.What.P95:
+        sentence = (
+            f"“{agent.name}” is slower than usual: 95% of its successful runs took up to "
+            f"{duration_words(regression.last_value)} over the last day, against "
+            f"{duration_words(regression.usual_value)} over the 14 days before "
+            f"({regression.last_runs} runs)."
+        )
+    else:
+        sentence = (
+            f"“{agent.name}” succeeds less than usual: {round(regression.last_value * 100)}% of "
+            f"its runs succeeded over the last day, against "
+            f"{round(regression.usual_value * 100)}% over the 14 days before "
+            f"({regression.last_runs} runs)."
+        )
+    if regression is not None:
+        figures = {
+            "what": regression.what,
+            "since": _iso(regression.started_at),
+            "last_day": regression.last_value,
+            "usual": regression.usual_value,
+            "last_day_runs": regression.last_runs,
+            "usual_runs": regression.usual_runs,
+            "threshold": regression.threshold,
+            "unit": "seconds" if regression.what == Regression.What.P95 else "fraction",
+        }
+    return Summary(
+        event="agent.regressed",
+        agent=agent.name,
+        outcome=OUTCOME_WORDS["agent.regressed"],
+        recovered=False,
+        attempts=execution.attempt,
+        max_attempts=execution.max_attempts,
+        duration=None,
+        error_title="",
+        error_message="",
+        what_to_do=REGRESSED_WHAT_TO_DO,
+        url=url,
+        data={
+            "agent": {"id": str(agent.uuid), "name": agent.name, "url": agent_url},
+            "regression": figures,
+            "execution": {"id": str(execution.uuid), "url": url},
+        },
+        about_agent=sentence,
     )
 
 

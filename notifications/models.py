@@ -58,6 +58,8 @@ class Delivery(models.Model):
         RETRYING = "execution.retrying", "Retrying"
         # About the agent, sent with the run whose failure opened the breaker.
         CIRCUIT_OPENED = "agent.circuit_opened", "Circuit breaker opened"
+        # About the agent (ops.baseline), sent with its latest finished run of the last day.
+        AGENT_REGRESSED = "agent.regressed", "Worse than usual"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to send"

@@ -106,6 +106,16 @@ def breaker_opened(*, execution_id: int, at=None) -> None:
         )
 
 
+def agent_regressed(*, execution_id: int, at) -> None:
+    """An agent does worse than its usual (ops.baseline opened a regression): tell its owner on
+    the agent's channels, whatever ``notify_on`` says, with ``execution_id`` (its latest
+    finished run of the last day). Called inside the transaction that opens the regression."""
+    execution = Execution.objects.select_related("agent").filter(pk=execution_id).first()
+    if execution is None:
+        return
+    _record(execution, event=Event.AGENT_REGRESSED, attempt=0, recovered=False, at=at)
+
+
 def _told_about(execution: Execution) -> bool:
     """A flow's step is told about only when its flow asks for it (``notify_steps``)."""
     if execution.parent_id is None:

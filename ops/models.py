@@ -135,3 +135,59 @@ class QueueSample(models.Model):
 
     def __str__(self):
         return f"{self.queue} {self.at:%Y-%m-%d %H:%M}: {self.queued} queued"
+
+
+class Regression(models.Model):
+    """An agent doing worse than its usual (ops.baseline): its last day against the 14 days
+    before, beyond the thresholds its owner set. Open while ``ended_at`` is empty; at most one
+    open per agent (the constraint is the compare-and-set: only the check that inserts it tells
+    the owner). A row per regression, kept once closed, as its history."""
+
+    class What(models.TextChoices):
+        P95 = "p95", "Slower than usual"
+        SUCCESS = "success", "Succeeds less than usual"
+
+    class EndReason(models.TextChoices):
+        RECOVERED = "recovered", "Back to its usual"
+        TOO_FEW_RUNS = "too_few_runs", "Not enough runs to compare any more"
+        NOT_WATCHED = "not_watched", "No longer watched"
+
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="regressions")
+    what = models.CharField(max_length=10, choices=What.choices)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True)
+    # The figures when it started: the last day's value and its usual one (seconds for p95, a
+    # fraction 0..1 for success), and the runs each counted.
+    last_value = models.FloatField()
+    usual_value = models.FloatField()
+    last_runs = models.PositiveIntegerField()
+    usual_runs = models.PositiveIntegerField()
+    # The threshold in force then (percent or points).
+    threshold = models.PositiveSmallIntegerField()
+    # The run the notification was sent with (a delivery belongs to a run): the agent's latest
+    # finished run of the last day.
+    execution = models.ForeignKey(
+        "executions.Execution",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent"],
+                condition=models.Q(ended_at__isnull=True),
+                name="regression_one_open_per_agent",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.agent_id} {self.what} since {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None

@@ -665,30 +665,37 @@ class Split:
     raw: QuerySet[Execution]
 
 
-def split(*, since: datetime | None) -> Split:
-    """How to read the executions created since ``since`` (None: all of them). One query."""
-    executions = Execution.objects.filter(created_between(since, None))
+def split(*, since: datetime | None, until: datetime | None = None) -> Split:
+    """How to read the executions created since ``since`` (None: all of them) and, with
+    ``until`` (a whole hour), before it. One query."""
+    if until is not None and until != floor_hour(until):
+        raise ValueError("A window's end is a whole hour.")
+    executions = Execution.objects.filter(created_between(since, until))
     cursor = RollupCursor.objects.filter(pk=1).first()
-    until = cursor.hours_until if cursor is not None else None
+    rolled = cursor.hours_until if cursor is not None else None
+    # The rollups end where the cursor does, or at the window's end if it comes first.
+    end = rolled if until is None or rolled is None else min(until, rolled)
     first = ceil_hour(since) if since is not None else None
-    if until is None or (first is not None and first >= until):
+    if end is None or (first is not None and first >= end):
         nothing = Rollup.objects.none()
         return Split(nothing, nothing, nothing, executions)
     if first is None:
+        if end != rolled:
+            raise ValueError("A window with an end needs a start.")
         periods = hours = Q(period=ALL)
     else:
-        hours = Q(period=HOUR, start__gte=first, start__lt=until)
+        hours = Q(period=HOUR, start__gte=first, start__lt=end)
         # Days where whole days fit, hours before the first and after the last.
-        first_day, last_day = ceil_day(first), floor_day(until)
+        first_day, last_day = ceil_day(first), floor_day(end)
         if first_day < last_day:
             periods = (
                 Q(period=DAY, start__gte=first_day, start__lt=last_day)
                 | Q(period=HOUR, start__gte=first, start__lt=first_day)
-                | Q(period=HOUR, start__gte=last_day, start__lt=until)
+                | Q(period=HOUR, start__gte=last_day, start__lt=end)
             )
         else:
             periods = hours
-    raw = Q(created_at__gte=until) | unsettled(cursor.settled_before)
+    raw = Q(created_at__gte=end) | unsettled(cursor.settled_before)
     if first is not None and first != since:
         raw |= Q(created_at__lt=first)  # the partial first hour
     rollups = Rollup.objects.filter(periods)

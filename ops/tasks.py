@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from . import backlog, rollups
+from . import backlog, baseline, rollups
 
 
 @shared_task(name="ops.tasks.roll_up", ignore_result=True)
@@ -21,3 +21,11 @@ def sample_queues() -> int:
     """Write this minute's backlog sample of every queue (``ops.backlog.sample``). Sent every
     minute by beat (``conveyor-queue-samples``)."""
     return backlog.sample(now=timezone.now())
+
+
+@shared_task(name="ops.tasks.check_baselines", ignore_result=True)
+def check_baselines() -> int:
+    """Compare each agent's last day with its usual and open or close its regressions
+    (``ops.baseline.check``). Sent every five minutes by beat (``conveyor-baselines``)."""
+    done = baseline.check(now=timezone.now())
+    return done.opened + done.closed

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from executions.models import Execution
 
 from . import backlog as backlog_rules
-from . import presence, selectors, system
+from . import baseline, presence, selectors, system
 from .charts import LINE_COLOURS, lines_svg, throughput_svg
 from .metrics import ConveyorCollector
 
@@ -138,6 +138,8 @@ def dashboard(request):
         "ops/dashboard.html",
         {
             "capacity": selectors.capacity(),
+            # Agents worse than their usual (ops.baseline), open regressions first opened first.
+            "regressions": baseline.open_regressions(user=request.user),
             "d": data,
             "ov": ov,
             "live": data.live,

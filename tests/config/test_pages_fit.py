@@ -25,6 +25,7 @@ from executions.bulk import bulk_action_create, bulk_action_fail
 from executions.models import Execution
 from executions.services import execution_claim
 from notifications.services import channel_create, channel_disable, channel_rotate_start
+from ops.models import Regression
 from tests.browser import SCREENSHOTS, sign_in
 from tests.config.test_urls_isolation import POST_ONLY, owner_routes, url_for
 from tests.conftest import failure, flow_started, step_ended
@@ -205,6 +206,17 @@ def objects(make_agent, make_execution, alice):
     )
     bulk_action_fail(bulk_id=bulk_action.pk, error="Stopped by an unexpected error. " * 6)
     bulk_action.refresh_from_db()
+    # The long-named agent in regression: its page's card and the dashboard's panel show it.
+    Regression.objects.create(
+        agent=http,
+        what=Regression.What.P95,
+        started_at=now - timedelta(hours=3),
+        last_value=1234.5,
+        usual_value=4.1,
+        last_runs=50,
+        usual_runs=310,
+        threshold=50,
+    )
     return {
         "bulk_action": bulk_action,
         "agents": [http, function, flow],

@@ -398,6 +398,7 @@ def test_a_new_agent_with_another_owner_s_channel_is_refused_by_the_services(
             "log_level": "debug",
             "notify_on": "failure",
             "notify_channels": [bobs.pk],
+            "regression_min_runs": 20,
             "schedules-TOTAL_FORMS": 0,
             "schedules-INITIAL_FORMS": 0,
         },

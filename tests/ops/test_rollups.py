@@ -568,3 +568,54 @@ def test_postgres_writes_in_sql_the_start_latencies_python_computes(waits):
     in_sql = written(True)
     assert any(row[-3] for row in in_sql)  # latency_count: some runs started
     assert in_sql == written(False)
+
+
+@pytest.mark.parametrize(
+    "since_hours, until_hours",
+    [
+        (200, 24),  # whole days in the middle, hours at both edges
+        (30, 2),  # hours only, ending before the cursor
+        (9 * 24, 0),  # ending at the cursor
+        (5, -1),  # ending after the cursor: the current hour from rows
+        (3, 3),  # empty
+    ],
+)
+def test_a_window_with_an_end_reads_what_the_rows_say_of_it(history, since_hours, until_hours):
+    now = timezone.now()
+    roll_up(until=now)
+    hour = floor_hour(now)
+    since = hour - timedelta(hours=since_hours, minutes=-17)  # inside an hour
+    until = hour - timedelta(hours=until_hours)
+    part = rollups.split(since=since, until=until)
+    totals = rollups.rollup_totals(part.agents, by="agent_id")
+    for (agent_id, _hour), figures in rollups.count(part.raw, HOUR).items():
+        totals.setdefault(agent_id, rollups.Figures()).add(figures)
+    rows = Execution.objects.filter(created_at__gte=since, created_at__lt=until)
+    for agent in history:
+        mine = rows.filter(agent=agent)
+        got = totals.get(agent.pk, rollups.Figures())
+        assert (got.runs, got.succeeded, got.failed) == (
+            mine.count(),
+            mine.filter(status=Status.SUCCEEDED).count(),
+            mine.filter(status=Status.FAILED).count(),
+        )
+        durations = rollups.Durations()
+        durations.add_histogram(rollups.json_totals(part.agents.filter(agent=agent), "durations"))
+        durations.add_values(
+            d.total_seconds()
+            for d in rollups.succeeded_durations(part.raw.filter(agent=agent)).values_list(
+                "duration", flat=True
+            )
+        )
+        exact = sorted(
+            d.total_seconds()
+            for d in rollups.succeeded_durations(mine).values_list("duration", flat=True)
+        )
+        assert len(durations) == len(exact)
+        if exact:
+            assert durations.percentile(0.95) == pytest.approx(percentile(exact, 0.95), rel=0.01)
+
+
+def test_a_window_ends_on_a_whole_hour():
+    with pytest.raises(ValueError):
+        rollups.split(since=None, until=timezone.now().replace(minute=1))

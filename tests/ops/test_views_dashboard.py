@@ -298,8 +298,8 @@ def test_the_number_of_queries_does_not_grow_with_executions(
 
     assert few == many
     # Session and user 2, figures from rollups and rows 10, live state and queues 4, capacity 4,
-    # backlog 2, its samples 1, start latencies 2.
-    assert many <= 25
+    # backlog 2, its samples 1, start latencies 2, agents worse than usual 1.
+    assert many <= 26
 
 
 def test_the_queues_panel_says_how_many_workers_read_each_queue_and_flags_none(
