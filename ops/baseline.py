@@ -326,6 +326,13 @@ def regression_open(
             created_at__gte=since,
             status__in=(Execution.Status.SUCCEEDED, Execution.Status.FAILED),
         )
+        # Not a run an earlier regression was told with: a delivery is unique per run, event
+        # and channel, so the notice of a regression that came back would be dropped.
+        .exclude(
+            pk__in=Regression.objects.filter(agent_id=agent_id, execution_id__isnull=False).values(
+                "execution_id"
+            )
+        )
         .order_by("-finished_at", "-id")
         .values_list("pk", flat=True)
         .first()

@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from agents.models import Agent
 from notifications import messages
 from notifications.models import Delivery
 from notifications.services import channel_create
@@ -140,6 +141,25 @@ def test_an_agent_three_times_slower_is_in_regression_told_once_and_clears_once_
     assert baseline.check(now=third).opened == 0
     assert Regression.objects.filter(agent=watched, ended_at__isnull=True).count() == 1
     assert len(regressed(watched)) == 4
+
+
+def test_a_regression_that_comes_back_without_a_new_run_is_told_again(watched, make_execution):
+    now = timezone.now()
+    usual_runs(make_execution, watched, end=now)
+    runs(make_execution, watched, end=now, n=30, seconds=3.0)
+    roll_up(until=now)
+    assert baseline.check(now=now).opened == 1
+    # The owner stops watching durations, then watches them again: the same runs regress again.
+    Agent.objects.filter(pk=watched.pk).update(regression_p95_percent=None)
+    assert baseline.check(now=now).closed == 1
+    Agent.objects.filter(pk=watched.pk).update(regression_p95_percent=50)
+    assert baseline.check(now=now).opened == 1
+
+    first, second = Regression.objects.filter(agent=watched).order_by("started_at", "id")
+    assert first.execution_id != second.execution_id  # a delivery is unique per run
+    told = regressed(watched)
+    assert len(told) == 4
+    assert {d.execution_id for d in told} == {first.execution_id, second.execution_id}
 
 
 def test_a_drop_in_successes_is_a_regression_of_the_success_rate(watched, make_execution):
