@@ -25,7 +25,8 @@ The agents have the default time limit (300 s): a run cut off with its worker co
 through its heartbeat (CONVEYOR_HEARTBEAT_TIMEOUT, 20 s by default; tests/faults/settings.py
 keeps the production heartbeat, which the normal suite's settings shorten) and the reaper, not
 through the time limit. Scenarios where the fault takes messages away from the broker (a killed
-worker's reserved retries, a Redis restarted empty, Redis down while runs are created) run the
+worker's reserved retries, the retries a warm shutdown does not hand back, a Redis restarted
+empty, Redis down while runs are created) run the
 dispatcher with ``CONVEYOR_REPUBLISH_AFTER=10`` instead of 60 s, so that the republish pass
 sends them again within the limit; each says so.
 
@@ -222,8 +223,12 @@ def test_worker_main_sigkill(fault_stack, receiver, fault_report):
 def test_worker_sigterm_warm_shutdown(fault_stack, receiver, fault_report):
     """SIGTERM during runs (a deploy): Celery's warm shutdown lets the running attempts finish
     and hands back the messages it held; a new worker takes over. Nothing is cut, nothing
-    repeats."""
-    stack = fault_stack()
+    repeats. On Redis the hand-back is not always whole: a worker once took 34 s to stop and
+    handed back 1 message while 80 retries it held (countdown messages) stayed in Redis'
+    unacknowledged set, for the visibility timeout; the republish pass
+    (CONVEYOR_REPUBLISH_AFTER=10) sends them again from the database, and the report counts
+    them ("N republished")."""
+    stack = fault_stack(**REPUBLISH_AFTER)
     inputs = start_load(stack, seed=3)
     worker = stack.executions_worker()
 
