@@ -61,7 +61,11 @@ def test_an_attempt_cut_off_after_its_request_arrived_is_repeated_with_the_same_
     assert execution.status == "succeeded", execution.error_message
     first = execution.attempts.get(number=1)
     assert first.error_category == "timeout"
-    assert received == [f"conveyor-{execution.uuid}"] * 2
+    # Every attempt sent the same key. The retry's wait is jittered (anywhere up to its
+    # backoff), so the second request can arrive while the test server still sleeps on the
+    # first, time out too, and a third attempt make the charge: two or three requests.
+    assert len(received) == execution.attempt in (2, 3)
+    assert set(received) == {f"conveyor-{execution.uuid}"}
 
 
 def test_a_manual_retry_sends_a_new_key(worker, make_agent, httpserver):
