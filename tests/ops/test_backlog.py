@@ -300,7 +300,8 @@ def test_a_sample_a_minute_per_queue_and_old_ones_go(make_agent, make_execution,
     kept = QueueSample.objects.create(at=now - timedelta(days=7), queue="ops-q9")
 
     backlog.sample(now=now)
-    backlog.sample(now=now + timedelta(seconds=1))  # the same minute: nothing more
+    # The same minute (its start: now + 1 s is the next minute when now is at :59): nothing more.
+    backlog.sample(now=backlog.floor_minute(now))
 
     samples = QueueSample.objects.filter(queue="ops-q9", at__gte=now - timedelta(minutes=1))
     [s] = samples
