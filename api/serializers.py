@@ -830,6 +830,10 @@ class BatchRunSerializer(RunRequestSerializer):
                     ]
                 }
             )
+        if data.keys() <= {"input"}:
+            # The usual run of a batch, {"input": ...}: what the fields below would return for
+            # it (parsed JSON is always valid JSON), without their cost a run.
+            return {"input": data["input"]} if data else {}
         return super().to_internal_value(data)
 
     idempotency_key = StrictCharField(
@@ -866,9 +870,12 @@ class BatchRunResultSerializer(serializers.Serializer):
     )
 
     def get_url(self, execution) -> str:
-        return _absolute(
-            self.context["request"], reverse("api:execution-detail", args=[execution.uuid])
-        )
+        # One address built for the whole list, then each run's id put in it.
+        if not hasattr(self, "_url"):
+            sample = uuid_lib.UUID(int=0)
+            url = reverse("api:execution-detail", args=[sample])
+            self._url = _absolute(self.context["request"], url).replace(str(sample), "{}")
+        return self._url.format(execution.uuid)
 
 
 class BatchResultSerializer(serializers.Serializer):

@@ -286,6 +286,26 @@ class Worker:
         while len(self.processes()) < self.concurrency + 1 and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    @contextlib.contextmanager
+    def paused(self):
+        """The worker takes no message from its queue inside the block (Celery's
+        ``cancel_consumer``; the messages it holds already are finished) and consumes again
+        after it (``add_consumer``)."""
+        from config.celery import app as control
+
+        def ask(command: str) -> None:
+            answer = getattr(control.control, command)(
+                self.queue, destination=[self.nodename], reply=True, timeout=5
+            )
+            if not answer:
+                raise RuntimeError(f"The {self.label} worker did not answer {command}.")
+
+        ask("cancel_consumer")
+        try:
+            yield
+        finally:
+            ask("add_consumer")
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self._forget_queue()

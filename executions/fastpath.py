@@ -28,6 +28,7 @@ drives the same scenarios through both paths on Postgres and compares every row 
 # ruff: noqa: S608
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -149,6 +150,70 @@ def _insert_rows(objs: list[models.Model], model: type[models.Model], params: _P
     return f"INSERT INTO {_table(model)} ({columns}) SELECT * FROM unnest({arrays})"
 
 
+def _all_same(values: list, *, json_field: bool, prepare) -> bool:
+    """Whether every value is written as the first one is. Python's == is not enough: 1, 1.0
+    and True are equal, also inside lists and dicts, and are different JSON."""
+    first = values[0]
+    if all(v is first for v in values):
+        return True
+    if not all(type(v) is type(first) and v == first for v in values):
+        return False
+    if json_field:
+        text = prepare(first)
+        return all(prepare(v) == text for v in values)
+    return True
+
+
+def _insert_many(
+    objs: list[models.Model],
+    params: _Params,
+    *,
+    computed: dict[str, str] | None = None,
+    extra: dict[str, tuple[list, str]] | None = None,
+    join: str = "",
+) -> str:
+    """``INSERT INTO t (every column) SELECT ...`` of many rows of one model: a column whose value
+    is the same in every row is one parameter, the others one array parameter each, zipped by
+    ``unnest`` (``u.c0``, ``u.c1`` ...). ``extra``: more arrays by name (``u.<name>``), e.g. to
+    ``join`` on; ``computed``: SQL by field name."""
+    computed = computed or {}
+    model = type(objs[0])
+    fields = _inserted(model)
+    arrays: list[str] = []
+    names: list[str] = []
+    selected = []
+    for f in fields:
+        if f.attname in computed:
+            selected.append(computed[f.attname])
+            continue
+        values = [getattr(o, f.attname) for o in objs]
+        json_field = isinstance(f, models.JSONField)
+        if json_field:
+            # As texts: an array of jsonb parameters costs far more to send.
+            cast, column = "text", "{}::jsonb"
+            prepare = lambda v, f=f: None if v is None else json.dumps(v, cls=f.encoder)  # noqa: E731
+        else:
+            cast, column = _cast(f), "{}"
+            prepare = lambda v, f=f: f.get_db_prep_save(v, connection)  # noqa: E731
+        if _all_same(values, json_field=json_field, prepare=prepare):
+            selected.append(column.format(f"{params.raw(prepare(values[0]))}::{cast}"))
+            continue
+        name = f"c{len(names)}"
+        arrays.append(f"{params.raw([prepare(v) for v in values])}::{cast}[]")
+        selected.append(column.format(f"u.{name}"))
+        names.append(name)
+    for name, (values, cast) in (extra or {}).items():
+        arrays.append(f"{params.raw(values)}::{cast}[]")
+        names.append(name)
+    source = "(SELECT 1) AS u"
+    if arrays:
+        source = f"unnest({', '.join(arrays)}) AS u({', '.join(names)})"
+    columns = ", ".join(_qn(f.column) for f in fields)
+    return (
+        f"INSERT INTO {_table(model)} ({columns}) SELECT {', '.join(selected)} FROM {source} {join}"
+    )
+
+
 # --- Claim -------------------------------------------------------------------------------------
 
 
@@ -169,6 +234,31 @@ def create(execution: Execution, event) -> None:
         (execution.pk,) = cursor.fetchone()
     execution._state.adding = False
     execution._state.db = connection.alias
+
+
+def create_many(executions: list[Execution], events: list) -> None:
+    """Insert new executions and their creation events (``events[i]`` is ``executions[i]``'s,
+    its execution filled in from the inserted row) in one statement; sets each execution's key.
+    """
+    E = Execution
+    p = _Params()
+    pk, uuid = _col(E, "id"), _col(E, "uuid")
+    created = _insert_many(executions, p) + f" RETURNING {pk}, {uuid}"
+    event_sql = _insert_many(
+        events,
+        p,
+        computed={"execution_id": f"created.{pk}"},
+        extra={"execution_uuid": ([e.uuid for e in executions], "uuid")},
+        join=f"JOIN created ON created.{uuid} = u.execution_uuid",
+    )
+    sql = f"WITH created AS ({created}), event AS ({event_sql}) SELECT {pk}, {uuid} FROM created"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, p.values)
+        keys = {row_uuid: row_pk for row_pk, row_uuid in cursor.fetchall()}
+    for execution in executions:
+        execution.pk = keys[execution.uuid]
+        execution._state.adding = False
+        execution._state.db = connection.alias
 
 
 # --- The agents a worker keeps -------------------------------------------------------------

@@ -407,20 +407,30 @@ def _insert_batch(agent: Agent, kind, trigger: str, runs: list[RunSpec], *, at: 
         execution.is_replay = False
         executions.append(execution)
         new.append(execution)
+    from . import fastpath
+
     with transaction.atomic():
-        Execution.objects.bulk_create(new)
-        events, template = [], None
-        for execution in new:
-            if template is None or template.data["wait_reason"] != execution.wait_reason:
-                template = _created_event(execution)
-            events.append(_copy(template, execution_id=execution.pk))
-        ExecutionEvent.objects.bulk_create(events)
+        if new and fastpath.enabled():
+            fastpath.create_many(new, _created_events(new))
+        elif new:
+            Execution.objects.bulk_create(new)
+            ExecutionEvent.objects.bulk_create(_created_events(new))
     publish_many_on_commit([(e, agent) for e in new if e.wait_reason == WaitReason.BROKER])
     logger.debug(
         "executions created",
         extra={"action": "execution_batch_created", "agent": str(agent.uuid), "count": len(new)},
     )
     return executions
+
+
+def _created_events(executions: list[Execution]) -> list[ExecutionEvent]:
+    """The creation event of each execution (``_created_event``: copies of one per wait)."""
+    events, template = [], None
+    for execution in executions:
+        if template is None or template.data["wait_reason"] != execution.wait_reason:
+            template = _created_event(execution)
+        events.append(_copy(template, execution_id=execution.pk))
+    return events
 
 
 def _copy(template, **fields):
@@ -471,19 +481,17 @@ def publish_on_commit(
 
 def publish_many_on_commit(runs: list[tuple[Execution, Agent]]) -> None:
     """:func:`publish_on_commit` for many ``(execution, its agent)``, in one pipelined round
-    trip to a Redis broker (one by one to a broker that cannot batch). Robust, like it."""
-    messages = [(e.pk, agent, e.attempt, e.celery_task_id) for e, agent in runs]
+    trip to a Redis broker (``executions.broker``). Robust, like it."""
+    from .broker import Message, publish_many
+
+    messages = [Message(e.pk, agent, e.attempt, e.celery_task_id) for e, agent in runs]
     if not messages:
         return
 
-    def publish_many():  # named: Django logs a robust callback's failure by its __qualname__
-        from config.celery import app
+    def publish_many_runs():  # named: Django logs a robust callback's failure by its __qualname__
+        publish_many(messages)
 
-        with app.producer_or_acquire() as producer, producer.batch():
-            for execution_id, agent, attempt, task_id in messages:
-                enqueue(execution_id, agent, attempt=attempt, task_id=task_id, producer=producer)
-
-    transaction.on_commit(publish_many, robust=True)
+    transaction.on_commit(publish_many_runs, robust=True)
 
 
 def execution_publish(*, execution: Execution, at: datetime) -> bool:

@@ -10,6 +10,7 @@ field by field, apart from the keys that name the rows themselves.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,11 +22,13 @@ from executions import runner
 from executions.errors import classify
 from executions.models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
 from executions.services import (
+    RunSpec,
     attempt_fail,
     attempt_succeed,
     execution_cancel,
     execution_claim,
     execution_request,
+    execution_request_batch,
 )
 
 pytestmark = [
@@ -190,3 +193,52 @@ def test_both_paths_write_the_same_rows(scenario, final, make_agent, settings, p
             differing = {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
             assert not differing, f"{table} row {number}: fast path vs ORM path {differing}"
     assert fast["execution"][0]["status"] == final
+
+
+def test_a_batch_writes_the_same_rows_both_ways(make_agent, settings):
+    """execution_request_batch: the one-statement insert of many runs and their events
+    (fastpath.create_many) against the ORM's bulk inserts, on runs that differ in every way a
+    batch's runs can: input (none, null, objects, lists), key, start now or later."""
+    agent = make_agent()
+    later = T0 + timedelta(minutes=5)
+    specs = [
+        RunSpec(),
+        RunSpec(input={"n": 1}),
+        RunSpec(input={"n": 2, "nested": {"a": [1, 2]}}, idempotency_key="api:twin-{}"),
+        RunSpec(input=[1, "two"], not_before=later),
+        RunSpec(input=None, idempotency_key="api:twin-{}-b", not_before=later),
+        RunSpec(input="text", not_before=T0 - timedelta(minutes=1)),
+        # Equal in Python, not in JSON: each must keep its own.
+        RunSpec(input=1),
+        RunSpec(input=True),
+        RunSpec(input=1.5),
+        RunSpec(input=[1]),
+        RunSpec(input=[True]),
+    ]
+    written = {}
+    for fastpath in (True, False):
+        settings.CONVEYOR_FASTPATH = fastpath
+        runs = [
+            replace(s, idempotency_key=s.idempotency_key and s.idempotency_key.format(fastpath))
+            for s in specs
+        ]
+        with CaptureQueriesContext(connection) as queries:
+            executions = execution_request_batch(agent=agent, trigger="api", runs=runs, at=T0)
+        assert any(q["sql"].startswith("WITH created AS") for q in queries) == fastpath
+        assert all(e.pk for e in executions)
+        written[fastpath] = [rows_of(e) for e in executions]
+        # Each run's own row and event, in the order asked.
+        assert [repr(e.input) for e in executions] == [repr(s.input) for s in specs]
+        stored = Execution.objects.filter(pk__in=[e.pk for e in executions]).order_by("pk")
+        assert [repr(e.input) for e in stored] == [repr(s.input) for s in specs]
+
+    for number, (fast, orm) in enumerate(zip(written[True], written[False], strict=True)):
+        for table in ("execution", "events"):
+            assert len(fast[table]) == len(orm[table]) == 1, (number, table)
+            a, b = fast[table][0], orm[table][0]
+            differing = {  # by repr: True and 1 are equal in Python, not in a row
+                k: (a[k], b.get(k))
+                for k in a
+                if repr(a[k]) != repr(b.get(k)) and k != "idempotency_key"
+            }
+            assert not differing, f"run {number} {table}: fast path vs ORM path {differing}"
