@@ -9,7 +9,10 @@ executions' recovery passes (``executions.recovery``).
   runs: a tick *claims* due schedules in a transaction and creates the slot's execution with
   ``(schedule, scheduled_for)`` unique, so any number of beats, ticks or workers running the
   tick still start one execution per slot. A tick that loses the race gets an IntegrityError
-  inside a savepoint and moves on.
+  inside a savepoint and moves on. (On Postgres a batch's runs are written together, in one
+  statement, after its schedules are read: ``executions_insert`` leaves out a slot taken
+  meanwhile, ON CONFLICT DO NOTHING, and its schedules are advanced in one UPDATE;
+  tests/agents/test_schedule_dispatch_twin.py holds the two paths to the same rows.)
 * *Edits apply at once.* The schedule services recompute ``Schedule.next_run_at`` on every
   change and the next tick reads it. Nothing is synchronised into beat's tables.
 * *Time zones and DST* are ours (``agents.schedules``): a skipped local time runs once at the
@@ -42,6 +45,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -50,9 +54,15 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Max
 
+from executions import fastpath
 from executions.models import Execution
 from executions.selectors import held_runs, runs_in_the_way
-from executions.services import ExecutionRefused, execution_request, publish_many_on_commit
+from executions.services import (
+    ExecutionRefused,
+    execution_request,
+    executions_insert,
+    publish_many_on_commit,
+)
 
 from .kinds.base import InvalidInputError
 from .models import Agent, Schedule, SkippedSlot
@@ -72,7 +82,7 @@ ALREADY_WAITING = "a run of this schedule was already waiting for the active run
 def _batch_size() -> int:
     # Postgres: big batches (SKIP LOCKED lets ticks share). SQLite: the tick holds the database
     # write lock for a batch, so keep it short.
-    return 500 if connection.vendor == "postgresql" else 100
+    return 1000 if connection.vendor == "postgresql" else 100
 
 
 @dataclass
@@ -107,6 +117,8 @@ def dispatch_schedules(
             schedules = list(due[:size])
             busy = BusyAgents({schedule.agent_id for schedule in schedules}, at=at)
             advanced, to_publish = [], []
+            # Postgres: the batch's runs are written together after the loop (below).
+            pending = [] if fastpath.enabled() else None
             for schedule in schedules:
                 try:
                     dispatch_schedule(
@@ -116,6 +128,7 @@ def dispatch_schedules(
                         busy=busy,
                         save=False,
                         to_publish=to_publish,
+                        pending=pending,
                     )
                 except DatabaseError:
                     raise  # the transaction is unusable: this tick fails, the next one retries
@@ -134,9 +147,16 @@ def dispatch_schedules(
                     )
                 else:
                     advanced.append(schedule)
+            if pending is not None:
+                # One statement for the batch's runs; a slot another tick started meanwhile is
+                # left out, as its own insert would have failed.
+                report.started += len(executions_insert(pending, to_publish=to_publish))
             # One UPDATE for the batch rather than one per schedule; the batch's runs are
             # published together once it commits (one pipelined round trip).
-            Schedule.objects.bulk_update(advanced, ["next_run_at", "last_slot_at"])
+            if fastpath.enabled():
+                fastpath.update_many(advanced, ["next_run_at", "last_slot_at"])
+            else:
+                Schedule.objects.bulk_update(advanced, ["next_run_at", "last_slot_at"])
             publish_many_on_commit(to_publish)
         if len(schedules) < size or time.monotonic() > deadline:
             return report
@@ -150,10 +170,12 @@ def dispatch_schedule(
     busy: BusyAgents | None = None,
     save: bool = True,
     to_publish: list | None = None,
+    pending: list | None = None,
 ) -> None:
     """Handle the due slots of one (locked) schedule and advance it (``save=False``: only on
     the instance, the caller saves; ``busy``: the batch's view of active runs; ``to_publish``:
-    the runs started are appended there for the caller to publish, see ``execution_request``).
+    the runs started are appended there for the caller to publish, see ``execution_request``;
+    ``pending``: the runs are appended there for the caller to write, ``insert_later``).
 
     1. A slot at most ``CONVEYOR_SCHEDULE_MISFIRE_GRACE`` seconds late is started (subject to
        the agent's overlap policy), then the next one is looked at.
@@ -168,7 +190,15 @@ def dispatch_schedule(
     timing = schedule_timing(schedule)
     if busy is None:
         busy = BusyAgents({schedule.agent_id}, at=at)
-    start = partial(_start_slot, schedule, at=at, report=report, busy=busy, to_publish=to_publish)
+    start = partial(
+        _start_slot,
+        schedule,
+        at=at,
+        report=report,
+        busy=busy,
+        to_publish=to_publish,
+        pending=pending,
+    )
     grace = timedelta(seconds=settings.CONVEYOR_SCHEDULE_MISFIRE_GRACE)
     cutoff = at - grace
     tiny = timedelta(microseconds=1)
@@ -216,6 +246,7 @@ def _start_slot(
     busy: BusyAgents,
     late: bool = False,
     to_publish: list | None = None,
+    pending: list | None = None,
 ) -> Execution | None:
     """Create the slot's execution, or record why not. Nothing happens if the slot is taken."""
     agent: Agent = schedule.agent
@@ -246,8 +277,9 @@ def _start_slot(
         reason += "; waits for the agent's active run to finish"
     try:
         # A savepoint of our own: if the slot is taken the insert fails, and only this slot's
-        # work is rolled back, not the batch.
-        with transaction.atomic():
+        # work is rolled back, not the batch. (Pending runs are written by the caller, where a
+        # taken slot is left out instead.)
+        with transaction.atomic() if pending is None else nullcontext():
             execution = execution_request(
                 agent=agent,
                 trigger=Execution.Trigger.SCHEDULE,
@@ -258,6 +290,7 @@ def _start_slot(
                 reason=reason,
                 at=at,
                 to_publish=to_publish,
+                insert_later=pending,
             )
     except IntegrityError:
         # Another tick (another beat, a duplicate message) started this slot first.
@@ -270,8 +303,9 @@ def _start_slot(
         why = AGENT_PAUSED if exc.code == "agent_paused" else exc.message
         _skip(schedule, slot, why, at=at, report=report)
         return None
-    busy.started(agent.pk)
-    report.started += 1
+    busy.started(agent.pk)  # also when only pending: if its slot is taken, by a run as busy
+    if execution.pk is not None:  # written (not left to the caller: ``pending``)
+        report.started += 1
     return execution
 
 

@@ -5,13 +5,13 @@ message built by ``app.amqp.as_task_v2``, then kombu's producer. That costs ~0.4
 message, which is most of the time of a batch of 1,000 runs (bench/batch.py) or of a burst of
 schedules. :func:`publish_many` publishes a list of runs with one pipelined round trip:
 
-* On a Redis broker, the runs of one agent and attempt share one message but for their ids.
-  The first of each group goes through Celery as any other (it declares the queue, as Celery
-  does), and the message Celery's own ``as_task_v2`` builds for it is the template of the
-  others: each is a copy with its own task id and execution id, encoded as kombu's Redis channel
-  encodes a message (its ``encode_body``, its priority queues) and pushed in the same pipeline.
-  tests/executions/test_broker_twin.py compares, field by field, the message pushed here with
-  the one ``apply_async`` pushes for the same run.
+* On a Redis broker, the first run of each queue goes through Celery as any other (so Celery
+  declares the queue, as it always does), and the message Celery's own ``as_task_v2`` builds
+  for one run is the template of the others: each is a copy with its own task id, execution,
+  attempt, agent, queue, priority and time limits (``run_options``, what ``enqueue`` passes to
+  Celery too), encoded as kombu's Redis channel encodes a message (its ``encode_body``, its
+  priority queues) and pushed in one pipeline. tests/executions/test_broker_twin.py compares,
+  field by field, the message pushed here with the one ``apply_async`` pushes for the same run.
 * Otherwise (another broker, task-sent events on, a publish signal listened to, flows, a
   queue declared with an expiry), each run
   goes through ``services.enqueue`` inside a kombu batch.
@@ -46,30 +46,32 @@ def publish_many(messages: list[Message]) -> int:
         return 0
     with app.producer_or_acquire() as producer:
         channel = _redis_channel(app, producer)
-        one_by_one, groups = [], {}
+        through_celery, copies, queues = [], [], set()
         for m in messages:
+            queue = m.agent.queue
             if (
                 channel is None
                 or getattr(m.agent.kind_impl, "is_flow", False)
                 # kombu sets an expiry on such a queue at every publication
-                or m.agent.queue in channel._expires
+                or queue in channel._expires
+                # the first of each queue: Celery declares the queue, as it always does
+                or queue not in queues
             ):
-                one_by_one.append(m)
+                through_celery.append(m)
+                queues.add(queue)
             else:
-                groups.setdefault((m.agent.pk, m.attempt), []).append(m)
-        # Through Celery: every run that cannot be copied, and the first of each group.
+                copies.append(m)
         with producer.batch():
-            for m in [*one_by_one, *(group[0] for group in groups.values())]:
+            for m in through_celery:
                 enqueue(
                     m.execution_id, m.agent, attempt=m.attempt, task_id=m.task_id, producer=producer
                 )
-        pushes = [push for group in groups.values() for push in _pushes(app, channel, group)]
-        if pushes:
+        if copies:
             with channel.conn_or_acquire() as client, client.pipeline(False) as pipeline:
-                for key, payload in pushes:
+                for key, payload in _copies(app, channel, copies):
                     pipeline.lpush(key, payload)
                 pipeline.execute()
-    return len(pushes)
+    return len(copies)
 
 
 def _redis_channel(app, producer):
@@ -88,25 +90,23 @@ def _redis_channel(app, producer):
 def _template(app, message: Message) -> tuple[dict, dict, tuple]:
     """The headers, properties and body Celery builds for ``message`` (``apply_async`` through
     ``services.enqueue``: the same arguments)."""
-    from django.conf import settings
-
     from .tasks import run_execution
 
-    agent = message.agent
     root_id = parent_id = None
     parent = app.current_worker_task
     if parent:
         root_id = parent.request.root_id or parent.request.id
         parent_id = parent.request.id
+    options = run_options(message.execution_id, message.agent)
     headers, properties, body, _ = app.amqp.as_task_v2(
         message.task_id,
         run_execution.name,
-        [message.execution_id],
-        {"agent": agent.pk},
+        options["args"],
+        options["kwargs"],
         retries=message.attempt,
         reply_to=app.thread_oid,
-        time_limit=agent.timeout + settings.CONVEYOR_TIME_LIMIT_GRACE,
-        soft_time_limit=agent.timeout,
+        time_limit=options["time_limit"],
+        soft_time_limit=options["soft_time_limit"],
         root_id=root_id,
         parent_id=parent_id,
         ignore_result=run_execution.ignore_result,
@@ -114,35 +114,62 @@ def _template(app, message: Message) -> tuple[dict, dict, tuple]:
     return headers, properties, body
 
 
-def _pushes(app, channel, group: list[Message]):
-    """(Redis key, encoded message) for every message of ``group`` but the first (one agent,
-    one attempt), each a copy of the first's with its own ids."""
+def run_options(execution_id: int, agent: Agent) -> dict:
+    """What "run execution X" is sent with (``apply_async``'s arguments): the execution, the
+    agent (the worker claims with the agent it keeps, if still this version), the agent's queue,
+    priority and time limits."""
+    from django.conf import settings
+
+    return {
+        "args": [execution_id],
+        "kwargs": {"agent": agent.pk},
+        "queue": agent.queue,
+        # The Redis transport serves lower numbers first; an agent's priority is "higher first".
+        "priority": 9 - agent.priority,
+        "soft_time_limit": agent.timeout,
+        "time_limit": agent.timeout + settings.CONVEYOR_TIME_LIMIT_GRACE,
+    }
+
+
+def _copies(app, channel, messages: list[Message]):
+    """(Redis key, encoded message) for each of ``messages``: the message Celery builds for the
+    first, with each one's own ids, attempt, agent, queue, priority and time limits."""
     from kombu.entity import maybe_delivery_mode
     from kombu.utils.json import dumps
     from kombu.utils.uuid import uuid
 
-    first = group[0]
-    agent = first.agent
-    headers, properties, body = _template(app, first)
-    own_root = headers.get("root_id") == first.task_id
-    priority = 9 - agent.priority
-    queue = agent.queue
-    key = channel._q_for_pri(
-        queue, channel._get_message_priority({"properties": {"priority": priority}})
-    )
+    headers, properties, body = _template(app, messages[0])
+    own_root = headers.get("root_id") == messages[0].task_id
     delivery_mode = maybe_delivery_mode(app.conf.task_default_delivery_mode)
     encoding = channel.body_encoding
-    _, kwargs, embed = body
-    for m in group[1:]:
+    embed = body[2]
+    for m in messages:
+        options = run_options(m.execution_id, m.agent)
+        args, kwargs = options["args"], options["kwargs"]
+        priority, queue = options["priority"], options["queue"]
+        key = channel._q_for_pri(
+            queue, channel._get_message_priority({"properties": {"priority": priority}})
+        )
+        encoded, body_encoding = channel.encode_body(dumps((args, kwargs, embed)), encoding)
         message_headers = {
             **headers,
             "id": m.task_id,
             "root_id": m.task_id if own_root else headers["root_id"],
-            "argsrepr": repr([m.execution_id]),
+            "retries": m.attempt,
+            "timelimit": [options["time_limit"], options["soft_time_limit"]],
+            # Celery's saferepr of a list of one number and a dict of one: their repr
+            "argsrepr": repr(args),
+            "kwargsrepr": repr(kwargs),
         }
-        encoded, body_encoding = channel.encode_body(
-            dumps(([m.execution_id], kwargs, embed)), encoding
-        )
+        message_properties = {
+            **properties,
+            "correlation_id": m.task_id,
+            "delivery_mode": delivery_mode,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": priority,
+            "body_encoding": body_encoding,
+            "delivery_tag": uuid(),
+        }
         yield (
             key,
             dumps(
@@ -151,15 +178,7 @@ def _pushes(app, channel, group: list[Message]):
                     "content-encoding": "utf-8",
                     "content-type": "application/json",
                     "headers": message_headers,
-                    "properties": {
-                        **properties,
-                        "correlation_id": m.task_id,
-                        "delivery_mode": delivery_mode,
-                        "delivery_info": {"exchange": "", "routing_key": queue},
-                        "priority": priority,
-                        "body_encoding": body_encoding,
-                        "delivery_tag": uuid(),
-                    },
+                    "properties": message_properties,
                 }
             ),
         )

@@ -236,14 +236,19 @@ def create(execution: Execution, event) -> None:
     execution._state.db = connection.alias
 
 
-def create_many(executions: list[Execution], events: list) -> None:
+def create_many(
+    executions: list[Execution], events: list, *, skip_conflicts: bool = False
+) -> list[Execution]:
     """Insert new executions and their creation events (``events[i]`` is ``executions[i]``'s,
     its execution filled in from the inserted row) in one statement; sets each execution's key.
+    ``skip_conflicts``: a row that a unique constraint refuses is left out (and its event),
+    instead of failing the statement. Returns the executions inserted.
     """
     E = Execution
     p = _Params()
     pk, uuid = _col(E, "id"), _col(E, "uuid")
-    created = _insert_many(executions, p) + f" RETURNING {pk}, {uuid}"
+    conflicts = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
+    created = _insert_many(executions, p) + f"{conflicts} RETURNING {pk}, {uuid}"
     event_sql = _insert_many(
         events,
         p,
@@ -255,10 +260,39 @@ def create_many(executions: list[Execution], events: list) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, p.values)
         keys = {row_uuid: row_pk for row_pk, row_uuid in cursor.fetchall()}
+    inserted = []
     for execution in executions:
-        execution.pk = keys[execution.uuid]
-        execution._state.adding = False
-        execution._state.db = connection.alias
+        if execution.uuid in keys:
+            execution.pk = keys[execution.uuid]
+            execution._state.adding = False
+            execution._state.db = connection.alias
+            inserted.append(execution)
+    return inserted
+
+
+def update_many(objs: list[models.Model], fields: list[str]) -> None:
+    """``bulk_update(objs, fields)`` in one statement: the new values as arrays zipped by
+    ``unnest`` and joined on the key (Django's CASE WHEN per row costs ~0.5 ms a row here)."""
+    if not objs:
+        return
+    model = type(objs[0])
+    p = _Params()
+    pk = model._meta.pk
+    names, arrays, sets = ["pk"], [], []
+    arrays.append(f"{p.raw([o.pk for o in objs])}::{_cast(pk)}[]")
+    for i, name in enumerate(fields):
+        f = _field(model, name)
+        values = [f.get_db_prep_save(getattr(o, f.attname), connection) for o in objs]
+        arrays.append(f"{p.raw(values)}::{_cast(f)}[]")
+        names.append(f"c{i}")
+        sets.append(f"{_qn(f.column)} = u.c{i}")
+    sql = (
+        f"UPDATE {_table(model)} SET {', '.join(sets)} "
+        f"FROM unnest({', '.join(arrays)}) AS u({', '.join(names)}) "
+        f"WHERE {_table(model)}.{_qn(pk.column)} = u.pk"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, p.values)
 
 
 # --- The agents a worker keeps -------------------------------------------------------------

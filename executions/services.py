@@ -146,6 +146,7 @@ def execution_request(
     reason: str = "",
     at: datetime | None = None,
     to_publish: list | None = None,
+    insert_later: list | None = None,
 ) -> Execution:
     """The one way to start a run: page, API, webhook, schedule, command, retry (and flows).
 
@@ -159,6 +160,10 @@ def execution_request(
        is published once the transaction commits (``to_publish``: appended there as
        ``(execution, agent)`` instead, for the caller to publish many at once with
        :func:`publish_many_on_commit`).
+
+    ``insert_later`` (on Postgres, without an idempotency key): step 4's row is not written
+    but appended there, for the caller to write many at once with :func:`executions_insert`
+    (the schedules' dispatcher); the execution returned has no key yet.
 
     :func:`execution_request_batch` starts many runs of one agent by the same steps.
     """
@@ -190,6 +195,9 @@ def execution_request(
     )
     from . import fastpath
 
+    if insert_later is not None and idempotency_key is None and fastpath.enabled():
+        insert_later.append((execution, _created_event(execution, reason=reason)))
+        return execution
     try:
         # A savepoint only when a duplicate key can make the insert fail inside a caller's
         # transaction (bulk creation in one transaction pays no extra round trips otherwise).
@@ -216,6 +224,28 @@ def execution_request(
         extra={"action": "execution_created", "execution_id": str(execution.uuid)},
     )
     return execution
+
+
+def executions_insert(pending: list, *, to_publish: list) -> list[Execution]:
+    """Write the runs ``execution_request(insert_later=pending)`` prepared, with their creation
+    events, in one statement (Postgres). A run that another writer started first (a unique
+    constraint, e.g. a schedule's slot) is left out, as ``execution_request``'s insert would
+    fail for it. Those waiting for a worker are appended to ``to_publish``; returns the runs
+    written."""
+    from . import fastpath
+
+    if not pending:
+        return []
+    written = fastpath.create_many(
+        [execution for execution, _ in pending],
+        [event for _, event in pending],
+        skip_conflicts=True,
+    )
+    for execution in written:
+        execution.is_replay = False
+        if execution.wait_reason == WaitReason.BROKER:
+            to_publish.append((execution, execution.agent))
+    return written
 
 
 def _kind(agent: Agent, trigger: str):
@@ -537,6 +567,7 @@ def enqueue(
     ``retries`` carries the number of attempts already made, so that the worker can tell a
     stale duplicate message from the one for the current attempt.
     """
+    from .broker import run_options
     from .tasks import run_execution, start_flow
 
     if task_id is None:
@@ -556,15 +587,8 @@ def enqueue(
         )
         return
     run_execution.apply_async(
-        args=[execution_id],
-        # Which agent: the worker then claims with the agent it keeps, if still this version.
-        kwargs={"agent": agent.pk},
+        **run_options(execution_id, agent),
         task_id=task_id,
-        queue=agent.queue,
-        # The Redis transport serves lower numbers first; an agent's priority is "higher first".
-        priority=9 - agent.priority,
-        soft_time_limit=agent.timeout,
-        time_limit=agent.timeout + settings.CONVEYOR_TIME_LIMIT_GRACE,
         retries=attempt,
         countdown=countdown,
         producer=producer,
