@@ -1,29 +1,35 @@
-"""Publishing many runs at once.
+"""Publishing runs: "run execution X" to the broker.
 
-``services.enqueue`` publishes one run through Celery (``apply_async``): routing, options and the
-message built by ``app.amqp.as_task_v2``, then kombu's producer. That costs ~0.4 ms of CPU a
-message, which is most of the time of a batch of 1,000 runs (bench/batch.py) or of a burst of
-schedules. :func:`publish_many` publishes a list of runs with one pipelined round trip:
+``services.enqueue_through_celery`` publishes one run through Celery (``apply_async``):
+routing, options and the message built by ``app.amqp.as_task_v2``, then kombu's producer. That
+costs ~0.4-1 ms of CPU a message, which is most of the time of a batch of 1,000 runs
+(bench/batch.py) or of a burst of schedules, and a large part of starting one run.
+:func:`publish_many` (which ``services.enqueue`` calls for a run sent now) does the same work
+once and copies it:
 
-* On a Redis broker, the first run of each queue goes through Celery as any other (so Celery
-  declares the queue, as it always does), and the message Celery's own ``as_task_v2`` builds
-  for one run is the template of the others: each is a copy with its own task id, execution,
-  attempt, agent, queue, priority and time limits (``run_options``, what ``enqueue`` passes to
-  Celery too), encoded as kombu's Redis channel encodes a message (its ``encode_body``, its
-  priority queues) and pushed in one pipeline. tests/executions/test_broker_twin.py compares,
-  field by field, the message pushed here with the one ``apply_async`` pushes for the same run.
+* On a Redis broker, the first run of each queue in this process goes through Celery as any
+  other (so Celery declares the queue, as it always does). The message Celery's own
+  ``as_task_v2`` builds is the template of the others (kept while the thread's reply address
+  and the task being run stay the same): each is a copy with its own task id, execution,
+  attempt, agent, queue, priority and time limits (``run_options``, what Celery is given too),
+  encoded as kombu's Redis channel encodes a message (its ``encode_body``, its priority queues)
+  and pushed in one pipeline. tests/executions/test_broker_twin.py compares, field by field, the
+  message pushed here with the one ``apply_async`` pushes for the same run.
 * Otherwise (another broker, task-sent events on, a publish signal listened to, flows, a
-  queue declared with an expiry), each run
-  goes through ``services.enqueue`` inside a kombu batch.
+  queue declared with an expiry, a delayed message), each run goes through Celery, inside a
+  kombu batch. If the pipeline fails, its runs are handed to Celery, which retries.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agents.models import Agent
+
+logger = logging.getLogger("conveyor.broker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +46,14 @@ def publish_many(messages: list[Message]) -> int:
     pushed as copies."""
     from config.celery import app
 
-    from .services import enqueue
+    from .services import enqueue_through_celery
 
     if not messages:
         return 0
     with app.producer_or_acquire() as producer:
         channel = _redis_channel(app, producer)
-        through_celery, copies, queues = [], [], set()
+        through_celery, copies = [], []
+        queues = set(_declared)
         for m in messages:
             queue = m.agent.queue
             if (
@@ -63,15 +70,43 @@ def publish_many(messages: list[Message]) -> int:
                 copies.append(m)
         with producer.batch():
             for m in through_celery:
-                enqueue(
+                enqueue_through_celery(
                     m.execution_id, m.agent, attempt=m.attempt, task_id=m.task_id, producer=producer
                 )
+                if channel is not None:
+                    _declared.add(m.agent.queue)
         if copies:
-            with channel.conn_or_acquire() as client, client.pipeline(False) as pipeline:
-                for key, payload in _copies(app, channel, copies):
-                    pipeline.lpush(key, payload)
-                pipeline.execute()
+            try:
+                with channel.conn_or_acquire() as client, client.pipeline(False) as pipeline:
+                    for key, payload in _copies(app, channel, copies):
+                        pipeline.lpush(key, payload)
+                    pipeline.execute()
+            except Exception:
+                # Celery retries a publication the broker did not take (task_publish_retry):
+                # hand these to it. A message the pipeline did push is then sent twice, which
+                # is harmless (the claim runs one attempt once).
+                logger.warning(
+                    "publishing copies failed, sending them through Celery",
+                    exc_info=True,
+                    extra={"action": "publish_copies_failed", "count": len(copies)},
+                )
+                with producer.batch():
+                    for m in copies:
+                        enqueue_through_celery(
+                            m.execution_id,
+                            m.agent,
+                            attempt=m.attempt,
+                            task_id=m.task_id,
+                            producer=producer,
+                        )
     return len(copies)
+
+
+# The queues this process has published to through Celery (which declared them).
+_declared: set[str] = set()
+# The last message Celery built here: its headers, properties and body, by what they depend on
+# besides what each copy sets (the thread's reply address, the task being run, if any).
+_last_template: tuple[tuple, tuple[dict, dict, tuple]] | None = None
 
 
 def _redis_channel(app, producer):
@@ -92,11 +127,16 @@ def _template(app, message: Message) -> tuple[dict, dict, tuple]:
     ``services.enqueue``: the same arguments)."""
     from .tasks import run_execution
 
+    global _last_template
+
     root_id = parent_id = None
     parent = app.current_worker_task
     if parent:
         root_id = parent.request.root_id or parent.request.id
         parent_id = parent.request.id
+    depends_on = (app.thread_oid, root_id, parent_id)
+    if _last_template is not None and _last_template[0] == depends_on:
+        return _last_template[1]
     options = run_options(message.execution_id, message.agent)
     headers, properties, body, _ = app.amqp.as_task_v2(
         message.task_id,
@@ -111,6 +151,7 @@ def _template(app, message: Message) -> tuple[dict, dict, tuple]:
         parent_id=parent_id,
         ignore_result=run_execution.ignore_result,
     )
+    _last_template = (depends_on, (headers, properties, body))
     return headers, properties, body
 
 
@@ -139,7 +180,7 @@ def _copies(app, channel, messages: list[Message]):
     from kombu.utils.uuid import uuid
 
     headers, properties, body = _template(app, messages[0])
-    own_root = headers.get("root_id") == messages[0].task_id
+    own_root = headers["root_id"] == headers["id"]
     delivery_mode = maybe_delivery_mode(app.conf.task_default_delivery_mode)
     encoding = channel.body_encoding
     embed = body[2]

@@ -566,9 +566,11 @@ def enqueue(
 
     ``retries`` carries the number of attempts already made, so that the worker can tell a
     stale duplicate message from the one for the current attempt.
+
+    A message sent now (no countdown, no producer) goes through ``executions.broker``, which
+    builds it as Celery does at a fraction of the cost where it can.
     """
-    from .broker import run_options
-    from .tasks import run_execution, start_flow
+    from .broker import Message, publish_many
 
     if task_id is None:
         task_id = (
@@ -576,6 +578,32 @@ def enqueue(
             .values_list("celery_task_id", flat=True)
             .first()
         )
+    if countdown is None and producer is None:
+        publish_many([Message(execution_id, agent, attempt, task_id)])
+        return
+    enqueue_through_celery(
+        execution_id,
+        agent,
+        attempt=attempt,
+        task_id=task_id,
+        countdown=countdown,
+        producer=producer,
+    )
+
+
+def enqueue_through_celery(
+    execution_id: int,
+    agent: Agent,
+    *,
+    attempt: int,
+    task_id: str,
+    countdown: float | None = None,
+    producer=None,
+) -> None:
+    """:func:`enqueue` by Celery's ``apply_async``."""
+    from .broker import run_options
+    from .tasks import run_execution, start_flow
+
     if getattr(agent.kind_impl, "is_flow", False):
         # No worker runs a flow: this message lays out its steps and starts the first.
         start_flow.apply_async(

@@ -15,8 +15,9 @@ import pytest
 import redis
 from django.conf import settings
 
+from executions import broker
 from executions.broker import Message, publish_many
-from executions.services import enqueue
+from executions.services import enqueue, enqueue_through_celery
 from ops.system import queue_keys
 
 pytestmark = [
@@ -29,6 +30,7 @@ QUEUE = "nobody-listens"
 
 @pytest.fixture
 def queue():
+    broker._declared.clear()  # this process has not published to the queue yet
     client = redis.Redis.from_url(settings.REDIS_URL)  # the broker's, as in tests/config
     client.delete(*queue_keys(QUEUE))
     yield client
@@ -79,7 +81,9 @@ def test_every_copied_message_is_the_one_celery_publishes(queue, make_agent):
     # The first (of the queue) through Celery, the others as copies of its message.
     assert publish_many(messages) == len(messages) - 1
     for m in messages:
-        enqueue(m.execution_id, m.agent, attempt=m.attempt, task_id=f"celery-{m.execution_id}")
+        enqueue_through_celery(
+            m.execution_id, m.agent, attempt=m.attempt, task_id=f"celery-{m.execution_id}"
+        )
     found = entries(queue)
     assert len(found) == 2 * len(messages)
 
@@ -99,3 +103,18 @@ def test_every_copied_message_is_the_one_celery_publishes(queue, make_agent):
         found[f"celery-{m.execution_id}"]["key"] for m in messages
     }
     assert len({found[f"batch-{m.execution_id}"]["key"] for m in messages}) == 3
+
+
+def test_a_single_run_is_sent_as_a_copy_once_its_queue_was_declared(queue, make_agent):
+    """enqueue (a run sent now): through Celery the first time this process uses the queue,
+    then a copy of the message Celery built; a retry's delayed message always through Celery."""
+    agent = make_agent(queue=QUEUE, priority=4)
+    enqueue(1, agent, attempt=0, task_id="single-1")
+    assert broker._declared == {QUEUE}
+    enqueue(2, agent, attempt=1, task_id="single-2")
+    enqueue_through_celery(2, agent, attempt=1, task_id="celery-2")
+    enqueue(3, agent, attempt=2, task_id="single-3", countdown=30)
+    found = entries(queue)
+    assert sorted(found) == ["celery-2", "single-1", "single-2", "single-3"]
+    assert same_run(found["single-2"]) == same_run(found["celery-2"])
+    assert found["single-3"]["headers"]["eta"] is not None  # Celery's countdown
