@@ -372,6 +372,10 @@ CONVEYOR_CANCEL_CHECK_INTERVAL = env_float("CONVEYOR_CANCEL_CHECK_INTERVAL", 0.5
 # On Postgres the claim and the successful finish of an attempt are one statement each
 # (executions/fastpath.py); off, they take the ORM path that SQLite uses. Both write the same rows.
 CONVEYOR_FASTPATH = env_bool("CONVEYOR_FASTPATH", True)
+# Those statements are prepared on each connection (planned once, then only executed). Off
+# behind a connection pooler in transaction mode, which may hand the next transaction to a
+# connection where they were never prepared.
+CONVEYOR_DB_PREPARE = env_bool("CONVEYOR_DB_PREPARE", True)
 CONVEYOR_EXECUTIONS_QUEUE = env_str("CONVEYOR_EXECUTIONS_QUEUE", "executions")
 # Notifications and completion hooks have a worker of their own: a slow endpoint never holds
 # an agent's slot, nor the dispatcher's.

@@ -33,8 +33,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import psycopg
 from django.conf import settings
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from .models import Execution, ExecutionAttempt, ExecutionLog
 from .services import (
@@ -52,6 +54,90 @@ Status = Execution.Status
 
 def enabled() -> bool:
     return connection.vendor == "postgresql" and settings.CONVEYOR_FASTPATH
+
+
+# --- Prepared statements ------------------------------------------------------------------------
+#
+# Each statement here is a few CTEs over ~50 columns: parsing and planning it costs Postgres more
+# than running it. Sent with the parameters apart (server-side binding) and prepared on the
+# connection, each shape of statement is planned once per connection and then only executed,
+# which halves Postgres's CPU per run (bench/README.md). Django's own queries keep its default
+# (client-side binding, nothing prepared): only the cursors of this module prepare. A shape is
+# a statement's text, which changes only with which values are empty (``_Params.add``) and how
+# many log lines a finish writes; psycopg keeps the last ``prepared_max`` (100) of a connection.
+# ``CONVEYOR_DB_PREPARE`` off (e.g. behind a pooler in transaction mode, where the next
+# transaction may be on another connection) sends them as Django sends its own.
+
+
+class _PreparingCursor(psycopg.Cursor):
+    """A psycopg cursor that binds its parameters on the server and prepares each statement."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        manager = self.connection._prepared
+        # Django turns psycopg's automatic preparation off (prepare_threshold None), and psycopg
+        # then prepares nothing, even when asked: it is on for this statement only, so that the
+        # ORM's queries are neither prepared nor counted.
+        threshold, manager.prepare_threshold = manager.prepare_threshold, 1
+        try:
+            return super().execute(query, params, prepare=True, binary=binary)
+        finally:
+            manager.prepare_threshold = threshold
+
+
+class _DebugCursor(CursorDebugWrapper):
+    """Django's query log for these cursors: psycopg keeps no text of a prepared statement's
+    execution for Django to log, so the statement is logged as sent, with its placeholders."""
+
+    def execute(self, sql, params=None):
+        with self.debug_sql(sql, params):
+            return CursorWrapper.execute(self, sql, params)
+
+
+def _cursor():
+    """A cursor on Django's connection, wrapped like Django's own (query logging, execute
+    wrappers), whose statements are prepared (above) when ``CONVEYOR_DB_PREPARE`` is on."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if not settings.CONVEYOR_DB_PREPARE:
+        return db.cursor()
+    # What connection.cursor() does before it wraps its cursor.
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    with db.wrap_database_errors:
+        cursor = _PreparingCursor(db.connection)
+    if db.queries_logged:
+        return _DebugCursor(cursor, db)
+    return db.make_cursor(cursor)
+
+
+@cache
+def _loading(model: type[models.Model]) -> tuple[list[str], list[tuple[Any, list]]]:
+    """What building an instance of ``model`` from a row takes: its fields' attribute names and,
+    for each, its column and the converters the ORM applies (e.g. JSON text to Python)."""
+    table = model._meta.db_table
+    fields = model._meta.concrete_fields
+    return [f.attname for f in fields], [
+        (f.get_col(table), f.get_db_converters(connection)) for f in fields
+    ]
+
+
+@cache
+def _returning(model: type[models.Model], alias: str) -> str:
+    """Every column of ``model``, in the order ``_instance`` reads them."""
+    return ", ".join(f"{alias}.{_qn(f.column)}" for f in model._meta.concrete_fields)
+
+
+def _instance(model: type[models.Model], row: tuple) -> models.Model:
+    """``model`` as the ORM would load it from ``row``, its columns as ``_returning`` lists
+    them."""
+    names, loading = _loading(model)
+    db = connections[DEFAULT_DB_ALIAS]
+    values = []
+    for value, (col, converters) in zip(row, loading, strict=True):
+        for converter in converters:
+            value = converter(value, col, db)
+        values.append(value)
+    return model.from_db(db.alias, names, values)
 
 
 # --- Building statements from the models ------------------------------------------------------
@@ -96,9 +182,11 @@ class _Params:
 
     def __init__(self):
         self.values: dict[str, Any] = {}
+        # The connection itself, not Django's proxy to it (a lookup at every attribute).
+        self.db = connections[DEFAULT_DB_ALIAS]
 
     def add(self, field: models.Field, value: Any) -> str:
-        value = field.get_db_prep_save(value, connection)
+        value = field.get_db_prep_save(value, self.db)
         if value is None or value == "":
             # Most columns a step writes are empty: written as literals, they cost no parameter.
             literal = "NULL" if value is None else "''"
@@ -143,7 +231,7 @@ def _insert_rows(objs: list[models.Model], model: type[models.Model], params: _P
     fields = _inserted(model)
     columns = ", ".join(_qn(f.column) for f in fields)
     arrays = ", ".join(
-        f"{params.raw([f.get_db_prep_save(getattr(o, f.attname), connection) for o in objs])}"
+        f"{params.raw([f.get_db_prep_save(getattr(o, f.attname), params.db) for o in objs])}"
         f"::{_cast(f)}[]"
         for f in fields
     )
@@ -194,7 +282,7 @@ def _insert_many(
             prepare = lambda v, f=f: None if v is None else json.dumps(v, cls=f.encoder)  # noqa: E731
         else:
             cast, column = _cast(f), "{}"
-            prepare = lambda v, f=f: f.get_db_prep_save(v, connection)  # noqa: E731
+            prepare = lambda v, f=f: f.get_db_prep_save(v, params.db)  # noqa: E731
         if _all_same(values, json_field=json_field, prepare=prepare):
             selected.append(column.format(f"{params.raw(prepare(values[0]))}::{cast}"))
             continue
@@ -229,7 +317,7 @@ def create(execution: Execution, event) -> None:
     created = _insert(execution, p, source="(SELECT 1) AS one") + f" RETURNING {pk}"
     event_sql = _insert(event, p, source="created", computed={"execution_id": f"created.{pk}"})
     sql = f"WITH created AS ({created}), event AS ({event_sql}) SELECT {pk} FROM created"
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, p.values)
         (execution.pk,) = cursor.fetchone()
     execution._state.adding = False
@@ -282,7 +370,7 @@ def update_many(objs: list[models.Model], fields: list[str]) -> None:
     arrays.append(f"{p.raw([o.pk for o in objs])}::{_cast(pk)}[]")
     for i, name in enumerate(fields):
         f = _field(model, name)
-        values = [f.get_db_prep_save(getattr(o, f.attname), connection) for o in objs]
+        values = [f.get_db_prep_save(getattr(o, f.attname), p.db) for o in objs]
         arrays.append(f"{p.raw(values)}::{_cast(f)}[]")
         names.append(f"c{i}")
         sets.append(f"{_qn(f.column)} = u.c{i}")
@@ -360,7 +448,8 @@ def claim(
             p,
             computed={"started_at": f"COALESCE(e.{started_at}, {first_start})"},
         )
-        + f" FROM old WHERE e.{pk} = old.{pk} RETURNING e.*, old.{status} AS from_status"
+        + f" FROM old WHERE e.{pk} = old.{pk} "
+        f"RETURNING {_returning(E, 'e')}, old.{status} AS from_status"
     )
     event = new_event(
         execution_id=execution_id, from_status="", to=Status.RUNNING, at=at, attempt=number
@@ -383,17 +472,20 @@ def claim(
         f"opened AS ({attempt_sql}) SELECT claimed.*, "
         f"opened.{_col(ExecutionAttempt, 'id')} AS attempt_pk FROM claimed, opened"
     )
-    rows = list(Execution.objects.raw(sql, p.values))
-    if not rows:
+    with _cursor() as cursor:
+        cursor.execute(sql, p.values)
+        row = cursor.fetchone()
+    if row is None:
         return None
-    execution = rows[0]
+    # The execution's columns, then from_status, then the attempt's key.
+    execution = _instance(Execution, row[:-2])
     if agent is None or agent.pk != execution.agent_id:
         # Not given by the caller: read after the claim, like the ORM path's select_related.
         from agents.models import Agent
 
         agent = Agent.objects.get(pk=execution.agent_id)
     execution.agent = agent
-    opened.pk = execution.attempt_pk
+    opened.pk = row[-1]
     return execution, opened
 
 
@@ -445,7 +537,7 @@ def finish_success(
     if logs:
         parts.append(f"logs AS ({_insert_rows(logs, ExecutionLog, p)})")
     sql = f"WITH {', '.join(parts)} SELECT count(*) FROM done"
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, p.values)
         (won,) = cursor.fetchone()
     return bool(won)

@@ -9,11 +9,14 @@ transport's delivery tag (a fresh id per message) must be equal, the decoded bod
 from __future__ import annotations
 
 import base64
+import hashlib
+import inspect
 import json
 
 import pytest
 import redis
 from django.conf import settings
+from kombu.transport import redis as kombu_redis
 
 from executions import broker
 from executions.broker import Message, publish_many
@@ -118,3 +121,11 @@ def test_a_single_run_is_sent_as_a_copy_once_its_queue_was_declared(queue, make_
     assert sorted(found) == ["celery-2", "single-1", "single-2", "single-3"]
     assert same_run(found["single-2"]) == same_run(found["celery-2"])
     assert found["single-3"]["headers"]["eta"] is not None  # Celery's countdown
+
+
+@pytest.mark.django_db(False)
+def test_the_repeated_put_matches_the_installed_kombu():
+    """The copies repeat the steps of kombu's Redis ``Channel._put``: a kombu that changed it
+    needs executions/broker.py checked against it (then update KOMBU_PUT_SHA256)."""
+    source = inspect.getsource(kombu_redis.Channel._put)
+    assert hashlib.sha256(source.encode()).hexdigest() == broker.KOMBU_PUT_SHA256

@@ -1,0 +1,75 @@
+"""The fast path's statements are prepared on the connection (``CONVEYOR_DB_PREPARE``): each
+shape once, then only executed; off, nothing is prepared and the runs are the same.
+
+Postgres's own view of the session's prepared statements is the witness, not psycopg's cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from executions import runner
+from executions.models import Execution
+from executions.services import execution_request
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="the fast path exists on Postgres only"
+    ),
+]
+
+# How each of a run's three statements starts: its creation, its claim, its successful finish.
+SHAPES = ("WITH created AS", "WITH old AS", "WITH done AS")
+
+
+def prepared() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements ORDER BY prepare_time")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def run_one(agent) -> Execution:
+    execution = execution_request(agent=agent, trigger="api", input={"n": 1})
+    runner.run_attempt(execution_id=execution.pk, expected_attempt=0, worker="w@host")
+    execution.refresh_from_db()
+    return execution
+
+
+def test_a_runs_statements_are_prepared_once_and_reused(make_agent, settings):
+    settings.CONVEYOR_DB_PREPARE = True
+    agent = make_agent()
+    before = len(prepared())
+
+    first = run_one(agent)
+    after_one = prepared()
+    assert first.status == Execution.Status.SUCCEEDED
+    assert first.result == {"n": 1}
+    for shape in SHAPES:
+        assert sum(s.startswith(shape) for s in after_one) == 1, (shape, after_one)
+    # Server-side parameters: no value of the run is in the prepared text.
+    assert all(str(first.uuid) not in s for s in after_one)
+
+    # Two more runs of the same shape prepare nothing new: the statements are reused.
+    for _ in range(2):
+        assert run_one(agent).status == Execution.Status.SUCCEEDED
+    assert len(prepared()) == len(after_one) == before + len(SHAPES)
+
+
+def test_off_nothing_is_prepared_and_runs_are_the_same(make_agent, settings):
+    settings.CONVEYOR_DB_PREPARE = False
+    agent = make_agent()
+    before = prepared()
+
+    execution = run_one(agent)
+
+    assert execution.status == Execution.Status.SUCCEEDED
+    assert execution.result == {"n": 1}
+    assert execution.attempts.get().outcome == "succeeded"
+    assert list(execution.events.values_list("to_status", flat=True)) == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    assert prepared() == before
