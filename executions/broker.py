@@ -23,7 +23,6 @@ once and copies it:
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,7 +77,7 @@ def publish_many(messages: list[Message]) -> int:
                     _declared.add(m.agent.queue)
         if copies:
             try:
-                with _client(channel).pipeline(False) as pipeline:
+                with channel.conn_or_acquire() as client, client.pipeline(False) as pipeline:
                     for key, payload in _copies(app, channel, copies):
                         pipeline.lpush(key, payload)
                     pipeline.execute()
@@ -114,19 +113,6 @@ _declared: set[str] = set()
 # The last message Celery built here: its headers, properties and body, by what they depend on
 # besides what each copy sets (the thread's reply address, the task being run, if any).
 _last_template: tuple[tuple, tuple[dict, dict, tuple]] | None = None
-
-
-def _client(channel):
-    """The Redis client this process pushes copies with on ``channel``: one per channel (kombu's
-    own ``conn_or_acquire`` makes a new one at every publication, ~0.3 ms), on the channel's
-    connection pool."""
-    client = _clients.get(channel)
-    if client is None:
-        client = _clients[channel] = channel._create_client()
-    return client
-
-
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _redis_channel(app, producer):

@@ -176,6 +176,29 @@ def test_the_copied_brpop_read_matches_the_installed_kombu():
     assert hashlib.sha256(source.encode()).hexdigest() == broker.KOMBU_BRPOP_READ_SHA256
 
 
+def test_the_repeated_conn_or_acquire_matches_the_installed_kombu():
+    """config/broker.py repeats kombu's Channel.conn_or_acquire with a kept client: a kombu
+    that changed it needs the repetition checked (then update KOMBU_CONN_OR_ACQUIRE_SHA256)."""
+    source = inspect.getsource(kombu_redis.Channel.conn_or_acquire.__wrapped__)
+    assert hashlib.sha256(source.encode()).hexdigest() == broker.KOMBU_CONN_OR_ACQUIRE_SHA256
+
+
+def test_a_channel_hands_out_one_client_until_its_pool_changes():
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+            assert first.ping()
+        given = object()
+        with channel.conn_or_acquire(given) as client:
+            assert client is given
+        channel._pool = None  # as kombu leaves it after closing its pools
+        with channel.conn_or_acquire() as third:
+            assert third is not first
+            assert third.connection_pool is channel.pool
+            assert third.ping()
+
+
 # --- Which URLs use it ------------------------------------------------------------------------
 
 
