@@ -162,6 +162,7 @@ def _field(model: type[models.Model], name: str) -> models.Field:
     return model._meta.get_field(name)
 
 
+@cache
 def _col(model: type[models.Model], name: str) -> str:
     return _qn(_field(model, name).column)
 
