@@ -6,6 +6,11 @@ claims the execution. The next execution is created once the previous one has fi
 worker is idle each time. Raw Celery: the clock starts just before ``apply_async`` and stops at
 the time the task records when it starts. Rounds alternate the two sides.
 
+Both sides wait for the end of a run without taking the 2 cores from the worker they measure:
+raw Celery's task pushes its time to a Redis list the benchmark waits on (``BLPOP``), and the
+benchmark looks for the end of a Conveyor run only once ``FIRST_LOOK`` has passed (a run takes
+a few milliseconds; a query every 2 ms from the start would compete with the claim it times).
+
     uv run python -m bench.latency [-n 500] [--rounds 3] [--json out.json]
 """
 
@@ -35,6 +40,10 @@ def raw_round(worker: common.Worker, n: int) -> list[float]:
     return latencies
 
 
+# Seconds after a commit before the benchmark first looks whether the run has ended.
+FIRST_LOOK = 0.02
+
+
 def conveyor_round(worker: common.Worker, agent, n: int) -> list[float]:
     from django.db import transaction
 
@@ -48,6 +57,7 @@ def conveyor_round(worker: common.Worker, agent, n: int) -> list[float]:
             committing_at = time.time()
         deadline = time.monotonic() + 30
         rows = Execution.objects.filter(pk=execution.pk, status__in=Execution.TERMINAL_STATUSES)
+        time.sleep(FIRST_LOOK)
         while not rows.exists():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"The execution did not finish in 30 s:\n{worker.log_tail()}")
