@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+from psycopg import _queries as psycopg_queries
 
 from .models import Execution, ExecutionAttempt, ExecutionLog
 from .services import (
@@ -69,8 +70,29 @@ def enabled() -> bool:
 # transaction may be on another connection) sends them as Django sends its own.
 
 
+# psycopg turns a statement's ``%(name)s`` placeholders into ``$n`` at every execution, and keeps
+# the result only for statements under 4 KiB and 50 parameters (``MAX_CACHED_STATEMENT_LENGTH``,
+# ``MAX_CACHED_STATEMENT_PARAMS``); these are longer, and few: their parsing is kept here, with
+# psycopg's own function. tests/executions/test_fastpath_prepared.py fails when psycopg's
+# ``PostgresQuery.convert``, which ``_ParsedOnce.convert`` repeats, changes (then check it and
+# update PSYCOPG_CONVERT_SHA256).
+PSYCOPG_CONVERT_SHA256 = "6238407fdceabf0b56c74e7b158e570a4264d7ae98de769b4fbdb3d88fd8a158"
+_parse = lru_cache(maxsize=256)(psycopg_queries._query2pg_nocache)
+
+
+class _ParsedOnce(psycopg_queries.PostgresQuery):
+    def convert(self, query, vars):
+        if vars is None:
+            return super().convert(query, vars)
+        query = self._ensure_bytes(query)
+        self.query, self._want_formats, self._order, self._parts = _parse(query, self._tx.encoding)
+        self.dump(vars)
+
+
 class _PreparingCursor(psycopg.Cursor):
     """A psycopg cursor that binds its parameters on the server and prepares each statement."""
+
+    _query_cls = _ParsedOnce
 
     def execute(self, query, params=None, *, prepare=None, binary=None):
         manager = self.connection._prepared

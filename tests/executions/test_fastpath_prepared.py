@@ -6,10 +6,14 @@ Postgres's own view of the session's prepared statements is the witness, not psy
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+
 import pytest
 from django.db import connection
+from psycopg import _queries as psycopg_queries
 
-from executions import runner
+from executions import fastpath, runner
 from executions.models import Execution
 from executions.services import execution_request
 
@@ -73,3 +77,24 @@ def test_off_nothing_is_prepared_and_runs_are_the_same(make_agent, settings):
         "succeeded",
     ]
     assert prepared() == before
+
+
+@pytest.mark.django_db(False)
+def test_the_repeated_convert_matches_the_installed_psycopg():
+    """fastpath keeps psycopg's parsing of its long statements, repeating the steps of
+    ``PostgresQuery.convert``: a psycopg that changed them needs the repetition checked."""
+    source = inspect.getsource(psycopg_queries.PostgresQuery.convert)
+    assert hashlib.sha256(source.encode()).hexdigest() == fastpath.PSYCOPG_CONVERT_SHA256
+
+
+def test_a_statement_is_parsed_once(make_agent, settings):
+    settings.CONVEYOR_DB_PREPARE = True
+    agent = make_agent()
+    run_one(agent)
+    parsed = fastpath._parse.cache_info()
+    for _ in range(3):
+        run_one(agent)
+    again = fastpath._parse.cache_info()
+    # The three statements of each further run are found, none parsed anew.
+    assert again.misses == parsed.misses
+    assert again.hits == parsed.hits + 3 * len(SHAPES)
