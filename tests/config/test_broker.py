@@ -8,8 +8,6 @@ the suite's Redis (no Celery worker: tests/config/test_broker_e2e.py runs one).
 from __future__ import annotations
 
 import base64
-import hashlib
-import inspect
 import json
 import logging
 import time
@@ -27,6 +25,7 @@ from kombu.transport import redis as kombu_redis
 from config import broker
 from config.celery import app
 from ops.system import PRIORITY_SEPARATOR, queue_keys
+from tests.upstream import source_sha256
 
 
 def b64(data: bytes) -> str:
@@ -172,15 +171,13 @@ def test_only_an_error_of_the_broker_itself_is_left_to_kombu():
 def test_the_copied_brpop_read_matches_the_installed_kombu():
     """config/broker.py copies kombu's Channel._brpop_read: a kombu that changed it needs the
     copy brought up to date (then update KOMBU_BRPOP_READ_SHA256)."""
-    source = inspect.getsource(kombu_redis.Channel._brpop_read)
-    assert hashlib.sha256(source.encode()).hexdigest() == broker.KOMBU_BRPOP_READ_SHA256
+    assert source_sha256(kombu_redis.Channel._brpop_read) == broker.KOMBU_BRPOP_READ_SHA256
 
 
 def test_the_repeated_conn_or_acquire_matches_the_installed_kombu():
     """config/broker.py repeats kombu's Channel.conn_or_acquire with a kept client: a kombu
     that changed it needs the repetition checked (then update KOMBU_CONN_OR_ACQUIRE_SHA256)."""
-    source = inspect.getsource(kombu_redis.Channel.conn_or_acquire.__wrapped__)
-    assert hashlib.sha256(source.encode()).hexdigest() == broker.KOMBU_CONN_OR_ACQUIRE_SHA256
+    assert source_sha256(kombu_redis.Channel.conn_or_acquire) == broker.KOMBU_CONN_OR_ACQUIRE_SHA256
 
 
 def test_a_channel_hands_out_one_client_until_its_pool_changes():

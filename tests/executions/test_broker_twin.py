@@ -9,8 +9,6 @@ transport's delivery tag (a fresh id per message) must be equal, the decoded bod
 from __future__ import annotations
 
 import base64
-import hashlib
-import inspect
 import json
 
 import pytest
@@ -22,6 +20,7 @@ from executions import broker
 from executions.broker import Message, publish_many
 from executions.services import enqueue, enqueue_through_celery
 from ops.system import queue_keys
+from tests.upstream import source_sha256
 
 pytestmark = [
     pytest.mark.django_db,
@@ -127,5 +126,4 @@ def test_a_single_run_is_sent_as_a_copy_once_its_queue_was_declared(queue, make_
 def test_the_repeated_put_matches_the_installed_kombu():
     """The copies repeat the steps of kombu's Redis ``Channel._put``: a kombu that changed it
     needs executions/broker.py checked against it (then update KOMBU_PUT_SHA256)."""
-    source = inspect.getsource(kombu_redis.Channel._put)
-    assert hashlib.sha256(source.encode()).hexdigest() == broker.KOMBU_PUT_SHA256
+    assert source_sha256(kombu_redis.Channel._put) == broker.KOMBU_PUT_SHA256

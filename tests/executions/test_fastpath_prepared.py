@@ -6,9 +6,6 @@ Postgres's own view of the session's prepared statements is the witness, not psy
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-
 import pytest
 from django.db import connection
 from psycopg import _queries as psycopg_queries
@@ -16,6 +13,7 @@ from psycopg import _queries as psycopg_queries
 from executions import fastpath, runner
 from executions.models import Execution
 from executions.services import execution_request
+from tests.upstream import source_sha256
 
 pytestmark = [
     pytest.mark.django_db,
@@ -83,8 +81,7 @@ def test_off_nothing_is_prepared_and_runs_are_the_same(make_agent, settings):
 def test_the_repeated_convert_matches_the_installed_psycopg():
     """fastpath keeps psycopg's parsing of its long statements, repeating the steps of
     ``PostgresQuery.convert``: a psycopg that changed them needs the repetition checked."""
-    source = inspect.getsource(psycopg_queries.PostgresQuery.convert)
-    assert hashlib.sha256(source.encode()).hexdigest() == fastpath.PSYCOPG_CONVERT_SHA256
+    assert source_sha256(psycopg_queries.PostgresQuery.convert) == fastpath.PSYCOPG_CONVERT_SHA256
 
 
 def test_a_statement_is_parsed_once(make_agent, settings):
