@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from django.conf import settings
@@ -200,6 +200,77 @@ def _inserted(model: type[models.Model]) -> tuple[models.Field, ...]:
     return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
 
 
+@cache
+def _insert_columns(model: type[models.Model]) -> tuple[str, tuple[_Column, ...]]:
+    """The column list of an INSERT of ``model`` and how to write each of its values."""
+    fields = _inserted(model)
+    return ", ".join(_qn(f.column) for f in fields), tuple(_column(f) for f in fields)
+
+
+# Django's own fields that send a value of these exact types to the database unchanged (their
+# get_db_prep_save is the identity for it); None is sent as NULL by every one of them.
+_AS_IS: dict[type[models.Field], tuple[type, ...]] = {
+    **dict.fromkeys((models.CharField, models.TextField), (type(None), str)),
+    **dict.fromkeys(
+        (
+            models.IntegerField,
+            models.BigIntegerField,
+            models.SmallIntegerField,
+            models.PositiveIntegerField,
+            models.PositiveBigIntegerField,
+            models.PositiveSmallIntegerField,
+            models.AutoField,
+            models.BigAutoField,
+        ),
+        (type(None), int),
+    ),
+    models.BooleanField: (type(None), bool),
+    **dict.fromkeys(
+        (models.DateTimeField, models.DateField, models.UUIDField, models.JSONField),
+        (type(None),),
+    ),
+}
+
+
+class _Column(NamedTuple):
+    """What writing a value to a field's column takes, worked out once per field."""
+
+    field: models.Field
+    attname: str
+    quoted: str
+    cast: str
+    # The types of value the field sends unchanged, which need no preparing: most of what a
+    # step writes (an empty text, NULL, a number). Every other value, and every value of a
+    # field of another class, goes through ``get_db_prep_save``.
+    as_is: tuple[type, ...]
+    null: str
+    empty: str
+
+
+@cache
+def _column(field: models.Field) -> _Column:
+    target = field.target_field if isinstance(field, models.ForeignKey) else field
+    cast = _cast(field)
+    return _Column(
+        field,
+        field.attname,
+        _qn(field.column),
+        cast,
+        _AS_IS.get(type(target), ()),
+        f"NULL::{cast}",
+        f"''::{cast}",
+    )
+
+
+@cache
+def _named_column(model: type[models.Model], name: str) -> _Column:
+    return _column(_field(model, name))
+
+
+# How a value is written (``_Params.mark``): NULL, an empty text, or the next parameter.
+_NULL, _EMPTY, _PARAMETER = 0, 1, 2
+
+
 class _Params:
     """Named parameters, each cast to its column's type (a NULL in a SELECT list has none)."""
 
@@ -209,14 +280,25 @@ class _Params:
         self.db = connections[DEFAULT_DB_ALIAS]
 
     def add(self, field: models.Field, value: Any) -> str:
-        value = field.get_db_prep_save(value, self.db)
-        if value is None or value == "":
-            # Most columns a step writes are empty: written as literals, they cost no parameter.
-            literal = "NULL" if value is None else "''"
-            return f"{literal}::{_cast(field)}"
-        key = f"p{len(self.values)}"
-        self.values[key] = value
-        return f"%({key})s::{_cast(field)}"
+        return self.column_value(_column(field), value)
+
+    def column_value(self, column: _Column, value: Any) -> str:
+        mark = self.mark(column, value)
+        if mark is _PARAMETER:
+            return f"%(p{len(self.values) - 1})s::{column.cast}"
+        return column.null if mark is _NULL else column.empty
+
+    def mark(self, column: _Column, value: Any) -> int:
+        """Add ``value`` as the next parameter, unless it is empty: most columns a step writes
+        are, and they are written as literals, which cost no parameter. Returns which."""
+        if type(value) not in column.as_is:
+            value = column.field.get_db_prep_save(value, self.db)
+        if value is None:
+            return _NULL
+        if value == "":
+            return _EMPTY
+        self.values[f"p{len(self.values)}"] = value
+        return _PARAMETER
 
     def raw(self, value: Any) -> str:
         key = f"p{len(self.values)}"
@@ -231,7 +313,8 @@ def _assignments(
     computed = computed or {}
     parts = [f"{_col(model, name)} = {sql}" for name, sql in computed.items()]
     for name, value in fields.items():
-        parts.append(f"{_col(model, name)} = {params.add(_field(model, name), value)}")
+        column = _named_column(model, name)
+        parts.append(f"{column.quoted} = {params.column_value(column, value)}")
     return ", ".join(parts)
 
 
@@ -240,13 +323,36 @@ def _insert(obj: models.Model, params: _Params, *, source: str, computed=None) -
     but the key, from its value on the instance unless ``computed`` gives SQL for it."""
     computed = computed or {}
     model = type(obj)
-    fields = _inserted(model)
-    columns = ", ".join(_qn(f.column) for f in fields)
-    values = ", ".join(
-        computed[f.attname] if f.attname in computed else params.add(f, getattr(obj, f.attname))
-        for f in fields
+    start = len(params.values)
+    mark, values = params.mark, obj.__dict__
+    marks = tuple(
+        None if c.attname in computed else mark(c, values[c.attname])
+        for c in _insert_columns(model)[1]
     )
-    return f"INSERT INTO {_table(model)} ({columns}) SELECT {values} FROM {source}"
+    return _insert_sql(model, source, tuple(computed.items()), start, marks)
+
+
+@lru_cache(maxsize=512)
+def _insert_sql(
+    model: type[models.Model],
+    source: str,
+    computed: tuple[tuple[str, str], ...],
+    start: int,
+    marks: tuple[int | None, ...],
+) -> str:
+    """The text of :func:`_insert`'s statement, the same for every row whose values are empty in
+    the same columns (``marks``), its parameters numbered from ``start``."""
+    columns, plan = _insert_columns(model)
+    sql, computed_sql, number = [], dict(computed), start
+    for column, mark in zip(plan, marks, strict=True):
+        if mark is None:
+            sql.append(computed_sql[column.attname])
+        elif mark == _PARAMETER:
+            sql.append(f"%(p{number})s::{column.cast}")
+            number += 1
+        else:
+            sql.append(column.null if mark == _NULL else column.empty)
+    return f"INSERT INTO {_table(model)} ({columns}) SELECT {', '.join(sql)} FROM {source}"
 
 
 def _insert_rows(objs: list[models.Model], model: type[models.Model], params: _Params) -> str:
@@ -557,7 +663,10 @@ def finish_success(
         f"event AS ({_insert(event, p, source='done')})",
         f"closed AS ({close})",
     ]
-    if logs:
+    if len(logs) == 1:
+        # One row: plain parameters (arrays cost psycopg far more to send).
+        parts.append(f"logs AS ({_insert(logs[0], p, source='(SELECT 1) AS one')})")
+    elif logs:
         parts.append(f"logs AS ({_insert_rows(logs, ExecutionLog, p)})")
     sql = f"WITH {', '.join(parts)} SELECT count(*) FROM done"
     with _cursor() as cursor:
