@@ -7,9 +7,10 @@ attempt opened, events and log written, succeeded):
 
 * drained: created in one transaction; the clock starts at the commit that publishes them all,
   so the queue is full at once and creating them is not timed.
-* live: created one per transaction, as the API and every other entry point create them, while
-  the worker runs; the clock starts before the first is created, so creating them is timed
-  (the producer's CPU counts), as publishing is on the raw side.
+* live: created one at a time, as the API creates them (``execution_request`` with no
+  transaction of the caller's around it: each run its own transaction, then its publication),
+  while the worker runs; the clock starts before the first is created, so creating them is
+  timed (the producer's CPU counts), as publishing is on the raw side.
 
 Both sides have a prefork worker of concurrency 2 of their own on the same Redis, with acks
 late and prefetch 1. The clock stops at the last task's or execution's finish time; each
@@ -65,14 +66,13 @@ def conveyor_round(worker: common.Worker, agent, n: int, *, live: bool = False) 
     meter = common.CpuMeter(common.cpu_groups(worker, postgres=True))
     created = time.perf_counter()
     if live:
-        # One per transaction while the worker runs: each is published at its own commit.
+        # One at a time while the worker runs, as the API starts a run (no transaction of the
+        # caller's around it): each is written and then published on its own.
         meter.start()
         started = time.time()
-        with transaction.atomic():
-            first = execution_request(agent=agent, trigger="api", input=None)
+        first = execution_request(agent=agent, trigger="api", input=None)
         for _ in range(n - 1):
-            with transaction.atomic():
-                execution_request(agent=agent, trigger="api", input=None)
+            execution_request(agent=agent, trigger="api", input=None)
         create_seconds = time.perf_counter() - created
     else:
         # The executions are written first; the meter and the clock start at the commit that

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -199,9 +200,12 @@ def execution_request(
         insert_later.append((execution, _created_event(execution, reason=reason)))
         return execution
     try:
-        # A savepoint only when a duplicate key can make the insert fail inside a caller's
+        # On Postgres one statement, atomic by itself: outside a caller's transaction it needs
+        # none of its own, whose BEGIN and COMMIT would each be one more round trip. Otherwise a
+        # savepoint only when a duplicate key can make the insert fail inside a caller's
         # transaction (bulk creation in one transaction pays no extra round trips otherwise).
-        with transaction.atomic(savepoint=idempotency_key is not None):
+        alone = fastpath.enabled() and not transaction.get_connection().in_atomic_block
+        with nullcontext() if alone else transaction.atomic(savepoint=idempotency_key is not None):
             if fastpath.enabled():
                 fastpath.create(execution, _created_event(execution, reason=reason))
             else:
@@ -248,8 +252,11 @@ def executions_insert(pending: list, *, to_publish: list) -> list[Execution]:
     return written
 
 
+_TRIGGERS = frozenset(Execution.Trigger.values)
+
+
 def _kind(agent: Agent, trigger: str):
-    if trigger not in Execution.Trigger.values:
+    if trigger not in _TRIGGERS:
         raise ValueError(f"Unknown trigger {trigger!r}.")
     return get_kind(agent.kind)
 

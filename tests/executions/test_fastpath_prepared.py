@@ -7,12 +7,15 @@ Postgres's own view of the session's prepared statements is the witness, not psy
 from __future__ import annotations
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 from psycopg import _queries as psycopg_queries
 
 from executions import fastpath, runner
 from executions.models import Execution
 from executions.services import execution_request
+from ops.system import queue_keys
 from tests.upstream import source_sha256
 
 pytestmark = [
@@ -21,6 +24,8 @@ pytestmark = [
         connection.vendor != "postgresql", reason="the fast path exists on Postgres only"
     ),
 ]
+
+QUEUE = "nobody-listens"
 
 # How each of a run's three statements starts: its creation, its claim, its successful finish.
 SHAPES = ("WITH created AS", "WITH old AS", "WITH done AS")
@@ -95,3 +100,55 @@ def test_a_statement_is_parsed_once(make_agent, settings):
     # The three statements of each further run are found, none parsed anew.
     assert again.misses == parsed.misses
     assert again.hits == parsed.hits + 3 * len(SHAPES)
+
+
+@pytest.fixture
+def transaction_commands(monkeypatch):
+    """The transaction commands (BEGIN, COMMIT, ...) psycopg sends from here on: each is a round
+    trip of its own."""
+    from psycopg._connection_base import BaseConnection
+
+    sent = []
+    send = BaseConnection._exec_command
+
+    def spy(self, command, *args, **kwargs):
+        sent.append(bytes(command).split()[0].decode() if isinstance(command, bytes) else command)
+        return send(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(BaseConnection, "_exec_command", spy)
+    return sent
+
+
+@pytest.fixture
+def nobody_reads():
+    """Messages published here go to a queue no worker reads, emptied afterwards."""
+    yield
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(*queue_keys(QUEUE))
+    client.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("nobody_reads")
+def test_a_run_started_outside_a_transaction_is_one_statement_and_no_begin_or_commit(
+    make_agent, transaction_commands
+):
+    """As the API starts a run: the statement that writes the run and its event is atomic by
+    itself, so it is sent alone (one round trip, not three)."""
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    agent = make_agent(queue=QUEUE)
+    transaction_commands.clear()
+    with CaptureQueriesContext(connection) as queries:
+        execution = execution_request(agent=agent, trigger="api", input={"n": 1})
+    assert [q["sql"].split(" AS")[0] for q in queries.captured_queries] == ["WITH created"]
+    assert transaction_commands == []
+    assert execution.pk is not None
+    assert execution.events.get().to_status == Execution.Status.QUEUED
+
+    # Inside a caller's transaction the run is part of it (the witness sees BEGIN and COMMIT).
+    with transaction.atomic():
+        inside = execution_request(agent=agent, trigger="api", input={"n": 2})
+    assert transaction_commands == ["BEGIN", "COMMIT"]
+    assert Execution.objects.filter(pk=inside.pk).exists()
