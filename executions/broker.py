@@ -13,7 +13,7 @@ once and copies it:
   and the task being run stay the same): each is a copy with its own task id, execution,
   attempt, agent, queue, priority and time limits (``run_options``, what Celery is given too),
   encoded as kombu's Redis channel encodes a message (its ``encode_body``, its priority queues)
-  and pushed in one pipeline. tests/executions/test_broker_twin.py compares, field by field, the
+  and pushed in one pipeline, on a connection each thread keeps. tests/executions/test_broker_twin.py compares, field by field, the
   message pushed here with the one ``apply_async`` pushes for the same run.
 * Otherwise (another broker, task-sent events on, a publish signal listened to, flows, a
   queue declared with an expiry, a delayed message), each run goes through Celery, inside a
@@ -23,6 +23,8 @@ once and copies it:
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,60 +48,108 @@ def publish_many(messages: list[Message]) -> int:
     pushed as copies."""
     from config.celery import app
 
-    from .services import enqueue_through_celery
-
     if not messages:
         return 0
-    with app.producer_or_acquire() as producer:
-        channel = _redis_channel(app, producer)
-        through_celery, copies = [], []
-        queues = set(_declared)
-        for m in messages:
-            queue = m.agent.queue
-            if (
-                channel is None
-                or getattr(m.agent.kind_impl, "is_flow", False)
-                # kombu sets an expiry on such a queue at every publication
-                or queue in channel._expires
-                # the first of each queue: Celery declares the queue, as it always does
-                or queue not in queues
-            ):
-                through_celery.append(m)
-                queues.add(queue)
-            else:
-                copies.append(m)
-        with producer.batch():
-            for m in through_celery:
-                enqueue_through_celery(
-                    m.execution_id, m.agent, attempt=m.attempt, task_id=m.task_id, producer=producer
-                )
-                if channel is not None:
-                    _declared.add(m.agent.queue)
-        if copies:
-            try:
-                with channel.conn_or_acquire() as client, client.pipeline(False) as pipeline:
-                    for key, payload in _copies(app, channel, copies):
-                        pipeline.lpush(key, payload)
-                    pipeline.execute()
-            except Exception:
-                # Celery retries a publication the broker did not take (task_publish_retry):
-                # hand these to it. A message the pipeline did push is then sent twice, which
-                # is harmless (the claim runs one attempt once).
-                logger.warning(
-                    "publishing copies failed, sending them through Celery",
-                    exc_info=True,
-                    extra={"action": "publish_copies_failed", "count": len(copies)},
-                )
-                with producer.batch():
-                    for m in copies:
-                        enqueue_through_celery(
-                            m.execution_id,
-                            m.agent,
-                            attempt=m.attempt,
-                            task_id=m.task_id,
-                            producer=producer,
-                        )
+    channel = _copy_channel(app)
+    through_celery, copies = [], []
+    queues = set(_declared)
+    for m in messages:
+        queue = m.agent.queue
+        if (
+            channel is None
+            or getattr(m.agent.kind_impl, "is_flow", False)
+            # kombu sets an expiry on such a queue at every publication
+            or queue in channel._expires
+            # the first of each queue: Celery declares the queue, as it always does
+            or queue not in queues
+        ):
+            through_celery.append(m)
+            queues.add(queue)
+        else:
+            copies.append(m)
+    if through_celery:
+        _through_celery(app, through_celery)
+        if channel is not None:
+            _declared.update(m.agent.queue for m in through_celery)
+    if copies:
+        try:
+            with channel.conn_or_acquire() as client, client.pipeline(False) as pipeline:
+                for key, payload in _copies(app, channel, copies):
+                    pipeline.lpush(key, payload)
+                pipeline.execute()
+        except Exception:
+            # Celery retries a publication the broker did not take (task_publish_retry): hand
+            # these to it, on a connection of its own. A message the pipeline did push is then
+            # sent twice, which is harmless (the claim runs one attempt once).
+            logger.warning(
+                "publishing copies failed, sending them through Celery",
+                exc_info=True,
+                extra={"action": "publish_copies_failed", "count": len(copies)},
+            )
+            _forget_copy_channel()
+            _through_celery(app, copies)
     return len(copies)
+
+
+def _through_celery(app, messages: list[Message]) -> None:
+    from .services import enqueue_through_celery
+
+    with app.producer_or_acquire() as producer, producer.batch():
+        for m in messages:
+            enqueue_through_celery(
+                m.execution_id, m.agent, attempt=m.attempt, task_id=m.task_id, producer=producer
+            )
+
+
+class _Kept(threading.local):
+    # This thread's connection to the broker for the copies, its channel (None: not Redis), and
+    # what it was made for: Celery's pool of connections (made anew when the broker settings
+    # change, and in a forked process) and the process.
+    connection = None
+    channel = None
+    pool = None
+    pid: int | None = None
+
+
+_kept = _Kept()
+
+
+def _copy_channel(app):
+    """The Redis channel copies are pushed through, or None when every message must go through
+    Celery (another broker, task-sent events on, a publish signal listened to).
+
+    Each thread keeps its own connection, made again when Celery makes a new pool of its own
+    (in a forked process, or for new broker settings): taking a producer from Celery's pool and
+    giving it back costs more than building the copy itself.
+    """
+    from celery import signals
+
+    if app.conf.task_send_sent_event:
+        return None
+    if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
+        return None
+    pool = app.pool
+    if _kept.connection is None or _kept.pool is not pool or _kept.pid != os.getpid():
+        _forget_copy_channel()
+        connection = app.connection_for_write()
+        _kept.connection, _kept.pool, _kept.pid = connection, pool, os.getpid()
+        if connection.transport.driver_type == "redis":
+            try:
+                _kept.channel = connection.default_channel
+            except Exception:
+                # Celery's own publication retries, then says why it failed.
+                _forget_copy_channel()
+    return _kept.channel
+
+
+def _forget_copy_channel() -> None:
+    """Close this thread's connection for copies; the next publication makes a new one."""
+    connection, _kept.connection, _kept.channel, _kept.pool = _kept.connection, None, None, None
+    if connection is not None and _kept.pid == os.getpid():
+        try:
+            connection.release()
+        except Exception:
+            logger.debug("closing the connection for copies failed", exc_info=True)
 
 
 #: SHA-256 of the source of kombu's Redis ``Channel._put`` (kombu 5.7.0), whose steps the copies
@@ -115,22 +165,11 @@ _declared: set[str] = set()
 _last_template: tuple[tuple, tuple[dict, dict, tuple]] | None = None
 
 
-def _redis_channel(app, producer):
-    """The producer's kombu Redis channel, when a message may be built here as Celery would."""
-    from celery import signals
-
-    if producer.connection.transport.driver_type != "redis":
-        return None
-    if app.conf.task_send_sent_event:
-        return None
-    if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
-        return None
-    return producer.channel
-
-
 def _template(app, message: Message) -> tuple[dict, dict, tuple]:
     """The headers, properties and body Celery builds for ``message`` (``apply_async`` through
     ``services.enqueue``: the same arguments)."""
+    from kombu.entity import maybe_delivery_mode
+
     from .tasks import run_execution
 
     global _last_template
@@ -157,6 +196,11 @@ def _template(app, message: Message) -> tuple[dict, dict, tuple]:
         parent_id=parent_id,
         ignore_result=run_execution.ignore_result,
     )
+    # What kombu adds at publication, from a setting Celery also reads once.
+    properties = {
+        **properties,
+        "delivery_mode": maybe_delivery_mode(app.conf.task_default_delivery_mode),
+    }
     _last_template = (depends_on, (headers, properties, body))
     return headers, properties, body
 
@@ -181,13 +225,11 @@ def run_options(execution_id: int, agent: Agent) -> dict:
 def _copies(app, channel, messages: list[Message]):
     """(Redis key, encoded message) for each of ``messages``: the message Celery builds for the
     first, with each one's own ids, attempt, agent, queue, priority and time limits."""
-    from kombu.entity import maybe_delivery_mode
     from kombu.utils.json import dumps
     from kombu.utils.uuid import uuid
 
     headers, properties, body = _template(app, messages[0])
     own_root = headers["root_id"] == headers["id"]
-    delivery_mode = maybe_delivery_mode(app.conf.task_default_delivery_mode)
     encoding = channel.body_encoding
     embed = body[2]
     for m in messages:
@@ -211,7 +253,6 @@ def _copies(app, channel, messages: list[Message]):
         message_properties = {
             **properties,
             "correlation_id": m.task_id,
-            "delivery_mode": delivery_mode,
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": priority,
             "body_encoding": body_encoding,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -127,3 +128,60 @@ def test_the_repeated_put_matches_the_installed_kombu():
     """The copies repeat the steps of kombu's Redis ``Channel._put``: a kombu that changed it
     needs executions/broker.py checked against it (then update KOMBU_PUT_SHA256)."""
     assert source_sha256(kombu_redis.Channel._put) == broker.KOMBU_PUT_SHA256
+
+
+def test_a_thread_keeps_one_connection_for_copies_until_celery_makes_a_new_pool(queue, make_agent):
+    """The copies go through a connection this thread keeps (not a producer taken from Celery's
+    pool each time); when Celery makes a new pool (other broker settings, a forked process) the
+    thread makes a new connection, to the broker now set. A broker it cannot reach gives none:
+    every message then goes through Celery, which retries and says why it failed."""
+    from config.celery import app
+
+    agent = make_agent(queue=QUEUE)
+    enqueue(1, agent, attempt=0, task_id="kept-1")  # through Celery: declares the queue
+    enqueue(2, agent, attempt=0, task_id="kept-2")
+    kept = broker._kept.channel
+    assert kept is not None
+    enqueue(3, agent, attempt=0, task_id="kept-3")
+    assert broker._kept.channel is kept
+
+    def new_pool():
+        app.amqp._producer_pool = None
+        app._pool = None
+
+    saved = app.conf.broker_write_url
+    app.conf.broker_write_url = "redis://127.0.0.1:9/0"
+    new_pool()
+    try:
+        assert broker._copy_channel(app) is None
+        assert broker._kept.connection is None  # closed, tried again at the next publication
+    finally:
+        app.conf.broker_write_url = saved
+        new_pool()
+    enqueue(4, agent, attempt=0, task_id="kept-4")
+    assert broker._kept.channel not in (None, kept)
+    assert broker._kept.channel.connection.client.port != 9  # the broker set again
+    assert sorted(entries(queue)) == ["kept-1", "kept-2", "kept-3", "kept-4"]
+
+
+def test_copies_the_broker_refuses_go_through_celery_and_a_new_connection_is_made(
+    queue, make_agent, monkeypatch
+):
+    """A pipeline of copies that fails hands its runs to Celery, which publishes them, and the
+    connection for copies is closed: the next publication makes a new one."""
+    agent = make_agent(queue=QUEUE)
+    enqueue(1, agent, attempt=0, task_id="refused-1")
+    enqueue(2, agent, attempt=0, task_id="refused-2")
+    kept = broker._kept.channel
+
+    @contextmanager
+    def refused(client=None):
+        raise redis.ConnectionError("the broker went away")
+        yield
+
+    monkeypatch.setattr(kept, "conn_or_acquire", refused)  # this connection only
+    enqueue(3, agent, attempt=0, task_id="refused-3")
+    assert broker._kept.channel is None
+    enqueue(4, agent, attempt=0, task_id="refused-4")
+    assert broker._kept.channel not in (None, kept)
+    assert sorted(entries(queue)) == ["refused-1", "refused-2", "refused-3", "refused-4"]
