@@ -1,10 +1,11 @@
 """Latency at idle: from creating an execution to it running, one at a time, beside raw Celery.
 
-Conveyor: ``execution_request`` in a transaction; the clock starts just before its commit (which
-publishes the message) and stops at the attempt's ``started_at``, written by the worker when it
-claims the execution. The next execution is created once the previous one has finished, so the
-worker is idle each time. Raw Celery: the clock starts just before ``apply_async`` and stops at
-the time the task records when it starts. Rounds alternate the two sides.
+Conveyor: ``execution_request`` in a transaction; the clock starts once it has committed, before
+the message is published (a commit hook registered ahead of the run's), and stops at the
+attempt's ``started_at``, stamped by the worker when it claims the execution. The next execution
+is created once the previous one has finished, so the worker is idle each time. Raw Celery: the
+clock starts just before ``apply_async`` and stops at the time the task records when it starts.
+Rounds alternate the two sides.
 
 Both sides wait for the end of a run without taking the 2 cores from the worker they measure:
 raw Celery's task pushes its time to a Redis list the benchmark waits on (``BLPOP``), and the
@@ -52,9 +53,13 @@ def conveyor_round(worker: common.Worker, agent, n: int) -> list[float]:
 
     latencies = []
     for _ in range(n):
+        committed = []
         with transaction.atomic():
+            # Hooks run in order once the transaction has committed: this one, then the run's
+            # publication, which the interval includes (as raw Celery's includes apply_async).
+            transaction.on_commit(lambda: committed.append(time.time()))  # noqa: B023
             execution = execution_request(agent=agent, trigger="api", input=None)
-            committing_at = time.time()
+        (committed_at,) = committed
         deadline = time.monotonic() + 30
         rows = Execution.objects.filter(pk=execution.pk, status__in=Execution.TERMINAL_STATUSES)
         time.sleep(FIRST_LOOK)
@@ -63,7 +68,7 @@ def conveyor_round(worker: common.Worker, agent, n: int) -> list[float]:
                 raise RuntimeError(f"The execution did not finish in 30 s:\n{worker.log_tail()}")
             time.sleep(0.002)
         started = ExecutionAttempt.objects.get(execution=execution, number=1).started_at
-        latencies.append(started.timestamp() - committing_at)
+        latencies.append(started.timestamp() - committed_at)
         time.sleep(0.005)
     return latencies
 
@@ -109,7 +114,10 @@ def run(args, *, raw: common.Worker, conveyor: common.Worker, info: dict) -> dic
             f"     {label:<34}{s['p50_ms']:7.2f}  {s['p99_ms']:7.2f}  {s['max_ms']:7.2f}   "
             f"{common.fmt_spread(s['round_p50_ms'], '{:.2f}')}"
         )
-    print(f"   p50 Conveyor / raw Celery: {summary['ratio_p50']:.2f}; target p50 < 10 ms")
+    print(
+        f"   p50 Conveyor / raw Celery: {summary['ratio_p50']:.2f} (target <= 1.3); "
+        f"Conveyor p99 {summary['conveyor']['p99_ms']:.2f} ms (target < 10 ms)"
+    )
     return {"n": per_round * args.rounds, **summary}
 
 
