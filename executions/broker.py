@@ -13,8 +13,9 @@ once and copies it:
   and the task being run stay the same): each is a copy with its own task id, execution,
   attempt, agent, queue, priority and time limits (``run_options``, what Celery is given too),
   encoded as kombu's Redis channel encodes a message (its ``encode_body``, its priority queues)
-  and pushed in one pipeline, on a connection each thread keeps. tests/executions/test_broker_twin.py compares, field by field, the
-  message pushed here with the one ``apply_async`` pushes for the same run.
+  and pushed in one pipeline, on a connection each thread keeps.
+  tests/executions/test_broker_twin.py compares, field by field, the message pushed here with
+  the one ``apply_async`` pushes for the same run.
 * Otherwise (another broker, task-sent events on, a publish signal listened to, flows, a
   queue declared with an expiry, a delayed message), each run goes through Celery, inside a
   kombu batch. If the pipeline fails, its runs are handed to Celery, which retries.
