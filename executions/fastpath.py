@@ -284,9 +284,9 @@ class _Params:
 
     def column_value(self, column: _Column, value: Any) -> str:
         mark = self.mark(column, value)
-        if mark is _PARAMETER:
+        if mark == _PARAMETER:
             return f"%(p{len(self.values) - 1})s::{column.cast}"
-        return column.null if mark is _NULL else column.empty
+        return column.null if mark == _NULL else column.empty
 
     def mark(self, column: _Column, value: Any) -> int:
         """Add ``value`` as the next parameter, unless it is empty: most columns a step writes

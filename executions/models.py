@@ -96,10 +96,19 @@ class Execution(models.Model):
     }
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="executions")
+    # The foreign keys here have no index of their own where another index starts with them
+    # (Meta: execution_agent_recent, execution_owner_recent, execution_one_per_schedule_slot) or
+    # where most rows have none (parent, retry_of: partial indexes): every index is written at
+    # each insert and at each change of status (bench/README.md).
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.CASCADE, related_name="executions", db_index=False
+    )
     # Denormalised from agent.owner so per-user lists need no join.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="executions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="executions",
+        db_index=False,
     )
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     input = models.JSONField(null=True, blank=True)
@@ -140,10 +149,20 @@ class Execution(models.Model):
     # NULL, not "": the unique constraint below applies only to executions with a key.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     retry_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retried_as"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retried_as",
+        db_index=False,
     )
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        db_index=False,
     )
     step_index = models.PositiveSmallIntegerField(null=True, blank=True)
     # A flow's step: its key in the flow's definition.
@@ -167,6 +186,7 @@ class Execution(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="executions",
+        db_index=False,
     )
     scheduled_for = models.DateTimeField(null=True, blank=True)
 
@@ -204,6 +224,14 @@ class Execution(models.Model):
                 fields=["finished_at"],
                 condition=Q(finished_at__isnull=False),
                 name="execution_finished",
+            ),
+            # A flow's steps, and the retries of a run (the execution page; a deleted flow or
+            # run): only the rows that have one.
+            models.Index(
+                fields=["parent"], condition=Q(parent__isnull=False), name="execution_parent"
+            ),
+            models.Index(
+                fields=["retry_of"], condition=Q(retry_of__isnull=False), name="execution_retry_of"
             ),
         ]
         constraints = [
@@ -301,7 +329,10 @@ class ExecutionAttempt(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         LOST = "lost", "Worker lost"
 
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="attempts")
+    # Looked up by execution through execution_attempt_number_unique (execution, number).
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
