@@ -1,9 +1,10 @@
 """All the benchmarks in one go: ``uv run python -m bench`` (what ``make bench`` runs).
 
-Throughput, latency, retry timing and batch starts share one pair of workers (raw Celery and
-Conveyor); memory gets a fresh pair, so that its first reading is a new worker's; retention
-starts no worker and runs last, in a process and a database of its own. Every option of a
-benchmark is available with its name in front (``--throughput-n``, ``--memory-total``...).
+Throughput, latency, the producer's cost, retry timing and batch starts share one pair of
+workers (raw Celery and Conveyor); memory gets a fresh pair, so that its first reading is a new
+worker's; retention starts no worker and runs last, in a process and a database of its own.
+Every option of a benchmark is available with its name in front (``--throughput-n``,
+``--memory-total``...).
 """
 
 from __future__ import annotations
@@ -11,11 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import batch, common, latency, memory, retention, retry_timing, throughput
+from bench import (
+    batch,
+    common,
+    latency,
+    memory,
+    producer,
+    retention,
+    retry_timing,
+    throughput,
+)
 
 BENCHMARKS = {
     "throughput": throughput,
     "latency": latency,
+    "producer": producer,
     "retry_timing": retry_timing,
     "batch": batch,
     "memory": memory,

@@ -140,10 +140,12 @@ def redis_client():
 
 
 def forget_queue(name: str) -> None:
-    """Delete a queue of this run from Redis, with the lists of its priority levels."""
+    """Delete a queue of this run from Redis, with the lists of its priority levels and kombu's
+    record of its exchange's bindings (Celery names the exchange after the queue)."""
     r = redis_client()
     # kombu keeps one list per priority level: the name, then "\x06\x16" and the level.
-    r.delete(name, *r.scan_iter(match=name + "\x06\x16*"))
+    levels = r.scan_iter(match=name + "\x06\x16*")
+    r.delete(name, *levels, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
 def var_dir() -> Path:

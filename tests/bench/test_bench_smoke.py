@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -27,11 +28,12 @@ needs_postgres = pytest.mark.skipif(
 TINY = [
     "--throughput-n", "20", "--throughput-warmup", "5",
     "--latency-n", "6",
+    "--producer-n", "5",
     "--retry-timing-n", "2", "--retry-timing-fail", "1", "--retry-timing-backoff-max", "1",
     "--memory-first", "10", "--memory-total", "40", "--memory-batch", "10",
     "--batch-runs", "30", "--batch-size", "12",
 ]  # fmt: skip
-WITH_WORKERS = ["--only", "throughput,latency,retry_timing,batch,memory"]
+WITH_WORKERS = ["--only", "throughput,latency,producer,retry_timing,batch,memory"]
 TINY_RETENTION = [
     "--only", "retention",
     "--retention-rows", "400", "--retention-days", "40", "--retention-agents", "10",
@@ -57,6 +59,8 @@ def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
 @needs_postgres
 def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker, tmp_path):
     out = tmp_path / "figures.json"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    before = set(client.scan_iter(match="*bench-*"))
 
     proc = bench("--json", str(out), *WITH_WORKERS, *TINY)
 
@@ -84,6 +88,12 @@ def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker
     for side in ("raw", "conveyor"):
         assert 0 < latency[side]["p50_ms"] <= latency[side]["p99_ms"]
 
+    producer = figures["producer"]
+    assert producer["rounds"] == 3
+    medians = {side: producer["cpu_ms_per_run"][side]["median"] for side in ("raw", "conveyor")}
+    assert all(m > 0 for m in medians.values())
+    assert producer["ratio"] == medians["conveyor"] / medians["raw"]
+
     retry = figures["retry_timing"]
     # 2 runs x 1 retry x 3 rounds on each side; no retry starts before its wait is over.
     assert retry["raw"]["retries"] == retry["conveyor"]["retries"] == 6
@@ -107,6 +117,10 @@ def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker
 
     assert not Agent.objects.filter(owner__username="conveyor-bench").exists()
     assert not ApiToken.objects.filter(owner__username="conveyor-bench").exists()
+    # ... and no queue of it, nor kombu's record of a queue's bindings, in Redis.
+    left = set(client.scan_iter(match="*bench-*")) - before
+    client.close()
+    assert left == set()
 
 
 @pytest.mark.slow
