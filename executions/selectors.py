@@ -14,8 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, OuterRef, Q, Subquery, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -58,17 +57,20 @@ def agent_median_duration(*, agent_id: int) -> float | None:
 def agents_overview(*, owner, now: datetime | None = None, spark: int = 20) -> list[Agent]:
     """The owner's agents with last status, 7-day counts and the statuses of recent runs.
 
-    Five queries whatever the number of rows: the agents with their last run; their counts
-    by status over the agent page's window (ops.selectors.agents_counts: rollups of whole past
-    hours, the raw rows of the rest, three queries); and the last ``spark`` runs of every agent
-    in the last 7 days (a window function per agent, through the owner's (owner, created_at)
-    index).
+    Five queries whatever the number of rows: the agents with their last run and the creation
+    time of their ``spark``-th newest run of the last 7 days (each a few entries of the
+    (agent, created_at) index); their counts by status over the agent page's window
+    (ops.selectors.agents_counts: rollups of whole past hours, the raw rows of the rest, three
+    queries); and the runs of each agent from that time on (again through the agent's index),
+    of which the newest ``spark`` are kept. A window over all of the owner's runs of the week
+    did the same, reading every one of them.
     """
     from ops.selectors import agents_counts
 
     now = now or timezone.now()
     since = now - STATS_WINDOW
     last = Execution.objects.filter(agent=OuterRef("pk")).order_by("-created_at", "-id")
+    week = last.filter(created_at__gte=since)
     agents = list(
         Agent.objects.filter(owner=owner)
         .annotate(
@@ -77,26 +79,23 @@ def agents_overview(*, owner, now: datetime | None = None, spark: int = 20) -> l
             # A delayed last run says when it starts, as recorded (wait_reason, wait_until).
             last_wait_reason=Subquery(last.values("wait_reason")[:1]),
             last_wait_until=Subquery(last.values("wait_until")[:1]),
+            # From when the agent's last ``spark`` runs of the week were created (none: fewer).
+            spark_from=Subquery(week.values("created_at")[spark - 1 : spark]),
         )
         .order_by("name")
     )
     counts = agents_counts(agent_ids=[a.pk for a in agents], now=now) if agents else {}
-    sparks: dict[int, list[str]] = {agent.pk: [] for agent in agents}
-    if agents:
-        recent = (
-            Execution.objects.filter(owner=owner, created_at__gte=since)
-            .annotate(
-                row=Window(
-                    RowNumber(),
-                    partition_by=[F("agent_id")],
-                    order_by=[F("created_at").desc(), F("id").desc()],
-                )
-            )
-            .filter(row__lte=spark)
-            .values_list("agent_id", "status", "row")
+    sparks: dict[int, list[tuple]] = {agent.pk: [] for agent in agents}
+    ran = [a for a in agents if a.last_run_at is not None and a.last_run_at >= since]
+    if ran:
+        recent = Q()
+        for agent in ran:
+            recent |= Q(agent_id=agent.pk, created_at__gte=agent.spark_from or since)
+        rows = Execution.objects.filter(recent).values_list(
+            "agent_id", "created_at", "id", "status"
         )
-        for agent_id, status, _row in sorted(recent, key=lambda r: (r[0], -r[2])):
-            sparks.setdefault(agent_id, []).append(status)
+        for agent_id, created_at, pk, status in rows:
+            sparks[agent_id].append((created_at, pk, status))
     for agent in agents:
         figures = counts.get(agent.pk)
         agent.succeeded_window = figures.succeeded if figures else 0
@@ -104,7 +103,9 @@ def agents_overview(*, owner, now: datetime | None = None, spark: int = 20) -> l
         agent.runs_window = figures.runs if figures else 0
         finished = agent.succeeded_window + agent.failed_window
         agent.success_rate = agent.succeeded_window / finished if finished else None
-        agent.spark = sparks.get(agent.pk, [])
+        # The newest ``spark`` (runs created at the same instant as the first may add some),
+        # oldest first.
+        agent.spark = [status for _, _, status in sorted(sparks[agent.pk])[-spark:]]
     return agents
 
 
