@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,7 +88,7 @@ def publish_many(messages: list[Message]) -> int:
                 exc_info=True,
                 extra={"action": "publish_copies_failed", "count": len(copies)},
             )
-            _forget_copy_channel()
+            _forget_copy_channel(failed=True)
             _through_celery(app, copies)
     return len(copies)
 
@@ -110,6 +111,9 @@ class _Kept(threading.local):
     channel = None
     pool = None
     pid: int | None = None
+    # When the broker last refused it (monotonic seconds): every message goes through Celery
+    # for COPY_PAUSE seconds, rather than each publication paying a failed attempt first.
+    failed_at: float | None = None
 
 
 _kept = _Kept()
@@ -130,22 +134,34 @@ def _copy_channel(app):
     if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
         return None
     pool = app.pool
-    if _kept.connection is None or _kept.pool is not pool or _kept.pid != os.getpid():
+    if _kept.pool is not pool or _kept.pid != os.getpid():
         _forget_copy_channel()
+        _kept.failed_at = None
+    if _kept.connection is None:
+        if _kept.failed_at is not None and time.monotonic() - _kept.failed_at < COPY_PAUSE:
+            return None
         connection = app.connection_for_write()
         _kept.connection, _kept.pool, _kept.pid = connection, pool, os.getpid()
         if connection.transport.driver_type == "redis":
             try:
                 _kept.channel = connection.default_channel
+                _kept.failed_at = None
             except Exception:
                 # Celery's own publication retries, then says why it failed.
-                _forget_copy_channel()
+                _forget_copy_channel(failed=True)
     return _kept.channel
 
 
-def _forget_copy_channel() -> None:
-    """Close this thread's connection for copies; the next publication makes a new one."""
-    connection, _kept.connection, _kept.channel, _kept.pool = _kept.connection, None, None, None
+#: Seconds every message goes through Celery after the broker refused the connection for copies.
+COPY_PAUSE = 10.0
+
+
+def _forget_copy_channel(*, failed: bool = False) -> None:
+    """Close this thread's connection for copies; a later publication makes a new one (after
+    COPY_PAUSE seconds when the broker ``failed``)."""
+    connection, _kept.connection, _kept.channel = _kept.connection, None, None
+    if failed:
+        _kept.failed_at = time.monotonic()
     if connection is not None and _kept.pid == os.getpid():
         try:
             connection.release()

@@ -34,6 +34,7 @@ QUEUE = "nobody-listens"
 @pytest.fixture
 def queue():
     broker._declared.clear()  # this process has not published to the queue yet
+    broker._kept.failed_at = None  # no pause left by another test
     client = redis.Redis.from_url(settings.REDIS_URL)  # the broker's, as in tests/config
     client.delete(*queue_keys(QUEUE))
     yield client
@@ -168,7 +169,8 @@ def test_copies_the_broker_refuses_go_through_celery_and_a_new_connection_is_mad
     queue, make_agent, monkeypatch
 ):
     """A pipeline of copies that fails hands its runs to Celery, which publishes them, and the
-    connection for copies is closed: the next publication makes a new one."""
+    connection for copies is closed: publications go through Celery for COPY_PAUSE seconds
+    (none pays a failed attempt first), then a new connection is made."""
     agent = make_agent(queue=QUEUE)
     enqueue(1, agent, attempt=0, task_id="refused-1")
     enqueue(2, agent, attempt=0, task_id="refused-2")
@@ -182,6 +184,9 @@ def test_copies_the_broker_refuses_go_through_celery_and_a_new_connection_is_mad
     monkeypatch.setattr(kept, "conn_or_acquire", refused)  # this connection only
     enqueue(3, agent, attempt=0, task_id="refused-3")
     assert broker._kept.channel is None
-    enqueue(4, agent, attempt=0, task_id="refused-4")
+    enqueue(4, agent, attempt=0, task_id="refused-4")  # within the pause: through Celery
+    assert broker._kept.connection is None
+    monkeypatch.setattr(broker, "COPY_PAUSE", 0)  # the pause is over
+    enqueue(5, agent, attempt=0, task_id="refused-5")
     assert broker._kept.channel not in (None, kept)
-    assert sorted(entries(queue)) == ["refused-1", "refused-2", "refused-3", "refused-4"]
+    assert sorted(entries(queue)) == [f"refused-{n}" for n in range(1, 6)]
