@@ -388,6 +388,10 @@ def postgres_backend_pids() -> list[int]:
 
 
 def _cpu_seconds(pid: int) -> float | None:
+    if pid == os.getpid():
+        # This process's own clock counts nanoseconds; /proc counts ticks of 10 ms, as many as a
+        # small benchmark's whole producer side.
+        return time.process_time()
     try:
         times = psutil.Process(pid).cpu_times()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -396,7 +400,7 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 class CpuMeter:
-    """CPU seconds (user + system, from /proc/<pid>/stat) used by groups of processes between
+    """CPU seconds (user + system) used by groups of processes between
     :meth:`start` and :meth:`stop`. A process that appears meanwhile counts from zero; one that
     ends meanwhile is lost (the benchmarks keep their processes for the whole run)."""
 
