@@ -663,6 +663,10 @@ class Split:
     site_hours: QuerySet[Rollup]
     #: The window's executions that the rollups do not count.
     raw: QuerySet[Execution]
+    #: ``agents`` as one queryset per range of periods (the whole days, the hours before and
+    #: after them), for :func:`rollup_totals` over every agent: each range is read from the
+    #: index alone, where Postgres reads the whole index for ``agents``' OR of the ranges.
+    agents_parts: tuple[QuerySet[Rollup], ...] = ()
 
 
 def split(*, since: datetime | None, until: datetime | None = None) -> Split:
@@ -683,18 +687,21 @@ def split(*, since: datetime | None, until: datetime | None = None) -> Split:
         if end != rolled:
             raise ValueError("A window with an end needs a start.")
         periods = hours = Q(period=ALL)
+        parts = (periods,)
     else:
         hours = Q(period=HOUR, start__gte=first, start__lt=end)
         # Days where whole days fit, hours before the first and after the last.
         first_day, last_day = ceil_day(first), floor_day(end)
         if first_day < last_day:
-            periods = (
-                Q(period=DAY, start__gte=first_day, start__lt=last_day)
-                | Q(period=HOUR, start__gte=first, start__lt=first_day)
-                | Q(period=HOUR, start__gte=last_day, start__lt=end)
+            parts = (
+                Q(period=DAY, start__gte=first_day, start__lt=last_day),
+                Q(period=HOUR, start__gte=first, start__lt=first_day),
+                Q(period=HOUR, start__gte=last_day, start__lt=end),
             )
+            periods = parts[0] | parts[1] | parts[2]
         else:
             periods = hours
+            parts = (hours,)
     raw = Q(created_at__gte=end) | unsettled(cursor.settled_before)
     if first is not None and first != since:
         raw |= Q(created_at__lt=first)  # the partial first hour
@@ -704,6 +711,7 @@ def split(*, since: datetime | None, until: datetime | None = None) -> Split:
         agents=rollups.filter(agent__isnull=False),
         site_hours=Rollup.objects.filter(hours, agent__isnull=True),
         raw=executions.filter(raw),
+        agents_parts=tuple(Rollup.objects.filter(q, agent__isnull=False) for q in parts),
     )
 
 
@@ -719,16 +727,49 @@ TOTALS = (
 
 
 def rollup_totals(
-    rollups: QuerySet[Rollup], *, by: str | None = None, fields: Iterable[str] = TOTALS
+    rollups: QuerySet[Rollup] | tuple[QuerySet[Rollup], ...],
+    *,
+    by: str | None = None,
+    fields: Iterable[str] = TOTALS,
 ):
     """The counts (``fields``) of ``rollups`` added up in SQL: one Figures, or per ``by`` (a
-    column: "agent_id", "start") {value: Figures}. Categories and histograms: json_totals."""
+    column: "agent_id", "start") {value: Figures}. Categories and histograms: json_totals.
+
+    ``rollups`` may be a tuple of querysets of distinct rows (``Split.agents_parts``), read
+    as one UNION ALL with ``by``."""
+    if isinstance(rollups, tuple):
+        return _union_totals(rollups, by=by, fields=tuple(fields))
     sums = {name: Sum(name) for name in fields}
     if by is None:
         row = rollups.aggregate(**sums)
         return Figures(**{name: row[name] or 0 for name in fields})
     rows = rollups.values(by).annotate(**sums).order_by()
     return {row[by]: Figures(**{name: row[name] for name in fields}) for row in rows}
+
+
+def _union_totals(
+    parts: tuple[QuerySet[Rollup], ...], *, by: str | None, fields: tuple[str, ...]
+) -> dict:
+    if by is None:
+        raise ValueError("A tuple of rollups is added up per column (by=...).")
+    selects, params = [], []
+    for part in parts:
+        try:
+            sql, part_params = part.values(by, *fields).order_by().query.sql_with_params()
+        except EmptyResultSet:
+            continue
+        selects.append(sql)
+        params.extend(part_params)
+    if not selects:
+        return {}
+    q = connection.ops.quote_name
+    sums = ", ".join(f"SUM(u.{q(name)})" for name in fields)
+    union = " UNION ALL ".join(selects)
+    sql = f"SELECT u.{q(by)}, {sums} FROM ({union}) u GROUP BY u.{q(by)}"  # noqa: S608 - names from the model, values as parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return {row[0]: Figures(**dict(zip(fields, row[1:], strict=True))) for row in rows}
 
 
 def json_totals(rollups: QuerySet[Rollup], name: str, *, by_agent: bool = False) -> dict:

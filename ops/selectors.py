@@ -257,7 +257,7 @@ def window_figures(rows: WindowRows) -> tuple[Overview, list[AgentFigures]]:
     part = rows.split
     total = rollups.rollup_totals(part.site, fields=("succeeded", "failed", "cancelled"))
     per_agent = rollups.rollup_totals(
-        part.agents, by="agent_id", fields=("succeeded", "failed", "cancelled")
+        part.agents_parts, by="agent_id", fields=("succeeded", "failed", "cancelled")
     )
     for (agent_id, _hour), figures in rows.raw.items():
         total.add(figures)
