@@ -217,6 +217,13 @@ class Execution(models.Model):
                 condition=~Q(waits_on=""),
                 name="execution_waits_on",
             ),
+            # The admin's failed runs and its dead letters (failed, not retried: counted up to
+            # 10,000), newest first. Only failed rows: a run that succeeds never touches it.
+            models.Index(
+                fields=["-created_at", "-id"],
+                condition=Q(status="failed"),
+                name="execution_failed_recent",
+            ),
             # Operations dashboard and metrics: windows of recent executions by status ...
             models.Index(fields=["created_at", "status"], name="execution_recent_status"),
             # ... and durations and failures of recently finished ones.
