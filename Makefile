@@ -89,6 +89,7 @@ BENCH_MEMORY_RUNS ?= 20000
 bench: install ## Benchmarks vs raw Celery (bench/README.md). Postgres + Redis from DATABASE_URL / REDIS_URL, default postgres://postgres@127.0.0.1:5432/conveyor_bench, redis://127.0.0.1:6379/14
 	$(RUN) python -m bench.throughput
 	$(RUN) python -m bench.latency
+	$(RUN) python -m bench.producer
 	$(RUN) python -m bench.retry_timing
 	$(RUN) python -m bench.batch
 	$(RUN) python -m bench.memory --total $(BENCH_MEMORY_RUNS)
