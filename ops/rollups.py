@@ -667,6 +667,10 @@ class Split:
     #: after them), for :func:`rollup_totals` over every agent: each range is read from the
     #: index alone, where Postgres reads the whole index for ``agents``' OR of the ranges.
     agents_parts: tuple[QuerySet[Rollup], ...] = ()
+    #: What the rollups are as of this split (the cursor's state, which every roll changes in
+    #: the transaction that writes them): :func:`rollup_totals` and :func:`json_totals` keep
+    #: their rows per process while it stays the same (``version=``). None: nothing rolled.
+    version: tuple | None = None
 
 
 def split(*, since: datetime | None, until: datetime | None = None) -> Split:
@@ -712,6 +716,7 @@ def split(*, since: datetime | None, until: datetime | None = None) -> Split:
         site_hours=Rollup.objects.filter(hours, agent__isnull=True),
         raw=executions.filter(raw),
         agents_parts=tuple(Rollup.objects.filter(q, agent__isnull=False) for q in parts),
+        version=(cursor.hours_until, cursor.settled_before, cursor.updated_at),
     )
 
 
@@ -726,19 +731,61 @@ TOTALS = (
 )
 
 
+class _KeptRows:
+    """The rows of statements over rollups, kept in this process while the rollups stay the
+    same (``Split.version``): only a roll changes them (once an hour), so a page looked at
+    again and again reads them once per roll instead of at every request. A new version forgets
+    every row kept for the one before; a row of a deleted agent may stay until then, which the
+    readers drop with the agents they no longer find."""
+
+    #: Statements kept at most (a few per window and page), beyond which all are forgotten.
+    limit = 64
+
+    def __init__(self) -> None:
+        self.version: tuple | None = None
+        self.rows: dict[tuple, list[tuple]] = {}
+
+    def fetch(self, sql: str, params: list, version: tuple | None) -> list[tuple]:
+        key = (connection.alias, sql, tuple(params))
+        try:
+            hash(key)
+        except TypeError:  # a parameter that cannot be a key (a list): read it each time
+            version = None
+        if version is None:
+            return _fetch(sql, params)
+        if version != self.version:
+            self.version, self.rows = version, {}
+        rows = self.rows.get(key)
+        if rows is None:
+            if len(self.rows) >= self.limit:
+                self.rows = {}
+            rows = self.rows[key] = _fetch(sql, params)
+        return rows
+
+
+def _fetch(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+kept_rows = _KeptRows()
+
+
 def rollup_totals(
     rollups: QuerySet[Rollup] | tuple[QuerySet[Rollup], ...],
     *,
     by: str | None = None,
     fields: Iterable[str] = TOTALS,
+    version: tuple | None = None,
 ):
     """The counts (``fields``) of ``rollups`` added up in SQL: one Figures, or per ``by`` (a
     column: "agent_id", "start") {value: Figures}. Categories and histograms: json_totals.
 
     ``rollups`` may be a tuple of querysets of distinct rows (``Split.agents_parts``), read
-    as one UNION ALL with ``by``."""
+    as one UNION ALL with ``by``; its rows are kept while the rollups' ``version`` stays."""
     if isinstance(rollups, tuple):
-        return _union_totals(rollups, by=by, fields=tuple(fields))
+        return _union_totals(rollups, by=by, fields=tuple(fields), version=version)
     sums = {name: Sum(name) for name in fields}
     if by is None:
         row = rollups.aggregate(**sums)
@@ -748,7 +795,11 @@ def rollup_totals(
 
 
 def _union_totals(
-    parts: tuple[QuerySet[Rollup], ...], *, by: str | None, fields: tuple[str, ...]
+    parts: tuple[QuerySet[Rollup], ...],
+    *,
+    by: str | None,
+    fields: tuple[str, ...],
+    version: tuple | None,
 ) -> dict:
     if by is None:
         raise ValueError("A tuple of rollups is added up per column (by=...).")
@@ -766,15 +817,16 @@ def _union_totals(
     sums = ", ".join(f"SUM(u.{q(name)})" for name in fields)
     union = " UNION ALL ".join(selects)
     sql = f"SELECT u.{q(by)}, {sums} FROM ({union}) u GROUP BY u.{q(by)}"  # noqa: S608 - names from the model, values as parameters
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = kept_rows.fetch(sql, params, version)
     return {row[0]: Figures(**dict(zip(fields, row[1:], strict=True))) for row in rows}
 
 
-def json_totals(rollups: QuerySet[Rollup], name: str, *, by_agent: bool = False) -> dict:
+def json_totals(
+    rollups: QuerySet[Rollup], name: str, *, by_agent: bool = False, version: tuple | None = None
+) -> dict:
     """The values of a JSON object field of ``rollups`` (``categories``, ``durations``,
-    ``duration_le``) added up key by key, in SQL: {key: n}, or {agent_id: {key: n}}."""
+    ``duration_le``) added up key by key, in SQL: {key: n}, or {agent_id: {key: n}}; the rows
+    are kept while the rollups' ``version`` (``Split.version``) stays."""
     try:
         inner, params = rollups.values("agent_id", name).order_by().query.sql_with_params()
     except EmptyResultSet:
@@ -786,9 +838,7 @@ def json_totals(rollups: QuerySet[Rollup], name: str, *, by_agent: bool = False)
         each, value = f"json_each(r.{column})", "j.value"
     group = "r.agent_id, j.key" if by_agent else "j.key"
     sql = f"SELECT {group}, SUM({value}) FROM ({inner}) r, {each} j GROUP BY {group}"  # noqa: S608 - names from the model, values as parameters
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = kept_rows.fetch(sql, list(params), version)
     if not by_agent:
         return {key: int(n) for key, n in rows}
     found: dict[int, dict] = {}

@@ -229,10 +229,15 @@ def _durations(rows: WindowRows, agent_ids: list[int]) -> tuple[Durations, dict[
     queries)."""
     overall, per_agent = Durations(), {agent_id: Durations() for agent_id in agent_ids}
     part = rows.split
-    overall.add_histogram(rollups.json_totals(part.site.filter(succeeded__gt=0), "durations"))
+    overall.add_histogram(
+        rollups.json_totals(part.site.filter(succeeded__gt=0), "durations", version=part.version)
+    )
     if agent_ids:
         for agent_id, histogram in rollups.json_totals(
-            part.agents.filter(agent_id__in=agent_ids, succeeded__gt=0), "durations", by_agent=True
+            part.agents.filter(agent_id__in=agent_ids, succeeded__gt=0),
+            "durations",
+            by_agent=True,
+            version=part.version,
         ).items():
             per_agent[agent_id].add_histogram(histogram)
     for agent_id, duration in rollups.succeeded_durations(part.raw).values_list(
@@ -257,7 +262,10 @@ def window_figures(rows: WindowRows) -> tuple[Overview, list[AgentFigures]]:
     part = rows.split
     total = rollups.rollup_totals(part.site, fields=("succeeded", "failed", "cancelled"))
     per_agent = rollups.rollup_totals(
-        part.agents_parts, by="agent_id", fields=("succeeded", "failed", "cancelled")
+        part.agents_parts,
+        by="agent_id",
+        fields=("succeeded", "failed", "cancelled"),
+        version=part.version,
     )
     for (agent_id, _hour), figures in rows.raw.items():
         total.add(figures)

@@ -619,3 +619,60 @@ def test_a_window_with_an_end_reads_what_the_rows_say_of_it(history, since_hours
 def test_a_window_ends_on_a_whole_hour():
     with pytest.raises(ValueError):
         rollups.split(since=None, until=timezone.now().replace(minute=1))
+
+
+def _figures(window_key: str, now) -> tuple:
+    window = selectors.WINDOWS[window_key]
+    overview, agents = selectors.window_figures(selectors.window_rows(since=window.start(now)))
+    return (
+        (overview.started, overview.succeeded, overview.failed, overview.p50, overview.p95),
+        [(a.agent_id, a.runs, a.succeeded, a.failed, a.p50, a.p95) for a in agents],
+    )
+
+
+def test_a_window_reads_its_rollups_once_per_roll_and_again_after_the_next(history, monkeypatch):
+    monkeypatch.setattr(rollups, "kept_rows", rollups._KeptRows())
+    # Two rolls a second apart in the same hour: the same statements read different rollups.
+    now = min(timezone.now(), floor_hour(timezone.now()) + timedelta(minutes=59, seconds=58))
+    roll_up(until=now)
+
+    with CaptureQueriesContext(connection) as first:
+        figures = _figures("7d", now)
+    with CaptureQueriesContext(connection) as again:
+        assert _figures("7d", now) == figures
+    # Each agent's totals and the durations, the site's and the busiest agents', are kept.
+    assert len(again.captured_queries) == len(first.captured_queries) - 3
+
+    # The run still running two hours after its start finishes just before the next roll's
+    # settling time: that roll adds it to its hour's rollups, which the rows kept for the last
+    # roll do not count (and its row is no longer read apart).
+    late = Execution.objects.get(agent=history[1], status=Status.RUNNING)
+    Execution.objects.filter(pk=late.pk).update(
+        status=Status.SUCCEEDED,
+        finished_at=now - rollups.SETTLE + timedelta(milliseconds=500),
+        duration=timedelta(seconds=7),
+    )
+    roll_up(until=now + timedelta(seconds=1))
+    with CaptureQueriesContext(connection) as after:
+        rolled = _figures("7d", now)
+    assert len(after.captured_queries) == len(first.captured_queries)
+    monkeypatch.setattr(rollups, "kept_rows", rollups._KeptRows())
+    assert _figures("7d", now) == rolled
+    slow_runs = {a[0]: a[2] for a in rolled[1]}[history[1].pk]
+    assert slow_runs == {a[0]: a[2] for a in figures[1]}[history[1].pk] + 1
+
+
+def test_a_deleted_agent_in_the_rows_kept_for_the_rollups_is_not_shown(
+    make_agent, make_execution, monkeypatch
+):
+    monkeypatch.setattr(rollups, "kept_rows", rollups._KeptRows())
+    kept, dropped = make_agent(name="kept"), make_agent(name="dropped")
+    for agent in (kept, dropped):
+        make_execution(agent, "succeeded", ago=timedelta(hours=30), seconds=2)
+    now = timezone.now()
+    roll_up(until=now)
+    assert sorted(a[0] for a in _figures("7d", now)[1]) == sorted([kept.pk, dropped.pk])
+
+    agent_delete(agent=dropped)  # its rollups go with it; the rows kept for them stay
+
+    assert [a[0] for a in _figures("7d", now)[1]] == [kept.pk]
