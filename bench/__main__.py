@@ -91,6 +91,7 @@ def main() -> None:
             run(name, None, None)
     finally:
         common.delete_run_agents()
+        common.forget_unbound_deadlines()
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
 

@@ -148,6 +148,34 @@ def forget_queue(name: str) -> None:
     r.delete(name, *levels, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
+# Deletes the members of kombu's sorted set of binding deadlines (KEYS[1]) whose binding table
+# (ARGV[1] followed by the member, an exchange's name) no longer exists, atomically, so that no
+# binding made meanwhile loses its deadline.
+_FORGET_UNBOUND = """
+local gone = 0
+for _, exchange in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if redis.call('EXISTS', ARGV[1] .. exchange) == 0 then
+        gone = gone + redis.call('ZREM', KEYS[1], exchange)
+    end
+end
+return gone
+"""
+
+
+def forget_unbound_deadlines() -> int:
+    """kombu's deadlines of binding tables that are gone. The workers' remote-control queues
+    (``celery.pidbox``, ``reply.celery.pidbox``) expire; kombu gives each of their exchanges a
+    deadline an hour ahead in ``_kombu.binding_deadlines`` and removes it only in a sweep after
+    that hour, by a consumer still running. The workers of a benchmark remove their bindings
+    when they stop; this removes the deadlines nothing is bound under any more (a binding of
+    another run still in progress keeps its own). Returns how many were removed."""
+    r = redis_client()
+    try:
+        return r.eval(_FORGET_UNBOUND, 1, "_kombu.binding_deadlines", "_kombu.binding.")
+    finally:
+        r.close()
+
+
 def var_dir() -> Path:
     from django.conf import settings
 
@@ -215,6 +243,7 @@ def run_one(
         conveyor.stop()
         raw.stop()
         delete_run_agents()
+        forget_unbound_deadlines()
     write_json(args.json, {"benchmark": name, "machine": info, **figures})
 
 
