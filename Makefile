@@ -93,12 +93,10 @@ bench: install ## Benchmarks vs raw Celery (bench/README.md). Postgres + Redis f
 	$(RUN) python -m bench.retry_timing
 	$(RUN) python -m bench.batch
 	$(RUN) python -m bench.memory --total $(BENCH_MEMORY_RUNS)
-	@# 10,000 schedules due at once, in a database of their own (<name>_schedules).
-	DATABASE_URL="$${DATABASE_URL%/*}/$${DATABASE_URL##*/}_schedules" $(RUN) python bench/schedules_scale.py
-	@# The read side fills its own database (<name>_read) with a million rows, apart from ours.
-	@if [ -f bench/read_side.py ]; then \
-		DATABASE_URL="$${DATABASE_URL%/*}/$${DATABASE_URL##*/}_read" $(RUN) python -m bench.read_side; \
-	fi
+	@# 10,000 schedules due at once, in a database of their own (<name>_schedules), dropped after.
+	DATABASE_URL="$${DATABASE_URL%/*}/$${DATABASE_URL##*/}_schedules" $(RUN) python bench/schedules_scale.py --drop
+	@# The read side fills its own database (<name>_read) with a million rows, dropped after.
+	DATABASE_URL="$${DATABASE_URL%/*}/$${DATABASE_URL##*/}_read" $(RUN) python -m bench.read_side --drop
 
 .PHONY: clean
 clean: ## Delete var/ (local database, Redis socket, static files, logs)

@@ -33,6 +33,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 BENCH_SECRET_KEY = "conveyor-bench-not-a-secret"  # noqa: S105
 BENCH_FERNET_KEY = "78aMSWNUTbrt4-mJnRnusTp58aMeVEsp1oJI86c63wc="
 MIN_ROUNDS = 3
+# The owner of the benchmarks' agents.
+BENCH_USER = "conveyor-bench"
 # This run's names (queues, agents, Redis keys), so that runs side by side never meet.
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -131,6 +133,24 @@ def _create_database(url: str) -> None:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(url: str) -> None:
+    """Drop the database of ``url`` (closing this process's connections to it first), even
+    while other sessions use it."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except Exception:  # noqa: S110 (Django may not have started)
+        pass
+    name, params = server_params(url)
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(drop.format(sql.Identifier(name)))
 
 
 def redis_client():
@@ -483,7 +503,7 @@ def bench_agent(*, label: str, queue: str, function: str = "demo.echo", **fields
     from agents.services import agent_create
 
     owner, _ = get_user_model().objects.get_or_create(
-        username="conveyor-bench", defaults={"email": "bench@example.com"}
+        username=BENCH_USER, defaults={"email": "bench@example.com"}
     )
     return agent_create(
         owner=owner,
@@ -496,10 +516,14 @@ def bench_agent(*, label: str, queue: str, function: str = "demo.echo", **fields
 
 
 def delete_run_agents() -> None:
-    """Delete this run's agents and, with them, their executions."""
+    """Delete this run's agents and, with them, their executions; then the benchmarks' user,
+    unless another run still has agents."""
+    from django.contrib.auth import get_user_model
+
     from agents.models import Agent
 
-    Agent.objects.filter(name__endswith=f"-{RUN_ID}", owner__username="conveyor-bench").delete()
+    Agent.objects.filter(name__endswith=f"-{RUN_ID}", owner__username=BENCH_USER).delete()
+    get_user_model().objects.filter(username=BENCH_USER, agents=None).delete()
 
 
 def create_executions(agent, n: int, input: Any = None) -> tuple[int, float]:

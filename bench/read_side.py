@@ -11,12 +11,14 @@ of queries per page: a user's executions page, an agent page, the admin changeli
 filtered), the operations dashboard for each window, /metrics and /healthz.
 
 The database (default conveyor_bench_read) is created and migrated if missing; the benchmark
-may replace its executions.
+may replace its executions. It is kept for the next run, with its million rows, unless
+``--drop`` (which ``make bench`` passes) drops it at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -25,7 +27,7 @@ from pathlib import Path
 # Run as a script: the repository root on the path, for Conveyor's and this folder's modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bulk_load
+from bench import bulk_load, common
 
 
 def estimated_rows() -> int:
@@ -149,9 +151,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="executions in the table")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per page")
+    parser.add_argument(
+        "--drop",
+        action="store_true",
+        help="drop the database at the end (make bench does; kept otherwise, for the next run)",
+    )
     args = parser.parse_args(argv)
     bulk_load.setup()
+    try:
+        _measure_and_print(args)
+    finally:
+        if args.drop:
+            common.drop_database(os.environ["DATABASE_URL"])
 
+
+def _measure_and_print(args: argparse.Namespace) -> None:
     have = estimated_rows()
     loaded = abs(have - args.rows) > max(1000, args.rows // 100)
     if loaded:

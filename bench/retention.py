@@ -94,22 +94,6 @@ def own_database_url(url: str) -> str:
     return f"{base}/{name}_retention_{common.RUN_ID}" + (f"?{query}" if query else "")
 
 
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    try:
-        from django.db import connections
-
-        connections.close_all()
-    except Exception:  # noqa: S110 (Django may not have started)
-        pass
-    name, params = common.server_params(url)
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        conn.execute(drop.format(sql.Identifier(name)))
-
-
 # --- The inserter (another process) ---------------------------------------------------------
 
 
@@ -337,7 +321,7 @@ def main() -> None:
         info = common.machine()
         figures = measure(args, info)
     finally:
-        drop_database(url)
+        common.drop_database(url)
     common.write_json(args.json, {"benchmark": "retention", "machine": info, **figures})
 
 

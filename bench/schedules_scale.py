@@ -15,7 +15,7 @@
 
 The runs are published to a queue of this run's own that no worker consumes; it is deleted at
 the end. The database (``conveyor_bench_schedules`` by default) is created and migrated if
-needed, and emptied of this benchmark's earlier agents.
+needed, and emptied of this benchmark's earlier agents; ``--drop`` drops it at the end.
 """
 
 from __future__ import annotations
@@ -125,10 +125,11 @@ def populate(count: int, queue: str):
 
 def run(count: int) -> dict:
     from django.conf import settings
+    from django.contrib.auth import get_user_model
     from django.db import connection
     from django.utils import timezone
 
-    from agents.models import Agent, Schedule
+    from agents.models import Schedule
     from executions import dispatch
     from executions.models import Execution
 
@@ -203,7 +204,8 @@ def run(count: int) -> dict:
     for pattern in (f"{queue}*", f"_kombu.binding*.{queue}"):
         for key in client.scan_iter(pattern):
             client.delete(key)
-    Agent.objects.filter(owner__username=OWNER).delete()
+    # The user, with its agents, their schedules and runs.
+    get_user_model().objects.filter(username=OWNER).delete()
     return {
         "schedules": count,
         "populate_seconds": round(populate_s, 2),
@@ -230,9 +232,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--schedules", type=int, default=10_000)
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument(
+        "--drop", action="store_true", help="drop the database at the end (make bench does)"
+    )
     args = p.parse_args()
     setup()
-    figures = run(args.schedules)
+    try:
+        figures = run(args.schedules)
+    finally:
+        if args.drop:
+            common.drop_database(os.environ["DATABASE_URL"])
     figures["machine"] = {
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -112,11 +112,14 @@ def test_every_benchmark_runs_both_sides_in_every_round(transactional_db, broker
         assert all(mib > 10 for _, mib in readings)
 
     # The run cleans up after itself: no agent or token of it is left behind.
+    from django.contrib.auth import get_user_model
+
     from agents.models import Agent
     from api.models import ApiToken
 
     assert not Agent.objects.filter(owner__username="conveyor-bench").exists()
     assert not ApiToken.objects.filter(owner__username="conveyor-bench").exists()
+    assert not get_user_model().objects.filter(username="conveyor-bench").exists()
     # ... and no queue of it, nor kombu's record of a queue's bindings, in Redis.
     left = set(client.scan_iter(match="*bench-*")) - before
     # ... nor a deadline kombu keeps for a binding table that is gone (the workers' remote
