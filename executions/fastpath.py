@@ -29,7 +29,8 @@ drives the same scenarios through both paths on Postgres and compares every row 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import uuid
+from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
@@ -208,7 +209,7 @@ def _insert_columns(model: type[models.Model]) -> tuple[str, tuple[_Column, ...]
 
 
 # Django's own fields that send a value of these exact types to the database unchanged (their
-# get_db_prep_save is the identity for it); None is sent as NULL by every one of them.
+# get_db_prep_save is the identity for it, on Postgres); None is sent as NULL by every one of them.
 _AS_IS: dict[type[models.Field], tuple[type, ...]] = {
     **dict.fromkeys((models.CharField, models.TextField), (type(None), str)),
     **dict.fromkeys(
@@ -225,10 +226,33 @@ _AS_IS: dict[type[models.Field], tuple[type, ...]] = {
         (type(None), int),
     ),
     models.BooleanField: (type(None), bool),
-    **dict.fromkeys(
-        (models.DateTimeField, models.DateField, models.UUIDField, models.JSONField),
-        (type(None),),
-    ),
+    models.FloatField: (type(None), float),
+    # Postgres has native uuid and interval types: Django sends the Python value.
+    models.UUIDField: (type(None), uuid.UUID),
+    models.DurationField: (type(None), timedelta),
+    **dict.fromkeys((models.DateTimeField, models.DateField, models.JSONField), (type(None),)),
+}
+
+
+def _is_text(value: Any) -> bool:
+    # A text field's choices (TextChoices, a subclass of str) are sent as the text they are.
+    return isinstance(value, str)
+
+
+def _is_aware_datetime(value: Any) -> bool:
+    # Django sends an aware datetime as it is; a naive one it warns about and converts.
+    return type(value) is datetime and value.utcoffset() is not None
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+# Values of other types that a field also sends unchanged, told by their value.
+_ALSO_AS_IS: dict[type[models.Field], Any] = {
+    models.CharField: _is_text,
+    models.TextField: _is_text,
+    models.DateTimeField: _is_aware_datetime,
 }
 
 
@@ -240,9 +264,12 @@ class _Column(NamedTuple):
     quoted: str
     cast: str
     # The types of value the field sends unchanged, which need no preparing: most of what a
-    # step writes (an empty text, NULL, a number). Every other value, and every value of a
-    # field of another class, goes through ``get_db_prep_save``.
+    # step writes (an empty text, NULL, a number), and the values ``also_as_is`` accepts (a
+    # status, an aware datetime). Every other value, and every value of a field of another
+    # class, goes through ``get_db_prep_save``. tests/executions/test_fastpath_values.py checks
+    # both against Django's get_db_prep_save, field by field.
     as_is: tuple[type, ...]
+    also_as_is: Any
     null: str
     empty: str
 
@@ -257,6 +284,7 @@ def _column(field: models.Field) -> _Column:
         _qn(field.column),
         cast,
         _AS_IS.get(type(target), ()),
+        _ALSO_AS_IS.get(type(target), _never),
         f"NULL::{cast}",
         f"''::{cast}",
     )
@@ -291,7 +319,7 @@ class _Params:
     def mark(self, column: _Column, value: Any) -> int:
         """Add ``value`` as the next parameter, unless it is empty: most columns a step writes
         are, and they are written as literals, which cost no parameter. Returns which."""
-        if type(value) not in column.as_is:
+        if type(value) not in column.as_is and not column.also_as_is(value):
             value = column.field.get_db_prep_save(value, self.db)
         if value is None:
             return _NULL
