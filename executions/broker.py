@@ -75,10 +75,16 @@ def publish_many(messages: list[Message]) -> int:
             _declared.update(m.agent.queue for m in through_celery)
     if copies:
         try:
-            with channel.conn_or_acquire() as client, client.pipeline(False) as pipeline:
-                for key, payload in _copies(app, channel, copies):
-                    pipeline.lpush(key, payload)
-                pipeline.execute()
+            pushes = list(_copies(app, channel, copies))
+            with channel.conn_or_acquire() as client:
+                if len(pushes) == 1:
+                    # One run (the API's, a page's): one command, without a pipeline's costs.
+                    client.lpush(*pushes[0])
+                else:
+                    with client.pipeline(False) as pipeline:
+                        for key, payload in pushes:
+                            pipeline.lpush(key, payload)
+                        pipeline.execute()
         except Exception:
             # Celery retries a publication the broker did not take (task_publish_retry): hand
             # these to it, on a connection of its own. A message the pipeline did push is then
