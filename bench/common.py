@@ -451,28 +451,41 @@ def _cpu_seconds(pid: int) -> float | None:
 class CpuMeter:
     """CPU seconds (user + system) used by groups of processes between
     :meth:`start` and :meth:`stop`. A process that appears meanwhile counts from zero; one that
-    ends meanwhile is lost (the benchmarks keep their processes for the whole run)."""
+    ends meanwhile is lost (the benchmarks keep their processes for the whole run).
+
+    Listing a group's processes may cost them CPU (the Postgres backends are listed by a query
+    on this process's own connection): the processes known are listed before the first
+    reading and read again before the second listing, so neither listing is measured."""
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]):
         self.groups = groups
+        self._pids: dict[str, list[int]] = {}
         self._before: dict[str, dict[int, float]] = {}
         self.used: dict[str, float] = {}
 
-    def _read(self) -> dict[str, dict[int, float]]:
+    @staticmethod
+    def _read(pids_by_group: dict[str, list[int]]) -> dict[str, dict[int, float]]:
         readings = {}
-        for name, pids in self.groups.items():
+        for name, pids in pids_by_group.items():
             readings[name] = {}
-            for pid in pids():
+            for pid in pids:
                 seconds = _cpu_seconds(pid)
                 if seconds is not None:
                     readings[name][pid] = seconds
         return readings
 
     def start(self) -> None:
-        self._before = self._read()
+        self._pids = {name: list(pids()) for name, pids in self.groups.items()}
+        self._before = self._read(self._pids)
 
     def stop(self) -> dict[str, float]:
-        after = self._read()
+        after = self._read(self._pids)
+        appeared = {
+            name: [pid for pid in pids() if pid not in self._pids[name]]
+            for name, pids in self.groups.items()
+        }
+        for name, readings in self._read(appeared).items():
+            after[name].update(readings)
         self.used = {
             name: sum(s - self._before.get(name, {}).get(pid, 0.0) for pid, s in pids.items())
             for name, pids in after.items()
