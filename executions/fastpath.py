@@ -266,12 +266,16 @@ class _Column(NamedTuple):
     # The types of value the field sends unchanged, which need no preparing: most of what a
     # step writes (an empty text, NULL, a number), and the values ``also_as_is`` accepts (a
     # status, an aware datetime). Every other value, and every value of a field of another
-    # class, goes through ``get_db_prep_save``. tests/executions/test_fastpath_values.py checks
-    # both against Django's get_db_prep_save, field by field.
+    # class, goes through ``get_db_prep_save`` (``sends_as_is``). tests/executions/
+    # test_fastpath_values.py checks it against Django's get_db_prep_save, field by field.
     as_is: tuple[type, ...]
     also_as_is: Any
     null: str
     empty: str
+
+    def sends_as_is(self, value: Any) -> bool:
+        """Whether Django sends ``value`` to this column unchanged (no preparing needed)."""
+        return type(value) in self.as_is or self.also_as_is(value)
 
 
 @cache
@@ -319,7 +323,7 @@ class _Params:
     def mark(self, column: _Column, value: Any) -> int:
         """Add ``value`` as the next parameter, unless it is empty: most columns a step writes
         are, and they are written as literals, which cost no parameter. Returns which."""
-        if type(value) not in column.as_is and not column.also_as_is(value):
+        if not column.sends_as_is(value):
             value = column.field.get_db_prep_save(value, self.db)
         if value is None:
             return _NULL
