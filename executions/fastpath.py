@@ -40,6 +40,8 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from psycopg import _queries as psycopg_queries
 
+from common import instances
+
 from .models import Execution, ExecutionAttempt, ExecutionLog
 from .services import (
     CLAIM_REASON,
@@ -134,14 +136,16 @@ def _cursor():
 
 
 @cache
-def _loading(model: type[models.Model]) -> tuple[list[str], list[tuple[Any, list]]]:
-    """What building an instance of ``model`` from a row takes: its fields' attribute names and,
-    for each, its column and the converters the ORM applies (e.g. JSON text to Python)."""
+def _loading(model: type[models.Model]) -> tuple[tuple[int, Any, list], ...]:
+    """What building an instance of ``model`` from a row takes: the converters the ORM applies
+    to its columns (e.g. JSON text to Python), with each column's place in the row; the other
+    columns' values are taken as they come."""
     table = model._meta.db_table
-    fields = model._meta.concrete_fields
-    return [f.attname for f in fields], [
-        (f.get_col(table), f.get_db_converters(connection)) for f in fields
-    ]
+    return tuple(
+        (i, f.get_col(table), converters)
+        for i, f in enumerate(model._meta.concrete_fields)
+        if (converters := f.get_db_converters(connection))
+    )
 
 
 @cache
@@ -153,14 +157,12 @@ def _returning(model: type[models.Model], alias: str) -> str:
 def _instance(model: type[models.Model], row: tuple) -> models.Model:
     """``model`` as the ORM would load it from ``row``, its columns as ``_returning`` lists
     them."""
-    names, loading = _loading(model)
     db = connections[DEFAULT_DB_ALIAS]
-    values = []
-    for value, (col, converters) in zip(row, loading, strict=True):
+    values = list(row)
+    for i, col, converters in _loading(model):
         for converter in converters:
-            value = converter(value, col, db)
-        values.append(value)
-    return model.from_db(db.alias, names, values)
+            values[i] = converter(values[i], col, db)
+    return instances.loaded(model, db.alias, values)
 
 
 # --- Building statements from the models ------------------------------------------------------

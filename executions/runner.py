@@ -30,6 +30,7 @@ from agents.kinds import get_kind
 from agents.kinds.base import CancelledError, ConfigurationError
 from agents.models import Agent
 from agents.secrets import Scrubber
+from common import instances
 
 from .errors import Category, ClassifiedError, classify
 from .heartbeat import heartbeat
@@ -246,7 +247,8 @@ class ExecutionContext:
 
     def _append_log(self, level: str, message: str, data: dict[str, Any]) -> None:
         self._logs.append(
-            ExecutionLog(
+            instances.new(
+                ExecutionLog,
                 execution_id=self._pk,
                 attempt=self.attempt,
                 at=timezone.now(),

@@ -33,6 +33,7 @@ from django.utils import timezone
 from agents.kinds import get_kind
 from agents.kinds.base import InvalidInputError
 from agents.models import Agent
+from common import instances
 
 from .errors import CATEGORIES, Category, ClassifiedError
 from .humanize import seconds_in_words
@@ -284,16 +285,30 @@ def _initial_wait(agent: Agent, *, not_before: datetime | None, hold: bool, at: 
     }
 
 
-def _new_execution(agent: Agent, kind, **fields: Any) -> Execution:
+def _new_execution(
+    agent: Agent,
+    kind,
+    *,
+    retry_of: Execution | None = None,
+    parent: Execution | None = None,
+    schedule=None,
+    **fields: Any,
+) -> Execution:
     """An unsaved queued execution of ``agent`` (``fields``: its trigger, input, wait...)."""
-    execution = Execution(
-        agent=agent,
+    execution = instances.new(
+        Execution,
+        agent_id=agent.pk,
         owner_id=agent.owner_id,
         status=Status.QUEUED,
         celery_task_id=str(uuid.uuid4()),
         agent_version=agent.version,
         **fields,
     )
+    # The related rows given, set as Execution(agent=..., ...) sets them (and keeps them).
+    execution.agent = agent
+    execution.retry_of = retry_of
+    execution.parent = parent
+    execution.schedule = schedule
     # A flow makes one attempt, open while its steps run; its steps retry, not the flow.
     is_flow = getattr(kind, "is_flow", False)
     execution.max_attempts = 1 if is_flow else execution.retry_policy.max_attempts
@@ -692,8 +707,12 @@ def attempt_closed(
 
 
 def new_attempt(*, execution_id: int, number: int, at: datetime, worker: str) -> ExecutionAttempt:
-    return ExecutionAttempt(
-        execution_id=execution_id, number=number, started_at=at, worker=worker[:200]
+    return instances.new(
+        ExecutionAttempt,
+        execution_id=execution_id,
+        number=number,
+        started_at=at,
+        worker=worker[:200],
     )
 
 
@@ -707,7 +726,8 @@ def new_event(
     reason: str = "",
     data: dict | None = None,
 ) -> ExecutionEvent:
-    return ExecutionEvent(
+    return instances.new(
+        ExecutionEvent,
         execution_id=execution_id,
         from_status=from_status,
         to_status=to,
