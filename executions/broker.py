@@ -61,7 +61,7 @@ def publish_many(messages: list[Message]) -> int:
             channel is None
             or getattr(m.agent.kind_impl, "is_flow", False)
             # kombu sets an expiry on such a queue at every publication
-            or queue in channel._expires
+            or _expires(app, channel, queue)
             # the first of each queue: Celery declares the queue, as it always does
             or queue not in queues
         ):
@@ -97,6 +97,13 @@ def publish_many(messages: list[Message]) -> int:
             _forget_copy_channel(failed=True)
             _through_celery(app, copies)
     return len(copies)
+
+
+def _expires(app, channel, queue: str) -> bool:
+    """Whether ``queue`` is declared with an expiry (``task_queues``, or on the channel): kombu
+    then sets the expiry on the queue's lists at every publication, which a copy does not."""
+    declared = app.amqp.queues.get(queue)
+    return queue in channel._expires or (declared is not None and declared.expires is not None)
 
 
 def _through_celery(app, messages: list[Message]) -> None:

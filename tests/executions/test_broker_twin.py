@@ -124,6 +124,32 @@ def test_a_single_run_is_sent_as_a_copy_once_its_queue_was_declared(queue, make_
     assert found["single-3"]["headers"]["eta"] is not None  # Celery's countdown
 
 
+def test_a_queue_declared_with_an_expiry_goes_through_celery(queue, make_agent):
+    """kombu sets a queue's expiry (``task_queues`` with ``expires``) on its lists at every
+    publication; a copy would not, so every run of such a queue goes through Celery."""
+    from kombu import Queue, pools
+
+    from config.celery import app
+
+    # Celery declares a queue once per connection, and its connections are shared by the whole
+    # process (kombu's pools): new ones, as in a process started with the queue so declared.
+    app.amqp.queues.add(Queue(QUEUE, expires=60))
+    pools.reset()
+    app.amqp._producer_pool = app._pool = None
+    try:
+        agent = make_agent(queue=QUEUE)
+        assert publish_many([Message(1, agent, 0, "expiring-1")]) == 0
+        assert publish_many([Message(i, agent, 0, f"expiring-{i}") for i in (2, 3)]) == 0
+        held = [key for key in queue_keys(QUEUE) if queue.exists(key)]
+        assert sorted(entries(queue)) == ["expiring-1", "expiring-2", "expiring-3"]
+        # The expiry Celery's publication set on the lists holding them, 60 s in milliseconds.
+        assert held and all(0 < queue.pttl(key) <= 60_000 for key in held)
+    finally:
+        app.amqp.queues.pop(QUEUE, None)
+        pools.reset()
+        app.amqp._producer_pool = app._pool = None
+
+
 @pytest.mark.django_db(False)
 def test_the_repeated_put_matches_the_installed_kombu():
     """The copies repeat the steps of kombu's Redis ``Channel._put``: a kombu that changed it
