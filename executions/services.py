@@ -304,11 +304,12 @@ def _new_execution(
         agent_version=agent.version,
         **fields,
     )
-    # The related rows given, set as Execution(agent=..., ...) sets them (and keeps them).
+    # The related rows given, set as Execution(agent=..., ...) sets them (and keeps them); one
+    # not given is None already, and read as None without a query.
     execution.agent = agent
-    execution.retry_of = retry_of
-    execution.parent = parent
-    execution.schedule = schedule
+    for name, related in (("retry_of", retry_of), ("parent", parent), ("schedule", schedule)):
+        if related is not None:
+            setattr(execution, name, related)
     # A flow makes one attempt, open while its steps run; its steps retry, not the flow.
     is_flow = getattr(kind, "is_flow", False)
     execution.max_attempts = 1 if is_flow else execution.retry_policy.max_attempts
