@@ -13,12 +13,12 @@ once and copies it:
   and the task being run stay the same): each is a copy with its own task id, execution,
   attempt, agent, queue, priority and time limits (``run_options``, what Celery is given too),
   encoded as kombu's Redis channel encodes a message (its ``encode_body``, its priority queues)
-  and pushed in one pipeline, on a connection each thread keeps.
+  and pushed in one round trip, on a connection to the broker each thread keeps.
   tests/executions/test_broker_twin.py compares, field by field, the message pushed here with
   the one ``apply_async`` pushes for the same run.
 * Otherwise (another broker, task-sent events on, a publish signal listened to, flows, a
   queue declared with an expiry, a delayed message), each run goes through Celery, inside a
-  kombu batch. If the pipeline fails, its runs are handed to Celery, which retries.
+  kombu batch. If pushing the copies fails, their runs are handed to Celery, which retries.
 """
 
 from __future__ import annotations
@@ -75,16 +75,7 @@ def publish_many(messages: list[Message]) -> int:
             _declared.update(m.agent.queue for m in through_celery)
     if copies:
         try:
-            pushes = list(_copies(app, channel, copies))
-            with channel.conn_or_acquire() as client:
-                if len(pushes) == 1:
-                    # One run (the API's, a page's): one command, without a pipeline's costs.
-                    client.lpush(*pushes[0])
-                else:
-                    with client.pipeline(False) as pipeline:
-                        for key, payload in pushes:
-                            pipeline.lpush(key, payload)
-                        pipeline.execute()
+            _push(channel, list(_copies(app, channel, copies)))
         except Exception:
             # Celery retries a publication the broker did not take (task_publish_retry): hand
             # these to it, on a connection of its own. A message the pipeline did push is then
@@ -97,6 +88,26 @@ def publish_many(messages: list[Message]) -> int:
             _forget_copy_channel(failed=True)
             _through_celery(app, copies)
     return len(copies)
+
+
+def _push(channel, pushes: list[tuple[str, str]]) -> None:
+    """``LPUSH key payload`` for each of ``pushes``, in one round trip, on this thread's own
+    connection to the broker (made like the channel's, with its settings). A redis-py client
+    costs twice a command's own CPU around it (taking a connection from its pool and checking
+    it, its retries): ~90 us a run on a slow machine."""
+    connection = _kept.redis
+    if connection is None:
+        with channel.conn_or_acquire() as client:
+            pool = client.connection_pool
+        connection = _kept.redis = pool.connection_class(**pool.connection_kwargs)
+    if len(pushes) == 1:
+        connection.send_command("LPUSH", *pushes[0])
+    else:
+        connection.send_packed_command(
+            connection.pack_commands([("LPUSH", key, payload) for key, payload in pushes])
+        )
+    for _ in pushes:  # each reply, an error included (raised)
+        connection.read_response()
 
 
 def _expires(app, channel, queue: str) -> bool:
@@ -124,6 +135,8 @@ class _Kept(threading.local):
     channel = None
     pool = None
     pid: int | None = None
+    # Its own connection to the Redis server, which the copies are pushed on (``_push``).
+    redis = None
     # When the broker last refused it (monotonic seconds): every message goes through Celery
     # for COPY_PAUSE seconds, rather than each publication paying a failed attempt first.
     failed_at: float | None = None
@@ -173,13 +186,17 @@ def _forget_copy_channel(*, failed: bool = False) -> None:
     """Close this thread's connection for copies; a later publication makes a new one (after
     COPY_PAUSE seconds when the broker ``failed``)."""
     connection, _kept.connection, _kept.channel = _kept.connection, None, None
+    redis, _kept.redis = _kept.redis, None
     if failed:
         _kept.failed_at = time.monotonic()
-    if connection is not None and _kept.pid == os.getpid():
-        try:
-            connection.release()
-        except Exception:
-            logger.debug("closing the connection for copies failed", exc_info=True)
+    if _kept.pid != os.getpid():
+        return  # made by the parent process: its sockets are the parent's to close
+    for close in (connection and connection.release, redis and redis.disconnect):
+        if close:
+            try:
+                close()
+            except Exception:
+                logger.debug("closing the connection for copies failed", exc_info=True)
 
 
 #: SHA-256 of the source of kombu's Redis ``Channel._put`` (kombu 5.7.0), whose steps the copies

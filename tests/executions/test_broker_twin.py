@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-from contextlib import contextmanager
 
 import pytest
 import redis
@@ -167,10 +166,11 @@ def test_a_thread_keeps_one_connection_for_copies_until_celery_makes_a_new_pool(
     agent = make_agent(queue=QUEUE)
     enqueue(1, agent, attempt=0, task_id="kept-1")  # through Celery: declares the queue
     enqueue(2, agent, attempt=0, task_id="kept-2")
-    kept = broker._kept.channel
-    assert kept is not None
+    kept, pushing = broker._kept.channel, broker._kept.redis
+    assert kept is not None and pushing is not None
     enqueue(3, agent, attempt=0, task_id="kept-3")
     assert broker._kept.channel is kept
+    assert broker._kept.redis is pushing  # the copies' own connection to Redis, kept too
 
     def new_pool():
         app.amqp._producer_pool = None
@@ -187,6 +187,7 @@ def test_a_thread_keeps_one_connection_for_copies_until_celery_makes_a_new_pool(
         new_pool()
     enqueue(4, agent, attempt=0, task_id="kept-4")
     assert broker._kept.channel not in (None, kept)
+    assert broker._kept.redis not in (None, pushing)
     assert broker._kept.channel.connection.client.port != 9  # the broker set again
     assert sorted(entries(queue)) == ["kept-1", "kept-2", "kept-3", "kept-4"]
 
@@ -194,22 +195,18 @@ def test_a_thread_keeps_one_connection_for_copies_until_celery_makes_a_new_pool(
 def test_copies_the_broker_refuses_go_through_celery_and_a_new_connection_is_made(
     queue, make_agent, monkeypatch
 ):
-    """A pipeline of copies that fails hands its runs to Celery, which publishes them, and the
+    """Copies the broker refuses are handed to Celery, which publishes them, and the
     connection for copies is closed: publications go through Celery for COPY_PAUSE seconds
     (none pays a failed attempt first), then a new connection is made."""
     agent = make_agent(queue=QUEUE)
     enqueue(1, agent, attempt=0, task_id="refused-1")
     enqueue(2, agent, attempt=0, task_id="refused-2")
     kept = broker._kept.channel
-
-    @contextmanager
-    def refused(client=None):
-        raise redis.ConnectionError("the broker went away")
-        yield
-
-    monkeypatch.setattr(kept, "conn_or_acquire", refused)  # this connection only
+    # The broker goes away for this connection only: it reconnects to a port nobody listens on.
+    broker._kept.redis.disconnect()
+    broker._kept.redis.port = 9
     enqueue(3, agent, attempt=0, task_id="refused-3")
-    assert broker._kept.channel is None
+    assert broker._kept.channel is None and broker._kept.redis is None
     enqueue(4, agent, attempt=0, task_id="refused-4")  # within the pause: through Celery
     assert broker._kept.connection is None
     monkeypatch.setattr(broker, "COPY_PAUSE", 0)  # the pause is over
