@@ -202,9 +202,13 @@ def test_copies_the_broker_refuses_go_through_celery_and_a_new_connection_is_mad
     enqueue(1, agent, attempt=0, task_id="refused-1")
     enqueue(2, agent, attempt=0, task_id="refused-2")
     kept = broker._kept.channel
-    # The broker goes away for this connection only: it reconnects to a port nobody listens on.
+
+    # The broker goes away for this connection only (TCP or a unix socket alike).
+    def refused():
+        raise redis.ConnectionError("the broker went away")
+
     broker._kept.redis.disconnect()
-    broker._kept.redis.port = 9
+    monkeypatch.setattr(broker._kept.redis, "_connect", refused)
     enqueue(3, agent, attempt=0, task_id="refused-3")
     assert broker._kept.channel is None and broker._kept.redis is None
     enqueue(4, agent, attempt=0, task_id="refused-4")  # within the pause: through Celery
