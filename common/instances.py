@@ -20,6 +20,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, TypeVar
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Model
 from django.db.models.base import ModelState
 from django.db.models.query_utils import DeferredAttribute
@@ -108,3 +109,33 @@ def loaded(model: type[M], db: str, values: tuple | list) -> M:
     obj.__dict__.update(zip(blank.order, values, strict=True))
     post_init.send(sender=model, instance=obj)
     return obj
+
+
+def copied(obj: M, /, **values: Any) -> M:
+    """A new unsaved instance holding what ``obj`` holds, ``values`` (by attribute name)
+    changed (the attributes are copied as they are, not set through the fields' descriptors).
+    The related rows ``obj`` keeps (e.g. its agent) are kept by the copy too, but for a key
+    that ``values`` changes."""
+    model = type(obj)
+    blank = _blank(model)
+    if not blank.names.issuperset(values):
+        unexpected = ", ".join(repr(name) for name in values if name not in blank.names)
+        raise TypeError(f"{model.__name__}() got unexpected keyword arguments: {unexpected}")
+    state = ModelState()
+    state.fields_cache = {
+        name: related
+        for name, related in obj._state.fields_cache.items()
+        if _attname(model, name) not in values
+    }
+    row = model.__new__(model)
+    row.__dict__ = {**obj.__dict__, **values, "_state": state}
+    return row
+
+
+def _attname(model: type[Model], cache_name: str) -> str | None:
+    """The attribute holding the key of the related row kept under ``cache_name`` (None for a
+    reverse relation, whose key is the other row's)."""
+    try:
+        return getattr(model._meta.get_field(cache_name), "attname", None)
+    except FieldDoesNotExist:
+        return None

@@ -27,7 +27,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models.base import ModelState
 from django.utils import timezone
 
 from agents.kinds import get_kind
@@ -488,11 +487,8 @@ def _created_events(executions: list[Execution]) -> list[ExecutionEvent]:
 
 def _copy(template, **fields):
     """A new unsaved row like ``template`` (a model instance) with ``fields`` changed, a new
-    ``uuid`` and ``celery_task_id`` where the model has them; a model instance without
-    ``Model.__init__``, whose cost is per field."""
-    row = type(template).__new__(type(template))
-    row.__dict__ = {**template.__dict__, **fields}
-    row._state = ModelState()
+    ``uuid`` and ``celery_task_id`` where the model has them."""
+    row = instances.copied(template, **fields)
     if "uuid" in row.__dict__:
         row.uuid = uuid.uuid4()
     if "celery_task_id" in row.__dict__:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 from django.apps import apps
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.db.models.signals import post_init, pre_init
 
 from common import instances
@@ -137,3 +139,25 @@ def test_the_init_signals_are_sent_as_init_sends_them():
     finally:
         pre_init.disconnect(before, sender=ExecutionAttempt)
         post_init.disconnect(after, sender=ExecutionAttempt)
+
+
+def test_a_copy_holds_what_the_original_holds_with_the_values_given_changed(make_agent):
+    agent = make_agent()
+    original = instances.new(Execution, agent_id=agent.pk, input={"n": 1}, status="queued")
+    original.agent = agent
+    copy = instances.copied(original, input={"n": 2})
+    assert {k: v for k, v in copy.__dict__.items() if k != "_state"} == {
+        **{k: v for k, v in original.__dict__.items() if k != "_state"},
+        "input": {"n": 2},
+    }
+    assert copy._state is not original._state and copy._state.adding
+    # Its agent kept as the original keeps it: read without a query.
+    with CaptureQueriesContext(connection) as queries:
+        assert copy.agent is agent
+    assert len(queries) == 0
+    # A key changed: the row kept for the old key is not the copy's.
+    other = make_agent()
+    moved = instances.copied(original, agent_id=other.pk)
+    assert moved.agent == other and original.agent is agent
+    with pytest.raises(TypeError, match="'agent'"):
+        instances.copied(original, agent=other)
