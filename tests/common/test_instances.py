@@ -1,14 +1,15 @@
 """common.instances: every model of the project built by ``new`` and ``loaded`` is the instance
 ``Model.__init__`` and ``Model.from_db`` build, attribute by attribute, with nothing given,
-every field given and half of them given; the signals are sent as there."""
+every field given and half of them given; the signals are sent as there; ``copied`` keeps what
+the original holds."""
 
 from __future__ import annotations
 
 import pytest
 from django.apps import apps
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.db.models.signals import post_init, pre_init
+from django.test.utils import CaptureQueriesContext
 
 from common import instances
 from executions.models import Execution, ExecutionAttempt, ExecutionEvent, ExecutionLog
